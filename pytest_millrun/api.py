@@ -1,0 +1,320 @@
+"""``execute_run``: every notebook of a folder times every parameter variation.
+
+The plan (which notebook, which variation, which output file) is pure and is
+made and checked in full before anything runs: a typo in a papermill keyword,
+two variations writing one file or an output that would replace an input
+notebook fail here, not halfway through a long run.  The jobs then go through
+any :class:`concurrent.futures.Executor`: none (in this process), a process
+pool over all pairs at once, or one the caller brings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import inspect
+import os
+import signal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .discovery import discover_notebooks
+from .execute import ExecutionInterrupted, ExecutionResult, execute_notebook
+from .naming import mirrored_folder, name_variations, safe_output_path
+from .params import BulkParams, Variation, resolve_bulk_params
+
+
+#: How long interrupted jobs get to save their partial outputs before workers are stopped.
+_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (notebook, variation) pair and where its output goes."""
+
+    notebook: Path
+    variation: Variation
+    variation_id: str
+    output: Path
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What every job of a run shares; picklable, so it reaches pool workers intact."""
+
+    kernel_name: str | None = None
+    cell_timeout: float | None = None
+    notebook_timeout: float | None = None
+    papermill_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+class RunFailedError(Exception):
+    """Raised after the whole run when any variation failed; carries every result."""
+
+    def __init__(self, results: list[ExecutionResult]) -> None:
+        self.results = results
+        self.failures = [r for r in results if not r.passed]
+        lines = [f"{len(self.failures)} of {len(results)} notebook runs failed:"]
+        for r in self.failures:
+            headline = r.error.headline if r.error else r.status
+            lines.append(f"  {r.notebook.name} [{r.variation_id}]: {headline} -> {r.output}")
+        super().__init__("\n".join(lines))
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the run; ``results`` holds what finished (and was cut short)."""
+
+    def __init__(self, results: list[ExecutionResult], pending: int) -> None:
+        super().__init__(f"Interrupted with {pending} notebook runs not finished")
+        self.results = results
+        self.pending = pending
+
+
+def plan_run(
+    notebook_dir_or_file: str | Path,
+    variations: Sequence[Variation],
+    *,
+    output_dir: str | Path | None = None,
+    prepend: Sequence[str] = (),
+    append: Sequence[str] = (),
+    recursive: bool = False,
+    exclude_glob_pattern: str | None = None,
+    include_glob_pattern: str | None = None,
+) -> list[Job]:
+    """Every job of a run, in a deterministic order, with collisions refused."""
+    target = Path(notebook_dir_or_file)
+    out = Path(output_dir) if output_dir is not None else None
+    notebooks = discover_notebooks(
+        target,
+        recursive=recursive,
+        include_glob_pattern=include_glob_pattern,
+        exclude_glob_pattern=exclude_glob_pattern,
+        output_dirs=[out] if out is not None and out.resolve() != target.resolve() else [],
+    )
+    if not notebooks:
+        raise FileNotFoundError(
+            f"No notebooks found in {target} (pattern {include_glob_pattern or '*.ipynb'}"
+            f"{', recursively' if recursive else ''}). Check the path and the glob patterns, "
+            f"or pass --recursive for notebooks in subfolders."
+        )
+    base = target if target.is_dir() else target.parent
+    jobs: list[Job] = []
+    for notebook in notebooks:
+        if out is None:
+            folder_root, folder = notebook.parent, Path()
+        else:
+            folder_root, folder = out, mirrored_folder(notebook, base)
+        names = name_variations(notebook.stem, variations, prepend, append)
+        for name, variation in zip(names, variations):
+            output = safe_output_path(folder_root, folder, name.filename)
+            jobs.append(Job(notebook.resolve(), variation, name.id, output))
+    _refuse_collisions(jobs)
+    return jobs
+
+
+def _refuse_collisions(jobs: Iterable[Job]) -> None:
+    inputs = {job.notebook for job in jobs}
+    owners: dict[Path, Job] = {}
+    for job in jobs:
+        if job.output in inputs:
+            raise ValueError(
+                f"{job.notebook.name} [{job.variation_id}] would write its output over the "
+                f"input notebook {job.output}. Choose an output_dir or other components."
+            )
+        other = owners.setdefault(job.output, job)
+        if other is not job:
+            raise ValueError(
+                f"{other.notebook.name} [{other.variation_id}] and {job.notebook.name} "
+                f"[{job.variation_id}] would both write {job.output}. Add a prepend/append "
+                f"component that tells them apart."
+            )
+
+
+def check_papermill_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """Refuse, before anything runs, a keyword papermill or nbclient would not use."""
+    import papermill
+    from nbclient import NotebookClient
+
+    accepted = set(inspect.signature(papermill.execute_notebook).parameters)
+    accepted |= set(NotebookClient.class_trait_names()) | {"execution_timeout"}
+    accepted -= {"input_path", "output_path", "parameters", "engine_kwargs", "nb", "km"}
+    managed = {"kernel_manager_class", "resources"}
+    for name in kwargs:
+        if name in managed:
+            raise TypeError(
+                f"execute_run sets papermill's {name!r} itself (private kernel sockets, the "
+                f"notebook's folder as working directory); it cannot be passed."
+            )
+        if name not in accepted:
+            close = difflib.get_close_matches(name, sorted(accepted), n=3)
+            hint = f" Did you mean {' or '.join(close)}?" if close else ""
+            raise TypeError(
+                f"{name!r} is not an argument of papermill.execute_notebook or of nbclient's "
+                f"NotebookClient, so it would be ignored.{hint}"
+            )
+
+
+def execute_run(
+    notebook_dir_or_file: str | Path,
+    bulk_params: BulkParams | str | Path,
+    output_dir: str | Path | None = None,
+    output_prepend_components: Sequence[str] | None = None,
+    output_append_components: Sequence[str] | None = None,
+    recursive: bool = False,
+    exclude_glob_pattern: str | None = None,
+    include_glob_pattern: str | None = None,
+    use_multiprocessing: bool = False,
+    *,
+    workers: int | None = None,
+    executor: Executor | None = None,
+    notebook_timeout: float | None = None,
+    on_result: Callable[[ExecutionResult], None] | None = None,
+    **kwargs: Any,
+) -> list[ExecutionResult]:
+    """Run every notebook with every variation; return one result per pair.
+
+    Every pair is attempted.  When any failed, :class:`RunFailedError` is
+    raised after all work is done, listing every failure and carrying all
+    results.  ``kwargs`` go to ``papermill.execute_notebook`` (``kernel_name``,
+    ``execution_timeout``, ``log_output``, nbclient options ...).  With
+    ``use_multiprocessing`` all pairs share one process pool of ``workers``
+    processes (default: the CPU count); ``executor`` replaces that pool with
+    any ``concurrent.futures.Executor``.
+    """
+    variations = resolve_bulk_params(bulk_params)
+    check_papermill_kwargs(kwargs)
+    papermill_kwargs = dict(kwargs)
+    options = RunOptions(
+        kernel_name=papermill_kwargs.pop("kernel_name", None),
+        cell_timeout=papermill_kwargs.pop("execution_timeout", None),
+        notebook_timeout=notebook_timeout,
+        papermill_kwargs=papermill_kwargs,
+    )
+    jobs = plan_run(
+        notebook_dir_or_file,
+        variations,
+        output_dir=output_dir,
+        prepend=list(output_prepend_components or ()),
+        append=list(output_append_components or ()),
+        recursive=recursive,
+        exclude_glob_pattern=exclude_glob_pattern,
+        include_glob_pattern=include_glob_pattern,
+    )
+    if executor is not None:
+        results = run_jobs(jobs, options, executor, on_result)
+    elif use_multiprocessing:
+        with _process_pool(workers or os.cpu_count() or 1) as pool:
+            results = run_jobs(jobs, options, pool, on_result)
+    else:
+        results = run_jobs(jobs, options, None, on_result)
+    if any(not r.passed for r in results):
+        raise RunFailedError(results)
+    return results
+
+
+def run_job(job: Job, options: RunOptions) -> ExecutionResult:
+    """Run one job; module-level so process pools can pickle it."""
+    return execute_notebook(
+        job.notebook,
+        job.output,
+        job.variation,
+        variation_id=job.variation_id,
+        kernel_name=options.kernel_name,
+        cell_timeout=options.cell_timeout,
+        notebook_timeout=options.notebook_timeout,
+        **options.papermill_kwargs,
+    )
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    options: RunOptions,
+    executor: Executor | None,
+    on_result: Callable[[ExecutionResult], None] | None = None,
+) -> list[ExecutionResult]:
+    """Run the jobs, in order of the plan in the returned list whatever order they finish in."""
+    done: dict[int, ExecutionResult] = {}
+    futures: dict[Future[ExecutionResult], int] = {}
+
+    def record(index: int, result: ExecutionResult) -> None:
+        done[index] = result
+        if on_result is not None:
+            on_result(result)
+
+    try:
+        if executor is None:
+            for index, job in enumerate(jobs):
+                try:
+                    record(index, run_job(job, options))
+                except ExecutionInterrupted as exc:
+                    done[index] = exc.result
+                    raise
+        else:
+            for index, job in enumerate(jobs):
+                futures[executor.submit(run_job, job, options)] = index
+            for future in as_completed(futures):
+                try:
+                    record(futures[future], future.result())
+                except ExecutionInterrupted as exc:
+                    done[futures[future]] = exc.result
+                    raise
+    except KeyboardInterrupt:
+        if executor is not None:
+            _stop(executor, futures, done)
+        ordered = [done[i] for i in sorted(done)]
+        raise RunInterrupted(ordered, len(jobs) - len(ordered)) from None
+    return [done[i] for i in sorted(done)]
+
+
+def _worker_init() -> None:
+    """Pool workers turn SIGTERM into KeyboardInterrupt, so their kernels are cleaned up."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+@contextlib.contextmanager
+def _process_pool(workers: int) -> Any:
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop(
+    executor: Executor,
+    futures: Mapping[Future[ExecutionResult], int],
+    done: dict[int, ExecutionResult],
+) -> None:
+    """Cancel what has not started, keep what the running jobs saved, stop the workers.
+
+    Running jobs get a few seconds to save their partial outputs (on Ctrl-C the
+    workers received SIGINT too); then the workers are terminated, which their
+    initializer turns into a clean kernel shutdown.
+    """
+    executor.shutdown(wait=False, cancel_futures=True)
+    wait(futures, timeout=_GRACE_SECONDS)
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.terminate()
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(timeout=_GRACE_SECONDS)
+            if process.is_alive():
+                process.kill()
+    for future, index in futures.items():
+        if index in done or not future.done() or future.cancelled():
+            continue
+        try:
+            done[index] = future.result()
+        except ExecutionInterrupted as exc:
+            done[index] = exc.result
+        except BaseException:  # a worker killed mid-job: nothing to report for it
+            continue

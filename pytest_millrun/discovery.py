@@ -1,0 +1,117 @@
+"""Finding notebooks, and telling inputs apart from outputs of earlier runs.
+
+Every executed notebook carries a ``millrun`` entry in its metadata, so a
+later run over the same folder (the API's default writes outputs beside the
+inputs) never mistakes its own outputs for work to do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+#: Key of the notebook-level metadata entry that marks an executed output.
+OUTPUT_MARKER = "millrun"
+CHECKPOINTS = ".ipynb_checkpoints"
+
+
+class NotebookError(ValueError):
+    """Raised for a notebook that cannot be read as a notebook."""
+
+
+def read_notebook_json(path: Path) -> dict[str, Any]:
+    """Read a notebook as plain JSON, cheaply, with a clear error for a broken file."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise NotebookError(
+            f"Notebook {path} is not valid JSON ({exc.msg} at line {exc.lineno}, column "
+            f"{exc.colno}). Open it in Jupyter and save it again, or remove it from the run."
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NotebookError(f"Notebook {path} cannot be read: {exc}.") from None
+    if not isinstance(data, dict) or "cells" not in data:
+        raise NotebookError(
+            f"Notebook {path} is JSON but not a notebook (no 'cells' list). Save it from "
+            f"Jupyter, or remove it from the run."
+        )
+    return data
+
+
+def is_output_notebook(data: dict[str, Any]) -> bool:
+    metadata = data.get("metadata")
+    return isinstance(metadata, dict) and OUTPUT_MARKER in metadata
+
+
+def is_excluded_path(path: Path, output_dirs: Iterable[Path] = ()) -> bool:
+    """Checkpoints, hidden partial files and anything inside an output directory."""
+    if CHECKPOINTS in path.parts or path.name.startswith("."):
+        return True
+    resolved = path.resolve()
+    return any(d == resolved or d in resolved.parents for d in (o.resolve() for o in output_dirs))
+
+
+def discover_notebooks(
+    target: str | Path,
+    *,
+    recursive: bool = False,
+    include_glob_pattern: str | None = None,
+    exclude_glob_pattern: str | None = None,
+    output_dirs: Iterable[Path] = (),
+) -> list[Path]:
+    """The input notebooks of a run, sorted so every process sees the same order.
+
+    A file is taken as given; for a directory, ``include_glob_pattern`` (default
+    ``*.ipynb``) selects and ``exclude_glob_pattern`` removes, both matched the
+    way ``Path.glob`` (or ``Path.rglob`` when recursive) matches.  Outputs of
+    earlier runs are skipped, unreadable notebooks are not: they are returned
+    so that they fail loudly when run.
+    """
+    target = Path(target)
+    if not target.exists():
+        raise FileNotFoundError(
+            f"Notebook path {target} does not exist. Give an existing notebook file or a "
+            f"folder of notebooks."
+        )
+    output_dirs = list(output_dirs)
+    if target.is_file():
+        return [target]
+    glob = target.rglob if recursive else target.glob
+    excluded = set(glob(exclude_glob_pattern)) if exclude_glob_pattern else set()
+    found: list[Path] = []
+    for path in glob(include_glob_pattern or "*.ipynb"):
+        if path in excluded or path.suffix != ".ipynb" or not path.is_file():
+            continue
+        if is_excluded_path(path, output_dirs):
+            continue
+        try:
+            if is_output_notebook(read_notebook_json(path)):
+                continue
+        except NotebookError:
+            pass
+        found.append(path)
+    return sorted(found)
+
+
+def declared_parameters(path: Path, data: dict[str, Any]) -> tuple[bool, list[str] | None]:
+    """Whether the notebook has a parameters cell, and the names that cell declares.
+
+    papermill reads the cell for us (it knows each kernel language's syntax);
+    the names are None when papermill cannot parse that language.
+    """
+    import papermill
+
+    tagged = any(
+        "parameters" in (cell.get("metadata") or {}).get("tags", ())
+        for cell in data.get("cells", ())
+        if isinstance(cell, dict)
+    )
+    if not tagged:
+        return False, None
+    try:
+        return True, sorted(papermill.inspect_notebook(str(path)))
+    except Exception:
+        return True, None

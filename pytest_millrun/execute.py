@@ -1,0 +1,553 @@
+"""Running one notebook with one variation, and saying what happened.
+
+This module knows nothing about pytest or the command line: it takes paths and
+parameters, runs papermill, and returns an :class:`ExecutionResult` whose
+:class:`Failure` is already phrased for a person.  The three front ends only
+decide how to show it.
+
+The papermill call is the ordinary one, tuned through papermill's and
+nbclient's own extension points:
+
+* a kernel manager class (``kernel_manager_class``) whose kernels listen on
+  ZeroMQ ``ipc`` sockets in a private 0700 folder, so concurrent starts can
+  never race for TCP ports, and whose stdout/stderr go to a log file instead of
+  the user's terminal (the log's tail is quoted when a kernel dies);
+* ``shutdown_kernel="immediate"``: the outputs are all in once the last cell
+  replies, so waiting on the graceful handshake only costs time;
+* the kernel's working directory set through nbclient's ``resources`` instead
+  of papermill's process-wide ``chdir``, so nothing here touches global state.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from .discovery import OUTPUT_MARKER, NotebookError, is_output_notebook, read_notebook_json
+from .params import Variation
+
+Status = Literal["passed", "failed", "interrupted"]
+
+#: Kernels started by this process and not yet reaped; killed at exit whatever happens.
+_LIVE_KERNELS: set[subprocess.Popen[bytes]] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a variation failed, in the terms of papermill's ``PapermillExecutionError``.
+
+    ``kind`` is one of ``cell`` (an exception in a cell), ``timeout``,
+    ``kernel-died``, ``kernel-start``, ``interrupted`` or ``error``.  The cell
+    fields are filled whenever the failure happened inside a cell.
+    """
+
+    kind: str
+    message: str
+    ename: str = ""
+    evalue: str = ""
+    cell_index: int | None = None
+    exec_count: int | None = None
+    source: str = ""
+    traceback: tuple[str, ...] = ()
+
+    @property
+    def headline(self) -> str:
+        """The report's first line: ``ename: evalue``, with the cell where there is one."""
+        where = cell_words(self.cell_index, self.exec_count)
+        if self.kind == "cell":
+            return f"{self.ename}: {self.evalue}{where}"
+        return f"{self.ename or self.kind}: {self.evalue or self.message.split('. ')[0]}"
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """The outcome of one (notebook, variation) pair."""
+
+    notebook: Path
+    variation_id: str
+    parameters: Variation
+    output: Path | None
+    status: Status
+    duration: float
+    error: Failure | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+class ExecutionInterrupted(KeyboardInterrupt):
+    """A signal stopped the run while a notebook was executing; its partial output is saved."""
+
+    def __init__(self, result: ExecutionResult) -> None:
+        super().__init__(f"Interrupted while running {result.notebook} [{result.variation_id}]")
+        self.result = result
+
+
+class OverwriteError(ValueError):
+    """Raised instead of writing over a file that is not an output of this tool."""
+
+
+def format_failure(result: ExecutionResult) -> str:
+    """The plain-text failure report shared by pytest's ``repr_failure`` and the CLI."""
+    error = result.error
+    assert error is not None
+    lines = [error.headline, ""]
+    if error.kind == "cell" or error.source:
+        if error.source:
+            lines += ["Cell source:", _indent(error.source), ""]
+        if error.traceback:
+            lines += ["Traceback:", _indent("\n".join(error.traceback)), ""]
+    if error.kind != "cell":
+        lines += [error.message, ""]
+    lines.append(f"Notebook:  {result.notebook}")
+    lines.append(f"Variation: [{result.variation_id}] {_short_params(result.parameters)}")
+    if result.output is not None and result.output.exists():
+        lines.append(f"Output:    {result.output}")
+    return "\n".join(lines)
+
+
+def execute_notebook(
+    notebook: Path,
+    output: Path,
+    parameters: Variation,
+    *,
+    variation_id: str = "",
+    kernel_name: str | None = None,
+    cell_timeout: float | None = None,
+    notebook_timeout: float | None = None,
+    **papermill_kwargs: Any,
+) -> ExecutionResult:
+    """Run ``notebook`` with ``parameters`` through papermill and save it to ``output``.
+
+    Never raises for a failure of the notebook or its kernel: that is the
+    result's ``error``.  Raises :class:`ExecutionInterrupted` when SIGINT or
+    SIGTERM stopped the run, after the partial output is saved and the kernel
+    is gone, so the caller can stop everything else too.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    started = time.monotonic()
+    notebook = Path(notebook).resolve()
+    output = Path(output)
+
+    def finish(status: Status, error: Failure | None = None) -> ExecutionResult:
+        return ExecutionResult(
+            notebook=notebook,
+            variation_id=variation_id,
+            parameters=dict(parameters),
+            output=output if output.exists() else None,
+            status=status,
+            duration=time.monotonic() - started,
+            error=error,
+        )
+
+    try:
+        nb = _load_input(notebook, variation_id)
+        check_output_target(notebook, output)
+    except (NotebookError, OverwriteError) as exc:
+        return finish("failed", Failure("error", str(exc)))
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.stem}.partial.ipynb")
+    with _KernelSandbox() as sandbox:
+        engine_kwargs: dict[str, Any] = {
+            "shutdown_kernel": "immediate",
+            "resources": {"metadata": {"path": str(notebook.parent)}},
+            **papermill_kwargs,
+            "kernel_manager_class": sandbox.kernel_manager_class(),
+        }
+        if cell_timeout is not None:
+            engine_kwargs["execution_timeout"] = cell_timeout
+        watchdog = None
+        if notebook_timeout is not None:
+            watchdog = threading.Timer(notebook_timeout, sandbox.expire)
+            watchdog.daemon = True
+            watchdog.start()
+        error: Failure | None = None
+        interrupted = False
+        try:
+            papermill.execute_notebook(
+                nb,
+                str(partial),
+                parameters=dict(parameters),
+                kernel_name=kernel_name,
+                progress_bar=False,
+                **engine_kwargs,
+            )
+        except PapermillExecutionError as exc:
+            error = Failure(
+                kind="cell",
+                message=f"{exc.ename}: {exc.evalue}",
+                ename=exc.ename,
+                evalue=exc.evalue,
+                cell_index=exc.cell_index,
+                exec_count=exc.exec_count,
+                source=exc.source,
+                traceback=tuple(_strip_color(line) for line in exc.traceback),
+            )
+        except KeyboardInterrupt:
+            interrupted = True
+        except Exception as exc:
+            if sandbox.signalled(exc):
+                interrupted = True
+            else:
+                error = _explain(exc, notebook, partial, sandbox, kernel_name, notebook_timeout)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            sandbox.kill()
+            if partial.exists():
+                os.replace(partial, output)
+    if interrupted:
+        raise ExecutionInterrupted(
+            finish("interrupted", Failure("interrupted", "Interrupted by a signal."))
+        )
+    return finish("failed" if error else "passed", error)
+
+
+def check_output_target(notebook: Path, output: Path) -> None:
+    """Refuse to write over the input notebook or any file this tool did not write."""
+    if output.resolve() == notebook.resolve():
+        raise OverwriteError(
+            f"The output path {output} is the input notebook itself. Choose an output "
+            f"directory or prepend/append components so the names differ."
+        )
+    if output.exists():
+        try:
+            ours = is_output_notebook(read_notebook_json(output))
+        except NotebookError:
+            ours = False
+        if not ours:
+            raise OverwriteError(
+                f"The output path {output} already holds a file that is not an output of "
+                f"millrun (an input notebook?); it is left untouched. Choose another output "
+                f"directory or other prepend/append components."
+            )
+
+
+def _load_input(notebook: Path, variation_id: str) -> Any:
+    """Read the notebook and mark it, so every save of its output says it is an output."""
+    import nbformat
+
+    if not notebook.exists():
+        raise NotebookError(f"Notebook {notebook} does not exist (was it moved or deleted?).")
+    read_notebook_json(notebook)  # a clear message for broken JSON, before nbformat's
+    try:
+        nb = nbformat.read(str(notebook), as_version=4)
+    except Exception as exc:
+        raise NotebookError(f"Notebook {notebook} is not a valid notebook: {exc}") from None
+    nb.metadata[OUTPUT_MARKER] = {"input": str(notebook), "variation": variation_id}
+    return nb
+
+
+def _explain(
+    exc: Exception,
+    notebook: Path,
+    partial: Path,
+    sandbox: _KernelSandbox,
+    kernel_name: str | None,
+    notebook_timeout: float | None,
+) -> Failure:
+    """Phrase an exception raised outside a cell's own code as one paragraph with a fix."""
+    from jupyter_client.kernelspec import NoSuchKernel
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    cell = _running_cell(partial)
+    where = cell_words(cell.get("cell_index"), cell.get("exec_count"))
+    if sandbox.timed_out:
+        return Failure(
+            "timeout",
+            f"Timed out after {notebook_timeout:g} s{where}: the whole-notebook time limit "
+            f"stopped the kernel. The cells that ran are saved in the output. Raise the limit "
+            f"(--millrun-notebook-timeout / notebook_timeout) or make the notebook faster.",
+            ename="TimeoutError",
+            evalue=f"timed out after {notebook_timeout:g} s{where}",
+            **cell,
+        )
+    if isinstance(exc, CellTimeoutError):
+        return Failure(
+            "timeout",
+            f"Timed out{where}: the cell ran longer than the per-cell limit "
+            f"({_first_line(str(exc))}). Raise the limit (--millrun-timeout / timeout) "
+            f"or make the cell faster.",
+            ename="TimeoutError",
+            evalue=f"the per-cell time limit ran out{where}",
+            **cell,
+        )
+    if isinstance(exc, DeadKernelError) and sandbox.started:
+            return Failure(
+                "kernel-died",
+                f"The kernel died{where} ({sandbox.exit_description()}). Everything up to that "
+                f"cell is saved in the output. A kernel dies when the code calls os._exit, "
+                f"crashes in native code or runs out of memory.{sandbox.log_tail()}",
+                ename="DeadKernelError",
+                evalue=f"the kernel died{where} ({sandbox.exit_description()})",
+                **cell,
+            )
+    if isinstance(exc, NoSuchKernel):
+        installed = _installed_kernels()
+        return Failure(
+            "kernel-start",
+            f"No kernel named {exc.name!r} is installed, so {notebook.name} cannot start "
+            f"(installed: {installed or 'none'}). Install one (python -m ipykernel install "
+            f"--user --name {exc.name}) or choose an installed kernel with --millrun-kernel "
+            f"/ kernel_name.",
+            ename="NoSuchKernel",
+            evalue=str(exc.name),
+        )
+    if isinstance(exc, ValueError) and "kernel" in str(exc).lower():
+        return Failure(
+            "kernel-start",
+            f"{notebook.name} names no kernel in its metadata and none was given: "
+            f"{_first_line(str(exc))}. Choose one with --millrun-kernel / kernel_name "
+            f"(e.g. python3), or save the notebook from Jupyter with a kernel selected.",
+            ename=type(exc).__name__,
+            evalue=str(exc),
+        )
+    if not sandbox.ready:
+        return Failure(
+            "kernel-start",
+            f"The kernel{f' {kernel_name!r}' if kernel_name else ''} could not start: "
+            f"{type(exc).__name__}: {_first_line(str(exc))} ({sandbox.exit_description()}). "
+            f"Check that the kernel's environment can import ipykernel "
+            f"(python -m ipykernel_launcher --help).{sandbox.log_tail()}",
+            ename=type(exc).__name__,
+            evalue=str(exc),
+        )
+    return Failure(
+        "error",
+        f"Running the notebook failed outside its cells: {type(exc).__name__}: "
+        f"{_first_line(str(exc))}.{sandbox.log_tail()}",
+        ename=type(exc).__name__,
+        evalue=str(exc),
+        **cell,
+    )
+
+
+def _running_cell(partial: Path) -> dict[str, Any]:
+    """The cell that was running when execution stopped: the last one papermill started."""
+    try:
+        cells = read_notebook_json(partial)["cells"]
+    except (NotebookError, KeyError):
+        return {}
+    for index in range(len(cells) - 1, -1, -1):
+        meta = cells[index].get("metadata", {}).get("papermill", {})
+        if meta.get("start_time"):
+            source = cells[index].get("source", "")
+            return {
+                "cell_index": index,
+                "exec_count": cells[index].get("execution_count"),
+                "source": "".join(source) if isinstance(source, list) else source,
+            }
+    return {}
+
+
+def cell_words(cell_index: int | None, exec_count: int | None) -> str:
+    """`` in cell [3]`` (the execution count, as Jupyter shows it), or the index if it never ran."""
+    if cell_index is None:
+        return ""
+    if exec_count is None:
+        return f" in cell index {cell_index}"
+    return f" in cell [{exec_count}]"
+
+
+def _installed_kernels() -> str:
+    from jupyter_client.kernelspec import find_kernel_specs
+
+    return ", ".join(sorted(find_kernel_specs()))
+
+
+class _KernelSandbox:
+    """A private folder and the bookkeeping for the one kernel of one execution.
+
+    The kernel manager class it hands to nbclient records the kernel process
+    here, which lets a watchdog thread kill it on a notebook timeout, lets the
+    failure report say how it died, and guarantees it is reaped.
+    """
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="millrun-"))  # mkdtemp makes it 0700
+        self.log_path = self.folder / "kernel.log"
+        self.log: IO[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started = False
+        self.ready = False
+        self.timed_out = False
+        self.shut_down_alive = False
+
+    def __enter__(self) -> _KernelSandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+        if self.log is not None:
+            self.log.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def kernel_manager_class(self) -> type:
+        from jupyter_client.manager import AsyncKernelManager
+
+        sandbox = self
+
+        class MillrunKernelManager(AsyncKernelManager):  # type: ignore[misc]
+            """Private ipc sockets, a quiet kernel, and a recorded process."""
+
+            def __init__(self, **kwargs: Any) -> None:
+                super().__init__(**kwargs)
+                self.transport = "ipc"
+                self.connection_file = str(sandbox.folder / "kernel.json")
+                self.ip = str(sandbox.folder / "ipc")
+
+            async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+                sandbox.log = sandbox.log_path.open("wb")
+                kw["stdout"] = kw["stderr"] = sandbox.log
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+                process = getattr(self.provisioner, "process", None)
+                if isinstance(process, subprocess.Popen):
+                    sandbox.process = process
+                    with _LIVE_LOCK:
+                        _LIVE_KERNELS.add(process)
+                sandbox.started = True
+
+            async def _async_post_start_kernel(self, **kw: Any) -> None:
+                await super()._async_post_start_kernel(**kw)
+                sandbox.ready = True
+
+            async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+                # A shutdown that finds the kernel alive while a cell still waits for
+                # its reply comes from nbclient's SIGINT/SIGTERM handler; see
+                # ``signalled``.
+                if sandbox.process is not None and sandbox.process.poll() is None:
+                    sandbox.shut_down_alive = True
+                await super().shutdown_kernel(now=now, restart=restart)
+
+        return MillrunKernelManager
+
+    def signalled(self, exc: Exception) -> bool:
+        """Whether SIGINT/SIGTERM, not the notebook, ended the execution.
+
+        nbclient handles those signals during execution by shutting the kernel
+        down, and the running cell then sees a dead kernel.  A kernel that died
+        by itself is already dead when shut down; one our watchdog killed is
+        marked ``timed_out``.
+        """
+        from nbclient.exceptions import DeadKernelError
+
+        return isinstance(exc, DeadKernelError) and self.shut_down_alive and not self.timed_out
+
+    def expire(self) -> None:
+        """Called by the watchdog: stop the kernel so nbclient gives up on the running cell."""
+        self.timed_out = True
+        self._signal(signal.SIGKILL)
+
+    def kill(self) -> None:
+        """Make sure the kernel and its process group are gone and reaped."""
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            self._signal(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+        _reap_group(process.pid)
+        with _LIVE_LOCK:
+            _LIVE_KERNELS.discard(process)
+
+    def _signal(self, sig: int) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(sig)
+
+    def exit_description(self) -> str:
+        process = self.process
+        if process is None:
+            return "no kernel process was started"
+        code = process.poll()
+        if code is None:
+            return "the process was still running"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            hint = " (also what the out-of-memory killer sends)" if -code == signal.SIGKILL else ""
+            return f"killed by {name}{hint}"
+        return f"exit code {code}"
+
+    def log_tail(self, lines: int = 8) -> str:
+        """The last lines the kernel wrote to stderr, for the report of a crash."""
+        if self.log is not None:
+            self.log.flush()
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            return ""
+        if not text:
+            return ""
+        tail = "\n".join(text.splitlines()[-lines:])
+        return f" The kernel's last output was:\n{_indent(tail)}"
+
+
+def _reap_group(pgid: int) -> None:
+    """Kill anything the kernel started in its own session, so nothing outlives it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+@atexit.register
+def _kill_leftover_kernels() -> None:
+    with _LIVE_LOCK:
+        leftovers = list(_LIVE_KERNELS)
+        _LIVE_KERNELS.clear()
+    for process in leftovers:
+        _reap_group(process.pid)
+        with contextlib.suppress(Exception):
+            process.kill()
+            process.wait(timeout=2)
+
+
+def _strip_color(text: str) -> str:
+    from papermill.exceptions import strip_color
+
+    return str(strip_color(text))
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+def _short_params(parameters: Variation, limit: int = 200) -> str:
+    text = json.dumps(parameters, default=repr, sort_keys=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+__all__ = [
+    "ExecutionInterrupted",
+    "ExecutionResult",
+    "Failure",
+    "OverwriteError",
+    "check_output_target",
+    "execute_notebook",
+    "format_failure",
+]

@@ -1,0 +1,346 @@
+"""The pytest plugin: every notebook times every parameter variation is a test item.
+
+Thin glue: options resolve once into :class:`Settings`, notebooks become
+:class:`NotebookFile` collectors, variations become :class:`NotebookItem`
+tests, and running one is a call to :func:`pytest_millrun.execute.execute_notebook`.
+Nothing heavy is imported unless ``--millrun``/``--millrun-params`` (or their
+ini keys) switch the plugin on, so a plain ``pytest`` run stays fast.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .discovery import (
+    NotebookError,
+    declared_parameters,
+    is_excluded_path,
+    is_output_notebook,
+    read_notebook_json,
+)
+from .naming import OutputPathError, mirrored_folder, name_variations, safe_output_path
+from .params import ParamsError, Variation, load_params_file
+
+
+class MillrunParameterWarning(UserWarning):
+    """A variation sets parameters its notebook does not declare, or it declares none."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The plugin's options, resolved once: command line, then ini, then default."""
+
+    enabled: bool
+    params_file: Path | None
+    variations: list[Variation]
+    output_dir: Path
+    prepend: tuple[str, ...]
+    append: tuple[str, ...]
+    kernel: str | None
+    timeout: float | None
+    notebook_timeout: float | None
+    strict_params: bool
+
+
+settings_key = pytest.StashKey[Settings]()
+
+
+@dataclass(frozen=True)
+class _Option:
+    name: str  # the part after --millrun-, and after millrun_ in the ini key
+    help: str
+    flag: bool = False
+    metavar: str | None = None
+
+    @property
+    def cli(self) -> str:
+        return f"--millrun-{self.name}" if self.name else "--millrun"
+
+    @property
+    def ini(self) -> str:
+        return f"millrun_{self.name.replace('-', '_')}" if self.name else "millrun"
+
+    @property
+    def dest(self) -> str:
+        return self.ini
+
+
+_OPTIONS = (
+    _Option("", "Collect *.ipynb notebooks and run each once with its own defaults", flag=True),
+    _Option(
+        "params",
+        "JSON file of parameter variations (a list of dicts or a dict of equal-length lists); "
+        "implies --millrun",
+        metavar="FILE",
+    ),
+    _Option(
+        "output-dir",
+        "Folder for the executed notebooks, mirroring the notebooks' folders "
+        "(default: .millrun under the rootdir)",
+        metavar="DIR",
+    ),
+    _Option(
+        "prepend",
+        "Comma-separated components put before the notebook stem in ids and output names: "
+        "a parameter name gives its value, anything else is literal",
+        metavar="A,B",
+    ),
+    _Option(
+        "append", "Comma-separated components put after the notebook stem", metavar="C,D"
+    ),
+    _Option(
+        "kernel", "Kernel to run every notebook with (default: each notebook's own)", metavar="NAME"
+    ),
+    _Option("timeout", "Per-cell time limit in seconds (default: none)", metavar="SECONDS"),
+    _Option(
+        "notebook-timeout",
+        "Whole-notebook time limit in seconds; the partial output is kept (default: none)",
+        metavar="SECONDS",
+    ),
+    _Option(
+        "strict-params",
+        "Make a variation key that the notebook's parameters cell does not declare "
+        "a collection error instead of a warning",
+        flag=True,
+    ),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("millrun", "run notebooks over parameter variations (pytest-millrun)")
+    for option in _OPTIONS:
+        if option.flag:
+            group.addoption(option.cli, action="store_true", default=None, dest=option.dest,
+                            help=option.help)
+            parser.addini(option.ini, type="bool", default=False, help=option.help)
+        else:
+            group.addoption(option.cli, default=None, dest=option.dest, metavar=option.metavar,
+                            help=option.help)
+            parser.addini(option.ini, type="string", default="", help=option.help)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[settings_key] = resolve_settings(config)
+
+
+def resolve_settings(config: pytest.Config) -> Settings:
+    """Command line over ini over default; paths relative to where each was given."""
+    cli_base = config.invocation_params.dir
+    ini_base = config.inipath.parent if config.inipath else config.rootpath
+
+    def raw(name: str) -> tuple[Any, Path]:
+        option = next(o for o in _OPTIONS if o.name == name)
+        value = config.getoption(option.dest)
+        if value is not None:
+            return value, cli_base
+        return config.getini(option.ini), ini_base
+
+    def path(name: str) -> Path | None:
+        value, base = raw(name)
+        return (base / value).resolve() if value else None
+
+    def number(name: str) -> float | None:
+        value, _ = raw(name)
+        if value in (None, ""):
+            return None
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = -1.0
+        if seconds <= 0:
+            raise pytest.UsageError(
+                f"--millrun-{name} / millrun_{name.replace('-', '_')} must be a positive number "
+                f"of seconds, not {value!r}."
+            )
+        return seconds
+
+    def components(name: str) -> tuple[str, ...]:
+        value, _ = raw(name)
+        return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+    params_file = path("params")
+    enabled = bool(raw("")[0]) or params_file is not None
+    variations: list[Variation] = [{}]
+    if params_file is not None:
+        try:
+            variations = load_params_file(params_file)
+        except ParamsError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    return Settings(
+        enabled=enabled,
+        params_file=params_file,
+        variations=variations,
+        output_dir=path("output-dir") or config.rootpath / ".millrun",
+        prepend=components("prepend"),
+        append=components("append"),
+        kernel=raw("kernel")[0] or None,
+        timeout=number("timeout"),
+        notebook_timeout=number("notebook-timeout"),
+        strict_params=bool(raw("strict-params")[0]),
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = config.stash.get(settings_key, None)
+    if settings is None or not settings.enabled:
+        return []
+    source = settings.params_file or "each notebook's own defaults"
+    count = len(settings.variations)
+    return [
+        f"millrun: {count} variation{'s' if count != 1 else ''} from {source}, "
+        f"outputs in {settings.output_dir}"
+    ]
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> NotebookFile | None:
+    settings = parent.config.stash.get(settings_key, None)
+    if settings is None or not settings.enabled or file_path.suffix != ".ipynb":
+        return None
+    if is_excluded_path(file_path, [settings.output_dir]):
+        return None
+    try:
+        if is_output_notebook(read_notebook_json(file_path)):
+            return None
+    except NotebookError:
+        pass  # collect() raises it again, as this file's own collection error
+    file: NotebookFile = NotebookFile.from_parent(parent, path=file_path)
+    return file
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Refuse, before anything runs, two items that would write the same output file."""
+    owners: dict[Path, str] = {}
+    inputs = {item.path.resolve() for item in items if isinstance(item, NotebookItem)}
+    for item in items:
+        if not isinstance(item, NotebookItem):
+            continue
+        if item.output in inputs:
+            raise pytest.UsageError(
+                f"{item.nodeid} would write its output to {item.output}, which is an input "
+                f"notebook. Choose another --millrun-output-dir or other components."
+            )
+        other = owners.setdefault(item.output, item.nodeid)
+        if other != item.nodeid:
+            raise pytest.UsageError(
+                f"{other} and {item.nodeid} would both write {item.output}. Add a component "
+                f"that tells them apart (--millrun-prepend / --millrun-append)."
+            )
+
+
+class NotebookFile(pytest.File):
+    """One notebook; its children are its variations."""
+
+    def collect(self) -> Iterable[NotebookItem]:
+        settings = self.config.stash[settings_key]
+        try:
+            data = read_notebook_json(self.path)
+        except NotebookError as exc:
+            raise self.CollectError(str(exc)) from None
+        self._check_parameters(settings, data)
+        folder = mirrored_folder(self.path, self.config.rootpath)
+        names = name_variations(self.path.stem, settings.variations, settings.prepend,
+                                settings.append)
+        for name, variation in zip(names, settings.variations):
+            try:
+                output = safe_output_path(settings.output_dir, folder, name.filename)
+            except OutputPathError as exc:
+                raise self.CollectError(str(exc)) from None
+            yield NotebookItem.from_parent(
+                self,
+                name=f"{self.path.stem}[{name.id}]",
+                variation=variation,
+                variation_id=name.id,
+                output=output,
+            )
+
+    def _check_parameters(self, settings: Settings, data: dict[str, Any]) -> None:
+        keys = sorted({key for variation in settings.variations for key in variation})
+        if not keys:
+            return
+        has_cell, declared = declared_parameters(self.path, data)
+        if not has_cell:
+            self._complain(
+                settings,
+                f"Notebook {self.path} has no cell tagged 'parameters', so papermill injects "
+                f"{', '.join(keys)} at the top where later cells may overwrite them. Tag the "
+                f"cell that sets the defaults with 'parameters'.",
+                strict=False,
+            )
+            return
+        unknown = [key for key in keys if declared is not None and key not in declared]
+        if unknown:
+            self._complain(
+                settings,
+                f"Notebook {self.path} does not declare {', '.join(map(repr, unknown))} in its "
+                f"parameters cell (it declares {', '.join(declared or []) or 'nothing'}). Fix "
+                f"the key in the params file or add the parameter to the notebook"
+                f"{'' if settings.strict_params else '; --millrun-strict-params makes this an error'}.",
+                strict=settings.strict_params,
+            )
+
+    def _complain(self, settings: Settings, message: str, *, strict: bool) -> None:
+        if strict:
+            raise self.CollectError(message)
+        warnings.warn_explicit(MillrunParameterWarning(message), MillrunParameterWarning,
+                               str(self.path), 1)
+
+
+class NotebookFailed(Exception):
+    """Carries a failed result from ``runtest`` to ``repr_failure``."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__(result.error.headline if result.error else "failed")
+        self.result = result
+
+
+class NotebookItem(pytest.Item):
+    """One variation of one notebook."""
+
+    def __init__(
+        self, *, variation: Variation, variation_id: str, output: Path, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.variation = variation
+        self.variation_id = variation_id
+        self.output = output
+
+    def runtest(self) -> None:
+        from .execute import execute_notebook
+
+        settings = self.config.stash[settings_key]
+        self.user_properties.append(("millrun_output", str(self.output)))
+        result = execute_notebook(
+            self.path,
+            self.output,
+            self.variation,
+            variation_id=self.variation_id,
+            kernel_name=settings.kernel,
+            cell_timeout=settings.timeout,
+            notebook_timeout=settings.notebook_timeout,
+        )
+        if not result.passed:
+            raise NotebookFailed(result)
+
+    def repr_failure(
+        self,
+        excinfo: pytest.ExceptionInfo[BaseException],
+        style: Any = None,
+    ) -> str | Any:
+        if isinstance(excinfo.value, NotebookFailed):
+            from .execute import format_failure
+
+            return format_failure(excinfo.value.result)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{self.path.name}[{self.variation_id}]"
+
+
