@@ -15,17 +15,23 @@ import difflib
 import inspect
 import os
 import signal
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .discovery import discover_notebooks
+from .discovery import (
+    MillrunParameterWarning,
+    NotebookError,
+    check_parameters,
+    discover_notebooks,
+    read_notebook_json,
+)
 from .execute import ExecutionInterrupted, ExecutionResult, execute_notebook
 from .naming import mirrored_folder, name_variations, safe_output_path
 from .params import BulkParams, Variation, resolve_bulk_params
-
 
 #: How long interrupted jobs get to save their partial outputs before workers are stopped.
 _GRACE_SECONDS = 5.0
@@ -83,6 +89,7 @@ def plan_run(
     recursive: bool = False,
     exclude_glob_pattern: str | None = None,
     include_glob_pattern: str | None = None,
+    strict_params: bool = False,
 ) -> list[Job]:
     """Every job of a run, in a deterministic order, with collisions refused."""
     target = Path(notebook_dir_or_file)
@@ -101,14 +108,29 @@ def plan_run(
             f"or pass --recursive for notebooks in subfolders."
         )
     base = target if target.is_dir() else target.parent
+    keys = [key for variation in variations for key in variation]
     jobs: list[Job] = []
     for notebook in notebooks:
+        try:
+            data = read_notebook_json(notebook)
+        except NotebookError:
+            pass  # fails as its own job, with the same message, and the others still run
+        else:
+            warning = check_parameters(
+                notebook,
+                data,
+                keys,
+                strict=strict_params,
+                strict_flag="strict_params=True (--strict-params)",
+            )
+            if warning:
+                warnings.warn(MillrunParameterWarning(warning), stacklevel=3)
         if out is None:
             folder_root, folder = notebook.parent, Path()
         else:
             folder_root, folder = out, mirrored_folder(notebook, base)
         names = name_variations(notebook.stem, variations, prepend, append)
-        for name, variation in zip(names, variations):
+        for name, variation in zip(names, variations, strict=False):
             output = safe_output_path(folder_root, folder, name.filename)
             jobs.append(Job(notebook.resolve(), variation, name.id, output))
     _refuse_collisions(jobs)
@@ -171,6 +193,7 @@ def execute_run(
     workers: int | None = None,
     executor: Executor | None = None,
     notebook_timeout: float | None = None,
+    strict_params: bool = False,
     on_result: Callable[[ExecutionResult], None] | None = None,
     **kwargs: Any,
 ) -> list[ExecutionResult]:
@@ -202,11 +225,12 @@ def execute_run(
         recursive=recursive,
         exclude_glob_pattern=exclude_glob_pattern,
         include_glob_pattern=include_glob_pattern,
+        strict_params=strict_params,
     )
     if executor is not None:
         results = run_jobs(jobs, options, executor, on_result)
     elif use_multiprocessing:
-        with _process_pool(workers or os.cpu_count() or 1) as pool:
+        with process_pool(workers or os.cpu_count() or 1) as pool:
             results = run_jobs(jobs, options, pool, on_result)
     else:
         results = run_jobs(jobs, options, None, on_result)
@@ -279,7 +303,7 @@ def _worker_init() -> None:
 
 
 @contextlib.contextmanager
-def _process_pool(workers: int) -> Any:
+def process_pool(workers: int) -> Any:
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
     try:
         yield pool

@@ -115,3 +115,43 @@ def declared_parameters(path: Path, data: dict[str, Any]) -> tuple[bool, list[st
         return True, sorted(papermill.inspect_notebook(str(path)))
     except Exception:
         return True, None
+
+
+class MillrunParameterWarning(UserWarning):
+    """A variation sets parameters its notebook does not declare, or it declares none."""
+
+
+class UndeclaredParameterError(ValueError):
+    """Strict mode: a variation key that the notebook's parameters cell does not declare."""
+
+
+def check_parameters(
+    path: Path, data: dict[str, Any], keys: Iterable[str], *, strict: bool, strict_flag: str
+) -> str | None:
+    """Compare the variations' keys with the notebook's parameters cell.
+
+    Returns a warning to show once for the notebook (or None when all is well);
+    raises :class:`UndeclaredParameterError` for undeclared keys in strict mode.
+    ``strict_flag`` names the switch in the caller's own terms.
+    """
+    keys = sorted(set(keys))
+    if not keys:
+        return None
+    has_cell, declared = declared_parameters(path, data)
+    if not has_cell:
+        return (
+            f"Notebook {path} has no cell tagged 'parameters', so papermill injects "
+            f"{', '.join(keys)} at the top where later cells may overwrite them. Tag the "
+            f"cell that sets the defaults with 'parameters'."
+        )
+    unknown = [key for key in keys if declared is not None and key not in declared]
+    if not unknown:
+        return None
+    message = (
+        f"Notebook {path} does not declare {', '.join(map(repr, unknown))} in its parameters "
+        f"cell (it declares {', '.join(declared or []) or 'nothing'}). Fix the key in the "
+        f"params, or add the parameter to the notebook's parameters cell"
+    )
+    if strict:
+        raise UndeclaredParameterError(message + ".")
+    return message + f"; {strict_flag} makes this an error."

@@ -247,7 +247,7 @@ def _load_input(notebook: Path, variation_id: str) -> Any:
         raise NotebookError(f"Notebook {notebook} does not exist (was it moved or deleted?).")
     read_notebook_json(notebook)  # a clear message for broken JSON, before nbformat's
     try:
-        nb = nbformat.read(str(notebook), as_version=4)
+        nb = nbformat.read(str(notebook), as_version=4)  # type: ignore[no-untyped-call]
     except Exception as exc:
         raise NotebookError(f"Notebook {notebook} is not a valid notebook: {exc}") from None
     nb.metadata[OUTPUT_MARKER] = {"input": str(notebook), "variation": variation_id}
@@ -289,15 +289,15 @@ def _explain(
             **cell,
         )
     if isinstance(exc, DeadKernelError) and sandbox.started:
-            return Failure(
-                "kernel-died",
-                f"The kernel died{where} ({sandbox.exit_description()}). Everything up to that "
-                f"cell is saved in the output. A kernel dies when the code calls os._exit, "
-                f"crashes in native code or runs out of memory.{sandbox.log_tail()}",
-                ename="DeadKernelError",
-                evalue=f"the kernel died{where} ({sandbox.exit_description()})",
-                **cell,
-            )
+        return Failure(
+            "kernel-died",
+            f"The kernel died{where} ({sandbox.exit_description()}). Everything up to that "
+            f"cell is saved in the output. A kernel dies when the code calls os._exit, "
+            f"crashes in native code or runs out of memory.{sandbox.log_tail()}",
+            ename="DeadKernelError",
+            evalue=f"the kernel died{where} ({sandbox.exit_description()})",
+            **cell,
+        )
     if isinstance(exc, NoSuchKernel):
         installed = _installed_kernels()
         return Failure(
@@ -403,7 +403,7 @@ class _KernelSandbox:
 
         sandbox = self
 
-        class MillrunKernelManager(AsyncKernelManager):  # type: ignore[misc]
+        class MillrunKernelManager(AsyncKernelManager):
             """Private ipc sockets, a quiet kernel, and a recorded process."""
 
             def __init__(self, **kwargs: Any) -> None:
@@ -427,7 +427,9 @@ class _KernelSandbox:
                 await super()._async_post_start_kernel(**kw)
                 sandbox.ready = True
 
-            async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            async def shutdown_kernel(  # type: ignore[override]
+                self, now: bool = False, restart: bool = False
+            ) -> None:
                 # A shutdown that finds the kernel alive while a cell still waits for
                 # its reply comes from nbclient's SIGINT/SIGTERM handler; see
                 # ``signalled``.

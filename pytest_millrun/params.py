@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 Variation = dict[str, Any]
-BulkParams = Union[Sequence[Mapping[str, Any]], Mapping[str, Sequence[Any]]]
+BulkParams = Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]
 
 _FORMS = (
     'Give either a list of dicts, e.g. [{"x": 1, "y": 2}, {"x": 3, "y": 4}], '
@@ -117,7 +117,7 @@ def _zip_dict_of_lists(data: Mapping[Any, Any], source: str) -> list[Variation]:
         raise ParamsError(f"{source}: the lists are empty, so there is nothing to run.")
     keys = list(data)
     columns = [data[key] for key in keys]
-    return [dict(zip(keys, row)) for row in zip(*columns)]
+    return [dict(zip(keys, row, strict=False)) for row in zip(*columns, strict=False)]
 
 
 def _check_keys(mapping: Mapping[Any, Any], source: str, where: str) -> None:

@@ -18,18 +18,16 @@ from typing import Any
 import pytest
 
 from .discovery import (
+    MillrunParameterWarning,
     NotebookError,
-    declared_parameters,
+    UndeclaredParameterError,
+    check_parameters,
     is_excluded_path,
     is_output_notebook,
     read_notebook_json,
 )
 from .naming import OutputPathError, mirrored_folder, name_variations, safe_output_path
 from .params import ParamsError, Variation, load_params_file
-
-
-class MillrunParameterWarning(UserWarning):
-    """A variation sets parameters its notebook does not declare, or it declares none."""
 
 
 @dataclass(frozen=True)
@@ -91,9 +89,7 @@ _OPTIONS = (
         "a parameter name gives its value, anything else is literal",
         metavar="A,B",
     ),
-    _Option(
-        "append", "Comma-separated components put after the notebook stem", metavar="C,D"
-    ),
+    _Option("append", "Comma-separated components put after the notebook stem", metavar="C,D"),
     _Option(
         "kernel", "Kernel to run every notebook with (default: each notebook's own)", metavar="NAME"
     ),
@@ -116,12 +112,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("millrun", "run notebooks over parameter variations (pytest-millrun)")
     for option in _OPTIONS:
         if option.flag:
-            group.addoption(option.cli, action="store_true", default=None, dest=option.dest,
-                            help=option.help)
+            group.addoption(
+                option.cli, action="store_true", default=None, dest=option.dest, help=option.help
+            )
             parser.addini(option.ini, type="bool", default=False, help=option.help)
         else:
-            group.addoption(option.cli, default=None, dest=option.dest, metavar=option.metavar,
-                            help=option.help)
+            group.addoption(
+                option.cli, default=None, dest=option.dest, metavar=option.metavar, help=option.help
+            )
             parser.addini(option.ini, type="string", default="", help=option.help)
 
 
@@ -246,9 +244,10 @@ class NotebookFile(pytest.File):
             raise self.CollectError(str(exc)) from None
         self._check_parameters(settings, data)
         folder = mirrored_folder(self.path, self.config.rootpath)
-        names = name_variations(self.path.stem, settings.variations, settings.prepend,
-                                settings.append)
-        for name, variation in zip(names, settings.variations):
+        names = name_variations(
+            self.path.stem, settings.variations, settings.prepend, settings.append
+        )
+        for name, variation in zip(names, settings.variations, strict=False):
             try:
                 output = safe_output_path(settings.output_dir, folder, name.filename)
             except OutputPathError as exc:
@@ -262,35 +261,21 @@ class NotebookFile(pytest.File):
             )
 
     def _check_parameters(self, settings: Settings, data: dict[str, Any]) -> None:
-        keys = sorted({key for variation in settings.variations for key in variation})
-        if not keys:
-            return
-        has_cell, declared = declared_parameters(self.path, data)
-        if not has_cell:
-            self._complain(
-                settings,
-                f"Notebook {self.path} has no cell tagged 'parameters', so papermill injects "
-                f"{', '.join(keys)} at the top where later cells may overwrite them. Tag the "
-                f"cell that sets the defaults with 'parameters'.",
-                strict=False,
-            )
-            return
-        unknown = [key for key in keys if declared is not None and key not in declared]
-        if unknown:
-            self._complain(
-                settings,
-                f"Notebook {self.path} does not declare {', '.join(map(repr, unknown))} in its "
-                f"parameters cell (it declares {', '.join(declared or []) or 'nothing'}). Fix "
-                f"the key in the params file or add the parameter to the notebook"
-                f"{'' if settings.strict_params else '; --millrun-strict-params makes this an error'}.",
+        keys = (key for variation in settings.variations for key in variation)
+        try:
+            warning = check_parameters(
+                self.path,
+                data,
+                keys,
                 strict=settings.strict_params,
+                strict_flag="--millrun-strict-params",
             )
-
-    def _complain(self, settings: Settings, message: str, *, strict: bool) -> None:
-        if strict:
-            raise self.CollectError(message)
-        warnings.warn_explicit(MillrunParameterWarning(message), MillrunParameterWarning,
-                               str(self.path), 1)
+        except UndeclaredParameterError as exc:
+            raise self.CollectError(str(exc)) from None
+        if warning:
+            warnings.warn_explicit(
+                MillrunParameterWarning(warning), MillrunParameterWarning, str(self.path), 1
+            )
 
 
 class NotebookFailed(Exception):
@@ -342,5 +327,3 @@ class NotebookItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"{self.path.name}[{self.variation_id}]"
-
-

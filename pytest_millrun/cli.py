@@ -1,0 +1,260 @@
+"""The ``millrun`` command: the API's run, in parallel, with progress and a summary.
+
+Exit status: 0 when every run passed, 1 when any failed, 2 for bad usage or
+bad input (a missing path, a broken params file), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from .api import RunInterrupted, RunOptions, plan_run, process_pool, run_jobs
+from .discovery import MillrunParameterWarning, UndeclaredParameterError
+from .execute import ExecutionResult, cell_words
+from .naming import OutputPathError
+from .params import ParamsError, load_params_file
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _components(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and value <= 0:
+        raise click.BadParameter("must be a positive number of seconds")
+    return value
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Examples:
+  millrun ./Notebooks_Dir params.json --prepend x_values,y_values,results
+  millrun calc.ipynb params.json --output-dir out --append run --workers 4
+
+PARAMS is a JSON file holding a list of dicts (one per variation) or a dict of
+equal-length lists. An output is named PREPEND-...-STEM-APPEND-....ipynb, where a
+component that is a parameter name gives that variation's value and any other
+text is kept as is; with no components the variation's index is prepended.""",
+)
+@click.argument(
+    "notebook_dir_or_file",
+    type=click.Path(exists=True, path_type=Path),
+    metavar="NOTEBOOK_DIR_OR_FILE",
+)
+@click.argument("params", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the executed notebooks.  [default: beside each notebook]",
+)
+@click.option("--prepend", metavar="A,B", help="Comma-separated components before the stem.")
+@click.option("--append", metavar="C,D", help="Comma-separated components after the stem.")
+@click.option(
+    "--recursive/--no-recursive",
+    default=False,
+    show_default=True,
+    help="Also run notebooks in subfolders (their folders are mirrored in --output-dir).",
+)
+@click.option("--exclude-glob-pattern", metavar="P", help="Skip notebooks matching this glob.")
+@click.option(
+    "--include-glob-pattern",
+    metavar="P",
+    help="Run the files matching this glob instead.  [default: *.ipynb]",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default=True,
+    help="Notebook runs at once, over all notebooks and variations.",
+)
+@click.option("--kernel", metavar="NAME", help="Kernel for every notebook.  [default: its own]")
+@click.option(
+    "--timeout",
+    type=float,
+    callback=_positive,
+    metavar="SECONDS",
+    help="Per-cell time limit.  [default: none]",
+)
+@click.option(
+    "--notebook-timeout",
+    type=float,
+    callback=_positive,
+    metavar="SECONDS",
+    help="Whole-notebook time limit; the partial output is kept.  [default: none]",
+)
+@click.option(
+    "--strict-params",
+    is_flag=True,
+    help="Refuse parameters a notebook's parameters cell does not declare.",
+)
+@click.option("--no-progress", is_flag=True, help="Print one line per finished run, no bar.")
+@click.version_option(package_name="pytest-millrun", prog_name="millrun")
+def main(
+    notebook_dir_or_file: Path,
+    params: Path,
+    output_dir: Path | None,
+    prepend: str | None,
+    append: str | None,
+    recursive: bool,
+    exclude_glob_pattern: str | None,
+    include_glob_pattern: str | None,
+    workers: int,
+    kernel: str | None,
+    timeout: float | None,
+    notebook_timeout: float | None,
+    strict_params: bool,
+    no_progress: bool,
+) -> None:
+    """Run every notebook in NOTEBOOK_DIR_OR_FILE once per parameter variation in PARAMS.
+
+    Runs go in parallel, every executed notebook is saved (failed ones too), and
+    a summary at the end lists each failure with its cell, error and output file.
+    Exit status: 0 all passed, 1 some failed, 2 bad usage or input, 130 interrupted.
+    """
+    _quiet_libraries()
+    try:
+        variations = load_params_file(params)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MillrunParameterWarning)
+            jobs = plan_run(
+                notebook_dir_or_file,
+                variations,
+                output_dir=output_dir,
+                prepend=_components(prepend),
+                append=_components(append),
+                recursive=recursive,
+                exclude_glob_pattern=exclude_glob_pattern,
+                include_glob_pattern=include_glob_pattern,
+                strict_params=strict_params,
+            )
+    except (
+        ParamsError,
+        FileNotFoundError,
+        OutputPathError,
+        UndeclaredParameterError,
+        ValueError,
+    ) as exc:
+        _fail_usage(str(exc))
+    for warning in caught:
+        click.secho(f"warning: {warning.message}", fg="yellow", err=True)
+
+    options = RunOptions(
+        kernel_name=kernel, cell_timeout=timeout, notebook_timeout=notebook_timeout
+    )
+    progress = _Progress(len(jobs), min(workers, len(jobs)), bar=not no_progress and _is_tty())
+    started = time.monotonic()
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        if workers == 1:
+            results = run_jobs(jobs, options, None, progress.update)
+        else:
+            with process_pool(workers) as pool:
+                results = run_jobs(jobs, options, pool, progress.update)
+    except RunInterrupted as exc:
+        progress.close()
+        _summary(exc.results, time.monotonic() - started, interrupted=exc.pending)
+        sys.exit(EXIT_INTERRUPTED)
+    progress.close()
+    _summary(results, time.monotonic() - started)
+    sys.exit(0 if all(r.passed for r in results) else EXIT_FAILED)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _fail_usage(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _quiet_libraries() -> None:
+    """Our own report says what failed; papermill's and nbclient's log lines would repeat it."""
+    for name in ("papermill", "traitlets", "nbclient"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+class _Progress:
+    """A live bar on a terminal (done, failed, running, ETA); one plain line per run elsewhere."""
+
+    def __init__(
+        self, total: int, workers: int, *, bar: bool, stream: TextIO | None = None
+    ) -> None:
+        self.total = total
+        self.workers = workers
+        self.done = 0
+        self.failed = 0
+        self.stream = stream or sys.stderr
+        self.bar: Any = None
+        if bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="run", file=self.stream, dynamic_ncols=True)
+            self._postfix()
+
+    def _postfix(self) -> None:
+        running = min(self.workers, self.total - self.done)
+        self.bar.set_postfix_str(f"failed={self.failed} running={running}")
+
+    def update(self, result: ExecutionResult) -> None:
+        self.done += 1
+        self.failed += not result.passed
+        if self.bar is not None:
+            self.bar.update(1)
+            self._postfix()
+            return
+        status = "PASSED" if result.passed else "FAILED"
+        click.echo(
+            f"[{self.done}/{self.total}] {status} {result.notebook.name} [{result.variation_id}] "
+            f"in {result.duration:.1f} s -> {result.output}",
+            file=self.stream,
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _summary(results: Sequence[ExecutionResult], seconds: float, interrupted: int = 0) -> None:
+    failures = [r for r in results if r.status == "failed"]
+    cut = [r for r in results if r.status == "interrupted"]
+    passed = len(results) - len(failures) - len(cut)
+    if failures:
+        click.secho(f"\n{len(failures)} failed:", fg="red", bold=True)
+        for r in failures:
+            error = r.error
+            where = cell_words(error.cell_index, error.exec_count) if error else ""
+            click.echo(f"  {r.notebook} [{r.variation_id}]{where}")
+            if error is not None:
+                click.echo(f"    {error.ename or error.kind}: {error.evalue or error.message}")
+                if error.kind != "cell":
+                    click.echo(f"    {error.message}")
+            click.echo(f"    output: {r.output or 'none written'}")
+    parts = [f"{passed} passed", f"{len(failures)} failed"]
+    if interrupted:
+        parts.append(f"{len(cut)} interrupted, {interrupted} not run")
+    line = f"{', '.join(parts)} in {seconds:.1f}s"
+    color = "red" if failures or interrupted else "green"
+    if interrupted:
+        click.secho("\nInterrupted: the runs above finished; their outputs are saved.", fg="yellow")
+    click.secho(line, fg=color, bold=True)
