@@ -380,7 +380,12 @@ class _KernelSandbox:
     """
 
     def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="millrun-"))  # mkdtemp makes it 0700
+        # mkdtemp makes it 0700.  Unix socket paths are limited to ~107 bytes, so a
+        # long TMPDIR falls back to /tmp rather than failing every kernel start.
+        base = tempfile.gettempdir()
+        self.folder = Path(
+            tempfile.mkdtemp(prefix="millrun-", dir=base if len(base) <= 64 else "/tmp")
+        )
         self.log_path = self.folder / "kernel.log"
         self.log: IO[bytes] | None = None
         self.process: subprocess.Popen[bytes] | None = None

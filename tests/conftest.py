@@ -1,0 +1,92 @@
+"""Shared helpers: real notebooks on disk, and a look at the process table for kernels."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import psutil
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+MakeNotebook = Callable[..., Path]
+
+
+def write_notebook(
+    path: Path,
+    cells: Sequence[str] = ("result = x + y",),
+    *,
+    params: str | None = "x = 1\ny = 2",
+    kernel: str | None = "python3",
+    language: str = "python",
+) -> Path:
+    """A notebook with an optional cell tagged ``parameters`` followed by ``cells``."""
+    nb = new_notebook()
+    if kernel is not None:
+        nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": language}
+    if params is not None:
+        cell = new_code_cell(params)
+        cell.metadata["tags"] = ["parameters"]
+        nb.cells.append(cell)
+    nb.cells.extend(new_code_cell(source) for source in cells)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def write_params(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def kernels_under(folder: Path) -> list[psutil.Process]:
+    """Kernel processes whose connection file lies under ``folder`` (our TMPDIR)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or ())
+        if "ipykernel" in cmdline and str(folder) in cmdline:
+            found.append(process)
+    return found
+
+
+def assert_no_kernels_left(folder: Path, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while kernels_under(folder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert kernels_under(folder) == []
+
+
+@pytest.fixture
+def kernel_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A short private TMPDIR: kernel sockets of this test land there, and only there.
+
+    Set for this process and inherited by subprocesses, so the process table
+    tells this test's kernels apart from those of tests running beside it.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="mrt-", dir="/tmp"))
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    yield folder
+    for process in kernels_under(folder):  # never leave one behind, even when a test fails
+        process.kill()
+
+
+@pytest.fixture
+def make_notebook(tmp_path: Path) -> MakeNotebook:
+    def make(name: str, cells: Sequence[str] = ("result = x + y",), **kwargs: Any) -> Path:
+        return write_notebook(tmp_path / name, cells, **kwargs)
+
+    return make
+
+
+def output_files(folder: Path) -> list[str]:
+    """Every executed notebook under ``folder``, as sorted relative paths."""
+    return sorted(
+        os.path.relpath(p, folder) for p in folder.rglob("*.ipynb") if not p.name.startswith(".")
+    )
