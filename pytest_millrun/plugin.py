@@ -47,6 +47,8 @@ class Settings:
 
 
 settings_key = pytest.StashKey[Settings]()
+#: Strict-params violations found while collecting, refused together before anything runs.
+strict_problems_key = pytest.StashKey[list[str]]()
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[settings_key] = resolve_settings(config)
+    settings = resolve_settings(config)
+    config.stash[settings_key] = settings
+    config.stash[strict_problems_key] = []
+    if settings.enabled:
+        # One unreadable notebook is that file's collection error; the others still run.
+        config.option.continue_on_collection_errors = True
 
 
 def resolve_settings(config: pytest.Config) -> Settings:
@@ -200,7 +207,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> NotebookFi
     settings = parent.config.stash.get(settings_key, None)
     if settings is None or not settings.enabled or file_path.suffix != ".ipynb":
         return None
-    if is_excluded_path(file_path, [settings.output_dir]):
+    if is_excluded_path(file_path, _dedicated_output_dirs(settings, parent.config)):
         return None
     try:
         if is_output_notebook(read_notebook_json(file_path)):
@@ -211,10 +218,23 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> NotebookFi
     return file
 
 
+def _dedicated_output_dirs(settings: Settings, config: pytest.Config) -> list[Path]:
+    """The output dir, unless it holds the whole project (``--millrun-output-dir .``).
+
+    Then the inputs live in it too, and the output marker alone tells outputs apart.
+    """
+    root = config.rootpath.resolve()
+    out = settings.output_dir.resolve()
+    return [] if out == root or out in root.parents else [out]
+
+
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Refuse, before anything runs, two items that would write the same output file."""
+    """Refuse, before anything runs, undeclared parameters (strict) and colliding outputs."""
+    problems = config.stash.get(strict_problems_key, [])
+    if problems:
+        raise pytest.UsageError("\n".join(problems))
     owners: dict[Path, str] = {}
     inputs = {item.path.resolve() for item in items if isinstance(item, NotebookItem)}
     for item in items:
@@ -271,7 +291,8 @@ class NotebookFile(pytest.File):
                 strict_flag="--millrun-strict-params",
             )
         except UndeclaredParameterError as exc:
-            raise self.CollectError(str(exc)) from None
+            self.config.stash[strict_problems_key].append(str(exc))
+            return
         if warning:
             warnings.warn_explicit(
                 MillrunParameterWarning(warning), MillrunParameterWarning, str(self.path), 1

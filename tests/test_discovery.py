@@ -6,14 +6,20 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import write_notebook
+
 from pytest_millrun.discovery import discover_notebooks
 
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    for name in ["b.ipynb", "a.ipynb", "skip_me.ipynb", "sub/c.ipynb", ".ipynb_checkpoints/a-checkpoint.ipynb"]:
+    for name in [
+        "b.ipynb",
+        "a.ipynb",
+        "skip_me.ipynb",
+        "sub/c.ipynb",
+        ".ipynb_checkpoints/a-checkpoint.ipynb",
+    ]:
         write_notebook(tmp_path / name)
     output = write_notebook(tmp_path / "0-a.ipynb")
     data = json.loads(output.read_text())

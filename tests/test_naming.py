@@ -23,7 +23,9 @@ ID_CHARS = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 def test_seed_example_name_with_integer_values() -> None:
     [name] = name_variations(
-        "special_calculation", [{"x_values": 0, "y_values": 45}], ["x_values", "y_values", "results"]
+        "special_calculation",
+        [{"x_values": 0, "y_values": 45}],
+        ["x_values", "y_values", "results"],
     )
     assert name.filename == "0-45-results-special_calculation.ipynb"
     assert name.id == "0-45-results"
