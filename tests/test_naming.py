@@ -1,4 +1,4 @@
-"""Ids and output names: the seed's rule, sanitising, uniqueness, and staying inside the output dir."""
+"""Ids and output names: the seed rule, sanitising, uniqueness, staying in the output dir."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pytest plugin end to end: real pytest (pytester), real kernels, real papermill, real xdist."""
+"""The pytest plugin end to end: pytester, real kernels, real papermill, real xdist."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> Path:
-    """Two notebooks (one fails when y == 2), one in a subfolder, and a dict-of-lists params file."""
+    """Two notebooks (one fails when y == 2), one in a subfolder, and a dict-of-lists params."""
     root = pytester.path
     write_notebook(root / "nbs" / "add.ipynb", ["result = x + y", "print('sum', result)"])
     write_notebook(root / "nbs" / "sub" / "divide.ipynb", ["result = x / (y - 2)"])
