@@ -15,6 +15,7 @@ import difflib
 import inspect
 import os
 import signal
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed, wait
@@ -29,7 +30,14 @@ from .discovery import (
     discover_notebooks,
     read_notebook_json,
 )
-from .execute import ExecutionInterrupted, ExecutionResult, execute_notebook
+from .execute import (
+    ExecutionInterrupted,
+    ExecutionResult,
+    Failure,
+    OverwriteError,
+    check_output_target,
+    execute_notebook,
+)
 from .naming import mirrored_folder, name_variations, safe_output_path
 from .params import BulkParams, Variation, resolve_bulk_params
 
@@ -146,6 +154,10 @@ def _refuse_collisions(jobs: Iterable[Job]) -> None:
                 f"{job.notebook.name} [{job.variation_id}] would write its output over the "
                 f"input notebook {job.output}. Choose an output_dir or other components."
             )
+        try:
+            check_output_target(job.notebook, job.output)
+        except OverwriteError as exc:
+            raise ValueError(str(exc)) from None
         other = owners.setdefault(job.output, job)
         if other is not job:
             raise ValueError(
@@ -262,6 +274,7 @@ def run_jobs(
     """Run the jobs, in order of the plan in the returned list whatever order they finish in."""
     done: dict[int, ExecutionResult] = {}
     futures: dict[Future[ExecutionResult], int] = {}
+    started_at = time.time()
 
     def record(index: int, result: ExecutionResult) -> None:
         done[index] = result
@@ -278,7 +291,7 @@ def run_jobs(
                     raise
         else:
             for index, job in enumerate(jobs):
-                futures[executor.submit(run_job, job, options)] = index
+                futures[executor.submit(run_job_in_worker, job, options)] = index
             for future in as_completed(futures):
                 try:
                     record(futures[future], future.result())
@@ -287,19 +300,45 @@ def run_jobs(
                     raise
     except KeyboardInterrupt:
         if executor is not None:
-            _stop(executor, futures, done)
+            _stop(executor, futures, done, jobs, started_at)
         ordered = [done[i] for i in sorted(done)]
         raise RunInterrupted(ordered, len(jobs) - len(ordered)) from None
     return [done[i] for i in sorted(done)]
 
 
+#: Pool-worker state for a clean stop: is a job running, has SIGTERM arrived.
+_worker_state = {"running": False, "terminating": False}
+
+
 def _worker_init() -> None:
-    """Pool workers turn SIGTERM into KeyboardInterrupt, so their kernels are cleaned up."""
+    """Pool workers leave Ctrl-C to the parent, which stops them with SIGTERM.
 
-    def interrupt(signum: int, frame: object) -> None:
+    SIGTERM during a job becomes KeyboardInterrupt, so the job saves its
+    partial output and shuts its kernel down; the worker then exits instead
+    of taking the next queued job.  An idle worker exits at once.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _worker_state["terminating"] = True
+    if _worker_state["running"]:
         raise KeyboardInterrupt
+    os._exit(128 + signum)
 
-    signal.signal(signal.SIGTERM, interrupt)
+
+def run_job_in_worker(job: Job, options: RunOptions) -> ExecutionResult:
+    """:func:`run_job` for executor workers, honouring a stop request between jobs."""
+    if _worker_state["terminating"]:
+        os._exit(128 + signal.SIGTERM)
+    _worker_state["running"] = True
+    try:
+        return run_job(job, options)
+    finally:
+        _worker_state["running"] = False
+        if _worker_state["terminating"]:
+            os._exit(128 + signal.SIGTERM)
 
 
 @contextlib.contextmanager
@@ -315,16 +354,19 @@ def _stop(
     executor: Executor,
     futures: Mapping[Future[ExecutionResult], int],
     done: dict[int, ExecutionResult],
+    jobs: Sequence[Job],
+    started_at: float,
 ) -> None:
-    """Cancel what has not started, keep what the running jobs saved, stop the workers.
+    """Cancel what has not started, stop the workers, and account for every job.
 
-    Running jobs get a few seconds to save their partial outputs (on Ctrl-C the
-    workers received SIGINT too); then the workers are terminated, which their
-    initializer turns into a clean kernel shutdown.
+    Workers ignore SIGINT and turn SIGTERM into KeyboardInterrupt, so each
+    running job saves its partial output and shuts its kernel down; workers
+    that do not stop within a grace period are killed.  A job cut short is
+    reported from the output it saved, since a stopped pool loses its result.
     """
-    executor.shutdown(wait=False, cancel_futures=True)
-    wait(futures, timeout=_GRACE_SECONDS)
+    # shutdown() forgets the worker processes, so take hold of them first
     processes = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         with contextlib.suppress(Exception):
             process.terminate()
@@ -333,12 +375,31 @@ def _stop(
             process.join(timeout=_GRACE_SECONDS)
             if process.is_alive():
                 process.kill()
+    wait(futures, timeout=_GRACE_SECONDS)
     for future, index in futures.items():
         if index in done or not future.done() or future.cancelled():
             continue
-        try:
+        with contextlib.suppress(BaseException):
             done[index] = future.result()
-        except ExecutionInterrupted as exc:
-            done[index] = exc.result
-        except BaseException:  # a worker killed mid-job: nothing to report for it
-            continue
+    for index, job in enumerate(jobs):
+        if index not in done and _written_since(job.output, started_at):
+            done[index] = interrupted_result(job)
+
+
+def _written_since(path: Path, started_at: float) -> bool:
+    try:
+        return path.stat().st_mtime >= started_at
+    except OSError:
+        return False
+
+
+def interrupted_result(job: Job, duration: float = 0.0) -> ExecutionResult:
+    return ExecutionResult(
+        notebook=job.notebook,
+        variation_id=job.variation_id,
+        parameters=dict(job.variation),
+        output=job.output,
+        status="interrupted",
+        duration=duration,
+        error=Failure("interrupted", "Interrupted by a signal; the partial output is saved."),
+    )

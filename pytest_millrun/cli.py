@@ -186,7 +186,7 @@ def _fail_usage(message: str) -> None:
 
 def _quiet_libraries() -> None:
     """Our own report says what failed; papermill's and nbclient's log lines would repeat it."""
-    for name in ("papermill", "traitlets", "nbclient"):
+    for name in ("papermill", "traitlets", "nbclient", "asyncio"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

@@ -1,0 +1,120 @@
+"""``execute_run``: both params forms, both modes, globs, recursion, failures, papermill kwargs."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import output_files, write_notebook
+
+import millrun
+from pytest_millrun import RunFailedError, execute_run
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    write_notebook(tmp_path / "nbs" / "add.ipynb", ["result = x + y"])
+    write_notebook(tmp_path / "nbs" / "divide.ipynb", ["result = x / (y - 2)"])
+    write_notebook(tmp_path / "nbs" / "deep" / "inner.ipynb", ["result = x * y"])
+    return tmp_path / "nbs"
+
+
+def test_import_millrun_is_the_same_api() -> None:
+    assert millrun.execute_run is execute_run
+
+
+@pytest.mark.parametrize("use_multiprocessing", [False, True], ids=["sequential", "pool"])
+def test_every_pair_runs_and_failures_are_raised_after_all_work(
+    folder: Path, tmp_path: Path, use_multiprocessing: bool
+) -> None:
+    with pytest.raises(RunFailedError) as info:
+        execute_run(
+            folder, {"x": [1, 45], "y": [2, 3]}, output_dir=tmp_path / "out",
+            output_prepend_components=["x"], use_multiprocessing=use_multiprocessing, workers=2,
+        )  # fmt: skip
+    results = info.value.results
+    assert [(r.notebook.name, r.variation_id, r.status) for r in results] == [
+        ("add.ipynb", "1", "passed"),
+        ("add.ipynb", "45", "passed"),
+        ("divide.ipynb", "1", "failed"),
+        ("divide.ipynb", "45", "passed"),
+    ]
+    [failure] = info.value.failures
+    assert failure.error is not None
+    assert (failure.error.ename, failure.error.evalue) == ("ZeroDivisionError", "division by zero")
+    assert failure.error.exec_count == 3
+    assert "divide.ipynb [1]: ZeroDivisionError: division by zero" in str(info.value)
+    assert output_files(tmp_path / "out") == [
+        "1-add.ipynb", "1-divide.ipynb", "45-add.ipynb", "45-divide.ipynb",
+    ]  # fmt: skip
+    assert all(r.duration > 0 for r in results)
+
+
+def test_list_of_dicts_and_outputs_beside_the_notebook_by_default(folder: Path) -> None:
+    results = execute_run(folder / "add.ipynb", [{"x": 1, "y": 1}, {"x": 2, "y": 2}])
+    assert [r.output for r in results] == [folder / "0-add.ipynb", folder / "1-add.ipynb"]
+    # a second run over the folder does not pick up the first run's outputs
+    again = execute_run(folder, [{"x": 0, "y": 0}], exclude_glob_pattern="divide*")
+    assert [r.notebook.name for r in again] == ["add.ipynb"]
+
+
+def test_params_file_path_is_accepted(folder: Path, tmp_path: Path) -> None:
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"x": [5], "y": [6]}))
+    [result] = execute_run(folder / "add.ipynb", params, output_dir=tmp_path / "o")
+    assert result.passed
+
+
+def test_recursive_mirrors_folders_under_output_dir(folder: Path, tmp_path: Path) -> None:
+    execute_run(
+        folder, {"x": [1], "y": [3]}, output_dir=tmp_path / "out", recursive=True,
+        include_glob_pattern="*[dr].ipynb",
+    )  # fmt: skip
+    assert output_files(tmp_path / "out") == ["0-add.ipynb", "deep/0-inner.ipynb"]
+
+
+@pytest.mark.parametrize("use_multiprocessing", [False, True], ids=["sequential", "pool"])
+def test_papermill_kwargs_reach_every_execution(
+    folder: Path, tmp_path: Path, use_multiprocessing: bool
+) -> None:
+    execute_run(
+        folder / "add.ipynb", {"x": [1, 2], "y": [3, 4]}, output_dir=tmp_path / "out",
+        use_multiprocessing=use_multiprocessing, report_mode=True,
+    )  # fmt: skip
+    for name in ["0-add.ipynb", "1-add.ipynb"]:
+        cells = json.loads((tmp_path / "out" / name).read_text())["cells"]
+        assert all(c["metadata"].get("jupyter", {}).get("source_hidden") for c in cells)
+
+
+def test_unknown_kwarg_is_an_error_before_anything_runs(folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="'log_outptu' is not an argument.*Did you mean log_output"):
+        execute_run(folder, {"x": [1], "y": [3]}, output_dir=tmp_path / "out", log_outptu=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_any_executor_can_run_the_jobs(folder: Path, tmp_path: Path) -> None:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = execute_run(
+            folder / "add.ipynb", {"x": [1, 2, 3], "y": [1, 2, 3]}, output_dir=tmp_path / "o",
+            executor=pool,
+        )  # fmt: skip
+    assert [r.status for r in results] == ["passed"] * 3
+
+
+def test_execution_timeout_kwarg_is_the_per_cell_limit(tmp_path: Path) -> None:
+    write_notebook(tmp_path / "slow.ipynb", ["import time\ntime.sleep(20)"])
+    with pytest.raises(RunFailedError) as info:
+        execute_run(tmp_path / "slow.ipynb", [{}], output_dir=tmp_path / "o", execution_timeout=1)
+    [failure] = info.value.failures
+    assert failure.error is not None and failure.error.kind == "timeout"
+    assert failure.duration < 15
+
+
+def test_colliding_outputs_are_refused_before_running(tmp_path: Path) -> None:
+    write_notebook(tmp_path / "a.ipynb")
+    write_notebook(tmp_path / "lit-a.ipynb")
+    with pytest.raises(ValueError, match="not an output of millrun"):
+        execute_run(tmp_path / "a.ipynb", [{}], output_prepend_components=["lit"])
+    assert output_files(tmp_path) == ["a.ipynb", "lit-a.ipynb"]
