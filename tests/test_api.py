@@ -89,7 +89,9 @@ def test_papermill_kwargs_reach_every_execution(
 
 
 def test_unknown_kwarg_is_an_error_before_anything_runs(folder: Path, tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match="'log_outptu' is not an argument.*Did you mean log_output"):
+    with pytest.raises(
+        TypeError, match=r"'log_outptu' is not an argument.*Did you mean log_output"
+    ):
         execute_run(folder, {"x": [1], "y": [3]}, output_dir=tmp_path / "out", log_outptu=True)
     assert not (tmp_path / "out").exists()
 
@@ -108,7 +110,8 @@ def test_execution_timeout_kwarg_is_the_per_cell_limit(tmp_path: Path) -> None:
     with pytest.raises(RunFailedError) as info:
         execute_run(tmp_path / "slow.ipynb", [{}], output_dir=tmp_path / "o", execution_timeout=1)
     [failure] = info.value.failures
-    assert failure.error is not None and failure.error.kind == "timeout"
+    assert failure.error is not None
+    assert failure.error.kind == "timeout"
     assert failure.duration < 15
 
 

@@ -1,0 +1,186 @@
+"""Fault injection with real kernels: each fault fails its own item, with a clear message,
+a saved partial output, the other items still passing, and no kernel left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_no_kernels_left, write_notebook, write_params
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def run_with_good_neighbour(
+    pytester: pytest.Pytester, cells: list[str], *args: str
+) -> pytest.RunResult:
+    write_notebook(pytester.path / "nbs" / "fault.ipynb", cells)
+    write_notebook(pytester.path / "nbs" / "good.ipynb", ["result = x + y"])
+    return pytester.runpytest_subprocess("--millrun", "nbs", *args)
+
+
+def saved_cells(pytester: pytest.Pytester) -> list[dict[str, object]]:
+    cells: list[dict[str, object]] = json.loads(
+        (pytester.path / ".millrun" / "nbs" / "0-fault.ipynb").read_text()
+    )["cells"]
+    return cells
+
+
+def test_notebook_timeout_stops_the_kernel_and_keeps_the_cells_that_ran(
+    pytester: pytest.Pytester, kernel_tmp: Path
+) -> None:
+    started = time.monotonic()
+    result = run_with_good_neighbour(
+        pytester,
+        ["print('before')", "import time\ntime.sleep(60)"],
+        "--millrun-notebook-timeout",
+        "3",
+    )
+    assert time.monotonic() - started < 30
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["TimeoutError: timed out after 3 s in cell [[]3[]]"])
+    printed = [o for c in saved_cells(pytester) for o in c.get("outputs", [])]  # type: ignore[attr-defined]
+    assert any("before" in "".join(o.get("text", "")) for o in printed)
+    assert_no_kernels_left(kernel_tmp)
+
+
+def test_cell_timeout_fails_the_item_naming_the_cell(
+    pytester: pytest.Pytester, kernel_tmp: Path
+) -> None:
+    result = run_with_good_neighbour(
+        pytester, ["import time\ntime.sleep(60)"], "--millrun-timeout", "2"
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["TimeoutError: the per-cell time limit ran out in cell [[]2[]]"])
+    assert_no_kernels_left(kernel_tmp)
+
+
+@pytest.mark.parametrize(
+    ("code", "how"),
+    [
+        ("import os\nos._exit(3)", "exit code 3"),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "killed by SIGKILL"),
+    ],
+    ids=["os-exit", "sigkill"],
+)
+def test_dead_kernel_fails_its_item_within_seconds_saying_how(
+    pytester: pytest.Pytester, kernel_tmp: Path, code: str, how: str
+) -> None:
+    started = time.monotonic()
+    result = run_with_good_neighbour(pytester, ["print('alive')", code])
+    assert time.monotonic() - started < 30
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"DeadKernelError: the kernel died in cell*({how}*"])
+    assert (pytester.path / ".millrun" / "nbs" / "0-fault.ipynb").exists()
+    assert_no_kernels_left(kernel_tmp)
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome", "headline"),
+    [
+        ("import sys\nsys.exit(1)", "failed", "SystemExit: 1 in cell [[]2[]]"),
+        ("import sys\nsys.exit(0)", "passed", None),
+        ("raise KeyboardInterrupt", "failed", "KeyboardInterrupt:*in cell [[]2[]]"),
+    ],
+    ids=["sys-exit-1", "sys-exit-0", "keyboard-interrupt"],
+)
+def test_exits_and_interrupts_raised_in_a_cell_behave_like_papermill(
+    pytester: pytest.Pytester, code: str, outcome: str, headline: str | None
+) -> None:
+    result = run_with_good_neighbour(pytester, [code])
+    result.assert_outcomes(passed=2 if outcome == "passed" else 1, failed=int(outcome == "failed"))
+    if headline:
+        result.stdout.fnmatch_lines([headline])
+
+
+def test_unknown_kernel_name_is_a_clear_failure(pytester: pytest.Pytester) -> None:
+    write_notebook(pytester.path / "nbs" / "a.ipynb")
+    result = pytester.runpytest("--millrun", "nbs", "--millrun-kernel", "nosuchkernel")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["NoSuchKernel: nosuchkernel", "No kernel named 'nosuchkernel' is installed*"]
+    )
+
+
+def test_notebook_for_a_language_without_kernel_fails_alone(pytester: pytest.Pytester) -> None:
+    write_notebook(
+        pytester.path / "nbs" / "r.ipynb", ["x <- 1"], params=None, kernel="ir", language="R"
+    )
+    write_notebook(pytester.path / "nbs" / "good.ipynb")
+    result = pytester.runpytest("--millrun", "nbs")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["No kernel named 'ir' is installed*"])
+
+
+def test_undeclared_parameter_warns_naming_keys_and_notebook(pytester: pytest.Pytester) -> None:
+    write_notebook(pytester.path / "nbs" / "a.ipynb")
+    write_params(pytester.path / "p.json", {"x": [1], "typo": [2]})
+    result = pytester.runpytest("--millrun-params", "p.json", "nbs")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        ["*does not declare 'typo' in its parameters cell (it declares x, y)*"]
+    )
+
+
+def test_strict_params_refuses_before_anything_runs(pytester: pytest.Pytester) -> None:
+    write_notebook(pytester.path / "nbs" / "a.ipynb")
+    write_params(pytester.path / "p.json", {"x": [1], "typo": [2]})
+    result = pytester.runpytest("--millrun-params", "p.json", "nbs", "--millrun-strict-params")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "does not declare 'typo'" in result.stderr.str()
+    assert not (pytester.path / ".millrun").exists()
+
+
+def test_notebook_without_parameters_cell_warns_once(pytester: pytest.Pytester) -> None:
+    write_notebook(pytester.path / "nbs" / "a.ipynb", ["print(x)"], params=None)
+    write_params(pytester.path / "p.json", {"x": [1, 2, 3]})
+    result = pytester.runpytest("--millrun-params", "p.json", "nbs")
+    result.assert_outcomes(passed=3, warnings=1)
+    result.stdout.fnmatch_lines(["*has no cell tagged 'parameters'*"])
+
+
+def test_kernel_connection_is_private(pytester: pytest.Pytester) -> None:
+    code = (
+        "import json, os, stat\n"
+        "from ipykernel.connect import get_connection_file\n"
+        "path = get_connection_file()\n"
+        "info = json.load(open(path))\n"
+        "assert info['transport'] == 'ipc', info\n"
+        "assert info['key'] and info['signature_scheme'] == 'hmac-sha256'\n"
+        "assert stat.S_IMODE(os.stat(path).st_mode) == 0o600\n"
+        "assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) & 0o777 == 0o700\n"
+    )
+    write_notebook(pytester.path / "nbs" / "a.ipynb", [code])
+    pytester.runpytest("--millrun", "nbs").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_sigint_stops_pytest_promptly_and_leaves_no_kernel(
+    pytester: pytest.Pytester, kernel_tmp: Path, xdist: list[str]
+) -> None:
+    write_notebook(pytester.path / "nbs" / "slow.ipynb", ["import time\ntime.sleep(60)"])
+    write_params(pytester.path / "p.json", {"x": [1, 2, 3, 4]})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--millrun-params", "p.json", "nbs", "-p", "no:cacheprovider", *xdist],
+        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not list(pytester.path.glob(".millrun/nbs/.*partial*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    started = time.monotonic()
+    os.killpg(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert time.monotonic() - started < 20, output
+    assert process.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert "KeyboardInterrupt" in output or "Interrupted" in output
+    assert list(pytester.path.glob(".millrun/nbs/*-slow.ipynb")), "the partial output is kept"
+    assert_no_kernels_left(kernel_tmp)
