@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import output_files, write_notebook
 
 import millrun
+from conftest import output_files, write_notebook
 from pytest_millrun import RunFailedError, execute_run
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import (
     assert_no_kernels_left,
     kernels_under,

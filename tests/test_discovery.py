@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_notebook
 
+from conftest import write_notebook
 from pytest_millrun.discovery import discover_notebooks
 
 

@@ -168,7 +168,7 @@ def test_sigint_stops_pytest_promptly_and_leaves_no_kernel(
     write_notebook(pytester.path / "nbs" / "slow.ipynb", ["import time\ntime.sleep(60)"])
     write_params(pytester.path / "p.json", {"x": [1, 2, 3, 4]})
     process = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "--millrun-params", "p.json", "nbs", "-p", "no:cacheprovider", *xdist],
+        [sys.executable, "-m", "pytest", "--millrun-params", "p.json", "nbs", *xdist],
         cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
