@@ -462,7 +462,12 @@ class _KernelSandbox:
         self._signal(signal.SIGKILL)
 
     def kill(self) -> None:
-        """Make sure the kernel and its process group are gone and reaped."""
+        """Make sure the kernel and its process group are gone and reaped.
+
+        Signals go out only while the kernel is unreaped: once it is reaped its
+        pid (and so its process-group id) can be reused by a new kernel, which a
+        late ``killpg`` would kill.
+        """
         process = self.process
         if process is None:
             return
@@ -470,17 +475,17 @@ class _KernelSandbox:
             self._signal(signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
-        _reap_group(process.pid)
         with _LIVE_LOCK:
             _LIVE_KERNELS.discard(process)
 
     def _signal(self, sig: int) -> None:
-        if self.process is None:
-            return
+        process = self.process
+        if process is None or process.poll() is not None:
+            return  # already reaped: its pid may belong to someone else now
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
+            os.killpg(process.pid, sig)
         with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(sig)
+            process.send_signal(sig)
 
     def exit_description(self) -> str:
         process = self.process
@@ -512,19 +517,16 @@ class _KernelSandbox:
         return f" The kernel's last output was:\n{_indent(tail)}"
 
 
-def _reap_group(pgid: int) -> None:
-    """Kill anything the kernel started in its own session, so nothing outlives it."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
 @atexit.register
 def _kill_leftover_kernels() -> None:
     with _LIVE_LOCK:
         leftovers = list(_LIVE_KERNELS)
         _LIVE_KERNELS.clear()
     for process in leftovers:
-        _reap_group(process.pid)
+        if process.poll() is not None:
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             process.kill()
             process.wait(timeout=2)
