@@ -574,8 +574,12 @@ def markdown_table(rows: Sequence[Row]) -> str:
     return "\n".join([line(COLUMNS), rule, *(line(cells) for cells in body)])
 
 
-def environment_line() -> str:
-    """Enough context to compare two results files: machine, versions, commit."""
+def environment_line(load_before: float) -> str:
+    """Enough context to compare two results files: machine, versions, commit, load.
+
+    The load average is there because on a small machine anything else running
+    (a test suite, say) moves every number; a high one means "run it again".
+    """
     import papermill
 
     commit = "unknown"
@@ -591,20 +595,23 @@ def environment_line() -> str:
             or commit
         )
     return (
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs (1-min load {load_before:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after), Python {platform.python_version()}, "
         f"papermill {papermill.__version__}, commit {commit}, "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
     )
 
 
-def write_report(path: Path, rows: Sequence[Row], notes: Sequence[str], argv: Sequence[str]) -> str:
+def write_report(
+    path: Path, rows: Sequence[Row], notes: Sequence[str], argv: Sequence[str], load: float
+) -> str:
     """The table and its context, printed and saved as Markdown."""
     command = shlex.join(["python", "benchmarks/bench.py", *argv])
     parts = [
         "# millrun benchmark",
         "",
         f"`{command}`  ",
-        environment_line(),
+        environment_line(load),
         "",
         markdown_table(rows),
     ]
@@ -695,6 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
+    load = os.getloadavg()[0]
     notes: list[str] = []
     specs = corpus_specs(args.quick)
     keys = ["a", "b"] if args.corpus == "all" else [args.corpus]
@@ -744,7 +752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not rows:
         print("Nothing was run.", file=sys.stderr)
         return 1
-    print(write_report(args.results, rows, notes, argv))
+    print(write_report(args.results, rows, notes, argv, load))
     print(f"(written to {args.results})", file=sys.stderr)
     return 0 if all(r.ok for r in rows) else 1
 
