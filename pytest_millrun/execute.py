@@ -318,7 +318,7 @@ def _explain(
             ename=type(exc).__name__,
             evalue=str(exc),
         )
-    if not sandbox.ready:
+    if not cell:  # no cell started: the kernel never answered
         return Failure(
             "kernel-start",
             f"The kernel{f' {kernel_name!r}' if kernel_name else ''} could not start: "
@@ -390,7 +390,6 @@ class _KernelSandbox:
         self.log: IO[bytes] | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.started = False
-        self.ready = False
         self.timed_out = False
         self.shut_down_alive = False
 
@@ -427,10 +426,6 @@ class _KernelSandbox:
                     with _LIVE_LOCK:
                         _LIVE_KERNELS.add(process)
                 sandbox.started = True
-
-            async def _async_post_start_kernel(self, **kw: Any) -> None:
-                await super()._async_post_start_kernel(**kw)
-                sandbox.ready = True
 
             async def shutdown_kernel(  # type: ignore[override]
                 self, now: bool = False, restart: bool = False

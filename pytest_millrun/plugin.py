@@ -9,6 +9,8 @@ ini keys) switch the plugin on, so a plain ``pytest`` run stays fast.
 
 from __future__ import annotations
 
+import signal
+import threading
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -132,6 +134,28 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.enabled:
         # One unreadable notebook is that file's collection error; the others still run.
         config.option.continue_on_collection_errors = True
+        _stop_on_sigterm(config)
+
+
+def _stop_on_sigterm(config: pytest.Config) -> None:
+    """Treat SIGTERM like Ctrl-C, so a CI cancel saves partial outputs and stops kernels.
+
+    Only where nobody else handles SIGTERM, only in the main thread, and undone
+    at unconfigure.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    signal.signal(signal.SIGTERM, interrupt)
+    config.add_cleanup(restore)
 
 
 def resolve_settings(config: pytest.Config) -> Settings:

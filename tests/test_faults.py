@@ -146,6 +146,28 @@ def test_notebook_without_parameters_cell_warns_once(pytester: pytest.Pytester) 
     result.stdout.fnmatch_lines(["*has no cell tagged 'parameters'*"])
 
 
+def test_kernel_that_cannot_start_is_a_clear_failure(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = pytester.path / "kernels" / "kernels" / "broken"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-c", "import sys; print('cannot start', file=sys.stderr); sys.exit(3)"]
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {"argv": [*argv, "{connection_file}"], "display_name": "b", "language": "python"}
+        )
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(pytester.path / "kernels"))
+    write_notebook(pytester.path / "nbs" / "a.ipynb")
+    result = pytester.runpytest_subprocess(
+        "--millrun", "nbs", "--millrun-kernel", "broken", "-o", "addopts="
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*The kernel 'broken' could not start*exit code 3*", "*cannot start*"]
+    )
+
+
 def test_kernel_connection_is_private(pytester: pytest.Pytester) -> None:
     code = (
         "import json, os, stat\n"
@@ -161,9 +183,13 @@ def test_kernel_connection_is_private(pytester: pytest.Pytester) -> None:
     pytester.runpytest("--millrun", "nbs").assert_outcomes(passed=1)
 
 
-@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
-def test_sigint_stops_pytest_promptly_and_leaves_no_kernel(
-    pytester: pytest.Pytester, kernel_tmp: Path, xdist: list[str]
+@pytest.mark.parametrize(
+    ("sig", "xdist"),
+    [(signal.SIGINT, []), (signal.SIGINT, ["-n", "2"]), (signal.SIGTERM, [])],
+    ids=["sigint-serial", "sigint-xdist", "sigterm-serial"],
+)
+def test_interrupt_stops_pytest_promptly_and_leaves_no_kernel(
+    pytester: pytest.Pytester, kernel_tmp: Path, sig: signal.Signals, xdist: list[str]
 ) -> None:
     write_notebook(pytester.path / "nbs" / "slow.ipynb", ["import time\ntime.sleep(60)"])
     write_params(pytester.path / "p.json", {"x": [1, 2, 3, 4]})
@@ -177,7 +203,10 @@ def test_sigint_stops_pytest_promptly_and_leaves_no_kernel(
         time.sleep(0.2)
     time.sleep(1)
     started = time.monotonic()
-    os.killpg(process.pid, signal.SIGINT)
+    if sig == signal.SIGINT:
+        os.killpg(process.pid, sig)  # Ctrl-C: the terminal signals the whole group
+    else:
+        process.send_signal(sig)  # a CI cancel: the main process alone
     output, _ = process.communicate(timeout=60)
     assert time.monotonic() - started < 20, output
     assert process.returncode == pytest.ExitCode.INTERRUPTED, output
