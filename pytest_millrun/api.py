@@ -34,6 +34,7 @@ from .execute import (
     ExecutionInterrupted,
     ExecutionResult,
     Failure,
+    KernelStart,
     OverwriteError,
     check_output_target,
     execute_notebook,
@@ -62,6 +63,8 @@ class RunOptions:
     kernel_name: str | None = None
     cell_timeout: float | None = None
     notebook_timeout: float | None = None
+    kernel_start: KernelStart = "auto"
+    preload: tuple[str, ...] = ()
     papermill_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -206,6 +209,8 @@ def execute_run(
     executor: Executor | None = None,
     notebook_timeout: float | None = None,
     strict_params: bool = False,
+    kernel_start: KernelStart = "auto",
+    preload: Sequence[str] = (),
     on_result: Callable[[ExecutionResult], None] | None = None,
     **kwargs: Any,
 ) -> list[ExecutionResult]:
@@ -217,7 +222,9 @@ def execute_run(
     ``execution_timeout``, ``log_output``, nbclient options ...).  With
     ``use_multiprocessing`` all pairs share one process pool of ``workers``
     processes (default: the CPU count); ``executor`` replaces that pool with
-    any ``concurrent.futures.Executor``.
+    any ``concurrent.futures.Executor``.  ``kernel_start`` (``auto``, ``fork``,
+    ``spawn``) and ``preload`` choose how kernels start; ``notebook_timeout``
+    limits a whole notebook and ``strict_params`` refuses undeclared parameters.
     """
     variations = resolve_bulk_params(bulk_params)
     check_papermill_kwargs(kwargs)
@@ -226,6 +233,8 @@ def execute_run(
         kernel_name=papermill_kwargs.pop("kernel_name", None),
         cell_timeout=papermill_kwargs.pop("execution_timeout", None),
         notebook_timeout=notebook_timeout,
+        kernel_start=kernel_start,
+        preload=tuple(preload),
         papermill_kwargs=papermill_kwargs,
     )
     jobs = plan_run(
@@ -261,6 +270,8 @@ def run_job(job: Job, options: RunOptions) -> ExecutionResult:
         kernel_name=options.kernel_name,
         cell_timeout=options.cell_timeout,
         notebook_timeout=options.notebook_timeout,
+        kernel_start=options.kernel_start,
+        preload=options.preload,
         **options.papermill_kwargs,
     )
 

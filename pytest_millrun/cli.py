@@ -99,6 +99,19 @@ text is kept as is; with no components the variation's index is prepended.""",
     help="Whole-notebook time limit; the partial output is kept.  [default: none]",
 )
 @click.option(
+    "--kernel-start",
+    type=click.Choice(["auto", "fork", "spawn"]),
+    default="auto",
+    show_default=True,
+    help="fork: kernels forked from a warm template where the kernelspec runs ipykernel on "
+    "this Python (auto's choice); spawn: started as papermill does.",
+)
+@click.option(
+    "--preload",
+    metavar="MODULES",
+    help="Comma-separated modules the fork template imports once, e.g. numpy,pandas.",
+)
+@click.option(
     "--strict-params",
     is_flag=True,
     help="Refuse parameters a notebook's parameters cell does not declare.",
@@ -118,6 +131,8 @@ def main(
     kernel: str | None,
     timeout: float | None,
     notebook_timeout: float | None,
+    kernel_start: str,
+    preload: str | None,
     strict_params: bool,
     no_progress: bool,
 ) -> None:

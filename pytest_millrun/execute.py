@@ -30,17 +30,59 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
 from .discovery import OUTPUT_MARKER, NotebookError, is_output_notebook, read_notebook_json
 from .params import Variation
 
 Status = Literal["passed", "failed", "interrupted"]
+KernelStart = Literal["auto", "fork", "spawn"]
+KERNEL_START_MODES: tuple[KernelStart, ...] = ("auto", "fork", "spawn")
+
+
+class KernelProcess(Protocol):
+    """What the bookkeeping needs of a kernel process: a Popen, or a forked kernel's handle."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+
+
+def resolve_kernel_start(mode: str) -> KernelStart:
+    """``auto`` becomes ``$MILLRUN_KERNEL_START`` when set (a CI matrix knob), else fork."""
+    if mode == "auto":
+        mode = os.environ.get("MILLRUN_KERNEL_START", "fork") or "fork"
+    if mode not in ("fork", "spawn"):
+        raise ValueError(f"kernel start mode must be one of auto, fork, spawn, not {mode!r}")
+    return "fork" if mode == "fork" else "spawn"
+
+
+_fork_notes: set[str] = set()
+#: Set once the fork template failed in this process: later kernels spawn directly.
+_fork_broken = threading.Event()
+
+
+def _note_once(message: str) -> None:
+    """Say once per process that fork mode could not serve and spawn took over."""
+    if message not in _fork_notes:
+        _fork_notes.add(message)
+        warnings.warn(message, ForkFallbackWarning, stacklevel=2)
+
+
+class ForkFallbackWarning(UserWarning):
+    """Fork mode was asked for but could not serve; kernels are spawned instead."""
+
 
 #: Kernels started by this process and not yet reaped; killed at exit whatever happens.
-_LIVE_KERNELS: set[subprocess.Popen[bytes]] = set()
+_LIVE_KERNELS: set[KernelProcess] = set()
 _LIVE_LOCK = threading.Lock()
 
 
@@ -128,6 +170,8 @@ def execute_notebook(
     kernel_name: str | None = None,
     cell_timeout: float | None = None,
     notebook_timeout: float | None = None,
+    kernel_start: KernelStart = "auto",
+    preload: Sequence[str] = (),
     **papermill_kwargs: Any,
 ) -> ExecutionResult:
     """Run ``notebook`` with ``parameters`` through papermill and save it to ``output``.
@@ -136,6 +180,12 @@ def execute_notebook(
     result's ``error``.  Raises :class:`ExecutionInterrupted` when SIGINT or
     SIGTERM stopped the run, after the partial output is saved and the kernel
     is gone, so the caller can stop everything else too.
+
+    ``kernel_start`` picks how the kernel process starts: ``fork`` from a warm
+    template (see :mod:`pytest_millrun.forkserver`) where the kernelspec runs
+    ipykernel on this interpreter, ``spawn`` as papermill does, or ``auto``
+    (``$MILLRUN_KERNEL_START`` if set, else fork where it can serve).
+    ``preload`` names modules the fork template imports once.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -163,7 +213,7 @@ def execute_notebook(
 
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.stem}.partial.ipynb")
-    with _KernelSandbox() as sandbox:
+    with _KernelSandbox(resolve_kernel_start(kernel_start), tuple(preload)) as sandbox:
         engine_kwargs: dict[str, Any] = {
             "shutdown_kernel": "immediate",
             "resources": {"metadata": {"path": str(notebook.parent)}},
@@ -178,7 +228,7 @@ def execute_notebook(
             watchdog.daemon = True
             watchdog.start()
         error: Failure | None = None
-        interrupted = False
+        interrupted = retry = False
         try:
             papermill.execute_notebook(
                 nb,
@@ -202,7 +252,9 @@ def execute_notebook(
         except KeyboardInterrupt:
             interrupted = True
         except Exception as exc:
-            if sandbox.signalled(exc):
+            if sandbox.fork_failed(exc):
+                retry = True
+            elif sandbox.signalled(exc):
                 interrupted = True
             else:
                 error = _explain(exc, notebook, partial, sandbox, kernel_name, notebook_timeout)
@@ -212,6 +264,12 @@ def execute_notebook(
             sandbox.kill()
             if partial.exists():
                 os.replace(partial, output)
+    if retry:  # the fork template could not serve: run this one again the usual way
+        return execute_notebook(
+            notebook, output, parameters, variation_id=variation_id, kernel_name=kernel_name,
+            cell_timeout=cell_timeout, notebook_timeout=notebook_timeout, kernel_start="spawn",
+            **papermill_kwargs,
+        )  # fmt: skip
     if interrupted:
         raise ExecutionInterrupted(
             finish("interrupted", Failure("interrupted", "Interrupted by a signal."))
@@ -379,7 +437,10 @@ class _KernelSandbox:
     failure report say how it died, and guarantees it is reaped.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, kernel_start: KernelStart = "spawn", preload: tuple[str, ...] = ()) -> None:
+        self.kernel_start: KernelStart = "spawn" if _fork_broken.is_set() else kernel_start
+        self.preload = preload
+        self.forked = False
         # mkdtemp makes it 0700.  Unix socket paths are limited to ~107 bytes, so a
         # long TMPDIR falls back to /tmp rather than failing every kernel start.
         base = tempfile.gettempdir()
@@ -388,7 +449,7 @@ class _KernelSandbox:
         )
         self.log_path = self.folder / "kernel.log"
         self.log: IO[bytes] | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: KernelProcess | None = None
         self.started = False
         self.timed_out = False
         self.shut_down_alive = False
@@ -416,12 +477,23 @@ class _KernelSandbox:
                 self.connection_file = str(sandbox.folder / "kernel.json")
                 self.ip = str(sandbox.folder / "ipc")
 
+            async def _async_pre_start_kernel(self, **kw: Any) -> Any:
+                if sandbox.kernel_start == "fork" and self.provisioner is None:
+                    from . import forkserver
+
+                    if forkserver.fork_available(self.kernel_spec):
+                        self.provisioner = forkserver.make_provisioner(self, sandbox.preload)
+                        sandbox.forked = True
+                return await super()._async_pre_start_kernel(**kw)
+
             async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
                 sandbox.log = sandbox.log_path.open("wb")
                 kw["stdout"] = kw["stderr"] = sandbox.log
                 await super()._async_launch_kernel(kernel_cmd, **kw)
-                process = getattr(self.provisioner, "process", None)
-                if isinstance(process, subprocess.Popen):
+                process = getattr(self.provisioner, "process", None) or getattr(
+                    self.provisioner, "forked", None
+                )
+                if process is not None:
                     sandbox.process = process
                     with _LIVE_LOCK:
                         _LIVE_KERNELS.add(process)
@@ -438,6 +510,17 @@ class _KernelSandbox:
                 await super().shutdown_kernel(now=now, restart=restart)
 
         return MillrunKernelManager
+
+    def fork_failed(self, exc: Exception) -> bool:
+        """The fork template could not start or serve; say so once, and spawn from now on."""
+        if not self.forked or type(exc).__name__ != "ForkUnavailable":
+            return False
+        _fork_broken.set()
+        _note_once(
+            f"Fork kernel start is unavailable here ({_first_line(str(exc))}); kernels are "
+            f"spawned the usual way instead, which is slower but otherwise the same."
+        )
+        return True
 
     def signalled(self, exc: Exception) -> bool:
         """Whether SIGINT/SIGTERM, not the notebook, ended the execution.

@@ -28,6 +28,7 @@ from .discovery import (
     is_output_notebook,
     read_notebook_json,
 )
+from .execute import KERNEL_START_MODES, KernelStart
 from .naming import OutputPathError, mirrored_folder, name_variations, safe_output_path
 from .params import ParamsError, Variation, load_params_file
 
@@ -46,6 +47,8 @@ class Settings:
     timeout: float | None
     notebook_timeout: float | None
     strict_params: bool
+    kernel_start: KernelStart = "auto"
+    preload: tuple[str, ...] = ()
 
 
 settings_key = pytest.StashKey[Settings]()
@@ -102,6 +105,18 @@ _OPTIONS = (
         "notebook-timeout",
         "Whole-notebook time limit in seconds; the partial output is kept (default: none)",
         metavar="SECONDS",
+    ),
+    _Option(
+        "kernel-start",
+        "How kernels start: fork (from a warm template, the default where the kernelspec "
+        "runs ipykernel on this interpreter), spawn (as papermill does) or auto",
+        metavar="MODE",
+    ),
+    _Option(
+        "preload",
+        "Comma-separated modules the fork template imports once, so each kernel has them "
+        "at no cost (e.g. numpy,pandas)",
+        metavar="MODULES",
     ),
     _Option(
         "strict-params",
@@ -193,6 +208,16 @@ def resolve_settings(config: pytest.Config) -> Settings:
         value, _ = raw(name)
         return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
+    def kernel_start() -> KernelStart:
+        value = raw("kernel-start")[0] or "auto"
+        if value not in KERNEL_START_MODES:
+            raise pytest.UsageError(
+                f"--millrun-kernel-start / millrun_kernel_start must be one of "
+                f"{', '.join(KERNEL_START_MODES)}, not {value!r}."
+            )
+        mode: KernelStart = value
+        return mode
+
     params_file = path("params")
     enabled = bool(raw("")[0]) or params_file is not None
     variations: list[Variation] = [{}]
@@ -212,6 +237,8 @@ def resolve_settings(config: pytest.Config) -> Settings:
         timeout=number("timeout"),
         notebook_timeout=number("notebook-timeout"),
         strict_params=bool(raw("strict-params")[0]),
+        kernel_start=kernel_start(),
+        preload=components("preload"),
     )
 
 
@@ -355,6 +382,8 @@ class NotebookItem(pytest.Item):
             kernel_name=settings.kernel,
             cell_timeout=settings.timeout,
             notebook_timeout=settings.notebook_timeout,
+            kernel_start=settings.kernel_start,
+            preload=settings.preload,
         )
         if not result.passed:
             raise NotebookFailed(result)

@@ -15,6 +15,14 @@ import psutil
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+# pytester's in-process runs drop the modules they imported when they end, so a
+# later run would import traitlets classes anew while the fork template's
+# provisioner class still holds the old ones. Importing the kernel stack here
+# makes every in-process run share one copy, as a real pytest process does.
+import jupyter_client.manager  # noqa: F401  isort: skip
+import papermill  # noqa: F401  isort: skip
+import pytest_millrun.forkserver  # noqa: F401  isort: skip
+
 MakeNotebook = Callable[..., Path]
 
 
@@ -46,12 +54,19 @@ def write_params(path: Path, data: Any) -> Path:
 
 
 def kernels_under(folder: Path) -> list[psutil.Process]:
-    """Kernel processes whose connection file lies under ``folder`` (our TMPDIR)."""
+    """Kernels whose connection file lies under ``folder`` (our TMPDIR), and fork templates
+    started under it by another process (this process keeps its own template for reuse)."""
     found = []
-    for process in psutil.process_iter(["cmdline"]):
+    for process in psutil.process_iter(["cmdline", "ppid"]):
         cmdline = " ".join(process.info["cmdline"] or ())
         if "ipykernel" in cmdline and str(folder) in cmdline:
             found.append(process)
+        elif "forkserver" in cmdline and process.info["ppid"] != os.getpid():
+            try:
+                if process.environ().get("TMPDIR") == str(folder):
+                    found.append(process)
+            except psutil.Error:
+                continue
     return found
 
 
@@ -75,6 +90,14 @@ def kernel_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield folder
     for process in kernels_under(folder):  # never leave one behind, even when a test fails
         process.kill()
+
+
+@pytest.fixture(params=["fork", "spawn"])
+def kernel_start(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per kernel start mode; results must not depend on it."""
+    mode: str = request.param
+    monkeypatch.setenv("MILLRUN_KERNEL_START", mode)
+    return mode
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ import millrun
 from conftest import output_files, write_notebook
 from pytest_millrun import RunFailedError, execute_run
 
+pytestmark = pytest.mark.usefixtures("kernel_start")
+
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:

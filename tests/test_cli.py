@@ -21,6 +21,8 @@ from conftest import (
 
 MILLRUN = [sys.executable, "-m", "pytest_millrun"]
 
+pytestmark = pytest.mark.usefixtures("kernel_start")
+
 
 def run(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

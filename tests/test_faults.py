@@ -15,7 +15,10 @@ import pytest
 
 from conftest import assert_no_kernels_left, write_notebook, write_params
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.usefixtures("kernel_start"),
+]
 
 
 def run_with_good_neighbour(

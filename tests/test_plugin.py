@@ -10,7 +10,10 @@ import pytest
 
 from conftest import assert_no_kernels_left, output_files, write_notebook, write_params
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.usefixtures("kernel_start"),
+]
 
 
 @pytest.fixture
