@@ -77,6 +77,7 @@ class Corpus:
     params: Path
     notebooks: tuple[Path, ...]
     variations: int
+    needs: tuple[str, ...] = ()
 
     @property
     def executions(self) -> int:
@@ -135,7 +136,7 @@ def write_corpus(spec: CorpusSpec, folder: Path) -> Corpus:
     params = folder / "params.json"
     params.write_text(json.dumps({"x": list(range(spec.variations))}), encoding="utf-8")
     (folder / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    return Corpus(spec.key, folder, params, tuple(notebooks), spec.variations)
+    return Corpus(spec.key, folder, params, tuple(notebooks), spec.variations, spec.needs)
 
 
 def missing_modules(names: Sequence[str]) -> list[str]:
@@ -261,6 +262,13 @@ KERNEL_START_FLAG: dict[RunnerKind, str] = {
 }
 
 
+#: How each front end spells the fork template's preload option.
+PRELOAD_FLAG: dict[RunnerKind, str] = {
+    "pytest": "--millrun-preload",
+    "cli": "--preload",
+}
+
+
 def millrun_command() -> list[str]:
     """The ``millrun`` script of this interpreter's environment, else the module."""
     script = Path(sys.executable).with_name("millrun")
@@ -286,6 +294,9 @@ def build_command(
 ) -> list[str]:
     """The subprocess command line of a plugin or CLI row."""
     mode_args = [KERNEL_START_FLAG[runner.kind], mode] if flag_modes else []
+    if flag_modes and mode == "fork" and corpus.needs:
+        # the template imports the corpus's heavy modules once, not every kernel
+        mode_args += [PRELOAD_FLAG[runner.kind], ",".join(corpus.needs)]
     if runner.kind == "pytest":
         return [
             sys.executable,
@@ -641,8 +652,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         dest="modes",
         nargs="+",
         choices=KERNEL_MODES,
-        default=[IMPLICIT_MODE],
-        help="kernel start modes to run the plugin and CLI rows with (default: spawn)",
+        default=list(KERNEL_MODES),
+        help="kernel start modes to run the plugin and CLI rows with (default: both)",
     )
     parser.add_argument(
         "--runners",
