@@ -20,7 +20,7 @@ import click
 
 from .api import RunInterrupted, RunOptions, plan_run, process_pool, run_jobs
 from .discovery import MillrunParameterWarning, UndeclaredParameterError
-from .execute import ExecutionResult, cell_words
+from .execute import ExecutionResult, cell_words, resolve_kernel_start
 from .naming import OutputPathError
 from .params import ParamsError, load_params_file
 
@@ -170,7 +170,11 @@ def main(
         click.secho(f"warning: {warning.message}", fg="yellow", err=True)
 
     options = RunOptions(
-        kernel_name=kernel, cell_timeout=timeout, notebook_timeout=notebook_timeout
+        kernel_name=kernel,
+        cell_timeout=timeout,
+        notebook_timeout=notebook_timeout,
+        kernel_start=resolve_kernel_start(kernel_start),
+        preload=tuple(_components(preload)),
     )
     progress = _Progress(len(jobs), min(workers, len(jobs)), bar=not no_progress and _is_tty())
     started = time.monotonic()

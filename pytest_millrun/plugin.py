@@ -370,21 +370,18 @@ class NotebookItem(pytest.Item):
         self.output = output
 
     def runtest(self) -> None:
-        from .execute import execute_notebook
+        from .api import Job, RunOptions, run_job
 
         settings = self.config.stash[settings_key]
         self.user_properties.append(("millrun_output", str(self.output)))
-        result = execute_notebook(
-            self.path,
-            self.output,
-            self.variation,
-            variation_id=self.variation_id,
+        options = RunOptions(
             kernel_name=settings.kernel,
             cell_timeout=settings.timeout,
             notebook_timeout=settings.notebook_timeout,
             kernel_start=settings.kernel_start,
             preload=settings.preload,
         )
+        result = run_job(Job(self.path, self.variation, self.variation_id, self.output), options)
         if not result.passed:
             raise NotebookFailed(result)
 
