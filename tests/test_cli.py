@@ -47,6 +47,8 @@ def test_seed_readme_example_works_as_written(tmp_path: Path) -> None:
         "special_calculation.ipynb",
     ]
     assert "2 passed, 0 failed" in done.stdout
+    # our kernels' own chatter (warnings, "running over TCP" notices) stays out of the terminal
+    assert "kernel" not in done.stderr.lower()
 
 
 def test_failures_exit_1_with_a_summary_of_each(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ REPEATS = int(os.environ.get("MILLRUN_STRESS_REPEATS", "2"))
 
 
 @pytest.mark.stress
+@pytest.mark.usefixtures("kernel_start")
 @pytest.mark.parametrize("repeat", range(REPEATS))
 def test_200_concurrent_executions_at_n4_all_pass_and_leave_nothing(
     pytester: pytest.Pytester, kernel_tmp: Path, repeat: int
