@@ -215,9 +215,11 @@ def execute_notebook(
     partial = output.with_name(f".{output.stem}.partial.ipynb")
     with _KernelSandbox(resolve_kernel_start(kernel_start), tuple(preload)) as sandbox:
         engine_kwargs: dict[str, Any] = {
+            "progress_bar": False,
             "shutdown_kernel": "immediate",
             "resources": {"metadata": {"path": str(notebook.parent)}},
             **papermill_kwargs,
+            "kernel_name": kernel_name,
             "kernel_manager_class": sandbox.kernel_manager_class(),
         }
         if cell_timeout is not None:
@@ -231,12 +233,7 @@ def execute_notebook(
         interrupted = retry = False
         try:
             papermill.execute_notebook(
-                nb,
-                str(partial),
-                parameters=dict(parameters),
-                kernel_name=kernel_name,
-                progress_bar=False,
-                **engine_kwargs,
+                nb, str(partial), parameters=dict(parameters), **engine_kwargs
             )
         except PapermillExecutionError as exc:
             error = Failure(

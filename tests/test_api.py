@@ -83,7 +83,7 @@ def test_papermill_kwargs_reach_every_execution(
 ) -> None:
     execute_run(
         folder / "add.ipynb", {"x": [1, 2], "y": [3, 4]}, output_dir=tmp_path / "out",
-        use_multiprocessing=use_multiprocessing, report_mode=True,
+        use_multiprocessing=use_multiprocessing, report_mode=True, progress_bar=True,
     )  # fmt: skip
     for name in ["0-add.ipynb", "1-add.ipynb"]:
         cells = json.loads((tmp_path / "out" / name).read_text())["cells"]
