@@ -828,6 +828,19 @@ class _Template:
         self.channel: socket.socket | None = None
         self.info: TemplateInfo | None = None
         self.gone = False
+        self.handed: set[int] = set()  # kernel pids forked for this parent, not yet released
+        self.last_used = time.monotonic()
+
+    def idle(self) -> bool:
+        """No kernel of this template is still running, so it can be stopped safely."""
+        try:
+            for pid in list(self.handed):
+                status, known = self.status(pid)
+                if status is None and known:
+                    return False
+        except _TemplateGone:
+            pass
+        return True
 
     def start(self) -> TemplateInfo:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -950,6 +963,8 @@ class _Template:
         pidfd = received[0] if received else None
         for fd in received[1:]:
             os.close(fd)
+        self.handed.add(int(reply["pid"]))
+        self.last_used = time.monotonic()
         return int(reply["pid"]), pidfd
 
     def status(self, pid: int) -> tuple[int | None, bool]:
@@ -960,6 +975,7 @@ class _Template:
         return (int(status) if status is not None else None), known
 
     def release(self, pid: int) -> None:
+        self.handed.discard(pid)
         with contextlib.suppress(_TemplateGone):
             self.request({"op": "release", "pid": pid})
 
@@ -1078,6 +1094,8 @@ def _get_template(
         if key in _BROKEN:
             raise ForkUnavailable(_BROKEN[key])
         if len(_TEMPLATES) >= _MAX_TEMPLATES:
+            _evict_idle_template()
+        if len(_TEMPLATES) >= _MAX_TEMPLATES:
             raise ForkUnavailable(
                 f"already {_MAX_TEMPLATES} kernel templates in this process (one per distinct "
                 f"preload list, interpreter flags and start-up environment)"
@@ -1090,6 +1108,19 @@ def _get_template(
             raise
         _TEMPLATES[key] = template
         return template, True
+
+
+def _evict_idle_template() -> None:
+    """Stop the least recently used template that has no kernel running (caller holds _LOCK).
+
+    One process rarely needs more than one template; a long-lived one that
+    cycles through many preload lists or environments keeps the recent ones.
+    """
+    for key, template in sorted(_TEMPLATES.items(), key=lambda item: item[1].last_used):
+        if template.idle():
+            _TEMPLATES.pop(key, None)
+            template.close(timeout=1.0)
+            return
 
 
 def start_template(

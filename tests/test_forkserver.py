@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import textwrap
@@ -519,34 +518,14 @@ def test_papermill_runs_a_notebook_on_a_forked_kernel(tmp_path: Path) -> None:
     assert int(parent) == start_template().pid
 
 
-def test_fork_starts_kernels_faster_than_spawn() -> None:
-    """The measurement behind the feature: start_kernel + wait_for_ready, 10 each way."""
-
-    async def timings(km_class: type[AsyncKernelManager], count: int) -> list[float]:
-        result = []
-        for _ in range(count):
-            km = km_class(kernel_name="python3")
-            started = time.perf_counter()
-            await km.start_kernel()
-            kc = km.client()
-            kc.start_channels()
-            try:
-                await kc.wait_for_ready(timeout=60)
-                result.append(time.perf_counter() - started)
-            finally:
-                kc.stop_channels()
-                await km.shutdown_kernel(now=True)
-        return result
-
-    start_template()  # the template's own boot is paid once per worker, not per kernel
-    fork = asyncio.run(timings(ForkKernelManager, 10))
-    spawn = asyncio.run(timings(AsyncKernelManager, 10))
-    print(
-        f"\nkernel start (start_kernel + wait_for_ready), 10 each: "
-        f"fork median {statistics.median(fork):.3f} s (min {min(fork):.3f}), "
-        f"spawn median {statistics.median(spawn):.3f} s (min {min(spawn):.3f})"
-    )
-    assert statistics.median(fork) < statistics.median(spawn)
+def test_templates_beyond_the_cap_replace_the_least_recently_used_idle_one() -> None:
+    shutdown_templates()
+    preloads = [("colorsys",), ("wave",), ("fractions",), ("decimal",), ("statistics",)]
+    pids = [start_template(preload).pid for preload in preloads]
+    assert len(set(pids)) == 5
+    assert wait_gone(pids[0], 5), "the oldest idle template made room"
+    alive = [p for p in psutil.Process().children() if _is_template(p)]
+    assert len(alive) == 4
 
 
 def test_module_is_importable_in_the_template_by_path() -> None:
