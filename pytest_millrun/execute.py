@@ -676,7 +676,10 @@ def _indent(text: str) -> str:
 
 
 def _short_params(parameters: Variation, limit: int = 200) -> str:
-    text = json.dumps(parameters, default=repr, sort_keys=False)
+    try:
+        text = json.dumps(parameters, default=repr, sort_keys=False)
+    except (RecursionError, ValueError):  # too deep or circular to show
+        text = "{" + ", ".join(f'"{key}": ...' for key in parameters) + "}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

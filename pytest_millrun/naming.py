@@ -55,7 +55,10 @@ def value_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+        try:
+            return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+        except (RecursionError, ValueError, TypeError):  # too deep, circular or unsortable
+            return type(value).__name__
     return str(value)
 
 

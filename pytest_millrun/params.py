@@ -44,6 +44,11 @@ def load_params_file(path: str | Path) -> list[Variation]:
         raise ParamsError(f"Params file {path} cannot be read: {exc}.") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise ParamsError(
+            f"Params file {path} nests lists or dicts too deeply to read. Flatten the values: "
+            f"a parameter value is meant to be a number, a string or a small structure."
+        ) from None
     except json.JSONDecodeError as exc:
         raise ParamsError(
             f"Params file {path} is not valid JSON: {exc.msg} at line {exc.lineno}, "

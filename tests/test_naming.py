@@ -72,6 +72,16 @@ def test_containers_are_rendered_as_compact_json() -> None:
     assert name.id == "_1_2_"
 
 
+def test_deeply_nested_and_circular_values_still_give_short_unique_names() -> None:
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    circular: list[object] = []
+    circular.append(circular)
+    names = name_variations("calc", [{"v": deep}, {"v": circular}], ["v"])
+    assert [n.id for n in names] == ["list", "list-2"]
+
+
 def test_mirrored_folder_is_relative_to_root(tmp_path: Path) -> None:
     notebook = tmp_path / "a" / "b" / "calc.ipynb"
     assert mirrored_folder(notebook, tmp_path) == Path("a/b")

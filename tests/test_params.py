@@ -64,3 +64,10 @@ def test_invalid_json_error_gives_line_and_column(tmp_path: Path) -> None:
     path.write_text('{\n  "x": [1,\n  2\n')
     with pytest.raises(ParamsError, match=r"line \d+, column \d+"):
         load_params_file(path)
+
+
+def test_absurdly_deep_params_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text('{"x": [' + "[" * 100_000 + "]" * 100_000 + "]}")
+    with pytest.raises(ParamsError, match="nests lists or dicts too deeply"):
+        load_params_file(path)
