@@ -1077,20 +1077,19 @@ def _template_key(
     return (os.getpid(), tuple(flags), _normalize_preload(preload), _startup_env(env))
 
 
-def _get_template(
-    key: _TemplateKey, env: Mapping[str, str], *, replace: _Template | None = None
-) -> tuple[_Template, bool]:
+def _get_template(key: _TemplateKey, env: Mapping[str, str]) -> tuple[_Template, bool]:
     """The running template for ``key``, starting one if needed.  (template, fresh)."""
     if not _platform_supports_fork():
         raise ForkUnavailable("fork mode needs Linux with fork and SCM_RIGHTS support")
     with _LOCK:
         _install_hooks()
         current = _TEMPLATES.get(key)
-        if current is not None and current is not replace and current.alive():
+        if current is not None and current.alive():
             return current, False
-        if current is not None:
+        if current is not None:  # it died unasked: no second template for this key
             _TEMPLATES.pop(key, None)
             current.close(timeout=1.0)
+            _BROKEN[key] = f"the kernel template (pid {current.pid}) died"
         if key in _BROKEN:
             raise ForkUnavailable(_BROKEN[key])
         if len(_TEMPLATES) >= _MAX_TEMPLATES:
@@ -1165,24 +1164,32 @@ def _launch(
     preload: Sequence[str],
     on_new_template: Callable[[TemplateInfo], None],
 ) -> ForkedKernel:
-    """Fork a kernel; a template found dead is restarted once, then ForkUnavailable."""
+    """Fork a kernel from this process's template for ``env``.
+
+    A template that died under us (killed, out of memory) is not restarted:
+    fork mode is given up for the process with :class:`ForkUnavailable`, so the
+    caller can fall back to spawning and say so once.
+    """
     key = _template_key(command.flags, preload, env)
     template, fresh = _get_template(key, env)
     if fresh and template.info is not None:
         on_new_template(template.info)
-    for attempt in (1, 2):
-        try:
-            pid, pidfd = template.fork(command, argv, cwd, env, stdout_fd, stderr_fd, independent)
-            return ForkedKernel(template, pid, pidfd, list(argv))
-        except _TemplateGone as exc:
-            if attempt == 2:
-                raise ForkUnavailable(
-                    f"the kernel template died again after a restart: {exc}.{template.log_tail()}"
-                ) from None
-            template, fresh = _get_template(key, env, replace=template)
-            if fresh and template.info is not None:
-                on_new_template(template.info)
-    raise AssertionError("unreachable")  # pragma: no cover
+    try:
+        pid, pidfd = template.fork(command, argv, cwd, env, stdout_fd, stderr_fd, independent)
+    except _TemplateGone as exc:
+        raise _crashed(key, template, str(exc)) from None
+    return ForkedKernel(template, pid, pidfd, list(argv))
+
+
+def _crashed(key: _TemplateKey, template: _Template, why: str) -> ForkUnavailable:
+    """Remember that this template died unasked; later launches fail at once."""
+    message = f"the kernel template (pid {template.pid}) died: {why}.{template.log_tail()}"
+    with _LOCK:
+        _BROKEN[key] = message
+        if _TEMPLATES.get(key) is template:
+            _TEMPLATES.pop(key, None)
+    template.close(timeout=1.0)
+    return ForkUnavailable(message)
 
 
 # --------------------------------------------------------------------------------------

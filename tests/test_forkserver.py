@@ -430,7 +430,7 @@ def test_template_and_its_kernels_exit_when_the_parent_dies(tmp_path: Path) -> N
     assert wait_gone(kernel_pid, 5), "the kernel outlived its template"
 
 
-def test_crashed_template_is_restarted_and_its_kernels_die() -> None:
+def test_crashed_template_takes_its_kernels_and_fork_mode_with_it() -> None:
     async def main() -> None:
         async with kernel() as (km, _kc):
             provisioner = km.provisioner
@@ -444,9 +444,13 @@ def test_crashed_template_is_restarted_and_its_kernels_die() -> None:
                 await asyncio.sleep(0.05)
             assert isinstance(provisioner, ForkProvisioner)
             assert await provisioner.poll() == -signal.SIGKILL
-            async with kernel() as (km2, kc2):
-                assert await run_code(kc2, "print(6 * 7)") == ("42\n", None)
-                assert psutil.Process(kernel_pid(km2)).ppid() not in (template_pid, 0)
+        with pytest.raises(ForkUnavailable, match=f"template \\(pid {template_pid}\\) died"):
+            async with kernel():
+                pass  # pragma: no cover
+        shutdown_templates()  # an explicit restart clears the verdict
+        async with kernel() as (km2, kc2):
+            assert await run_code(kc2, "print(6 * 7)") == ("42\n", None)
+            assert psutil.Process(kernel_pid(km2)).ppid() not in (template_pid, 0)
 
     asyncio.run(main())
 

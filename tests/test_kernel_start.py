@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_notebook, write_params
+from conftest import assert_no_kernels_left, write_notebook, write_params
 from pytest_millrun import execute_run
 
 #: A cell that records how its kernel was started and what state it starts with.
@@ -96,3 +96,57 @@ def test_bad_kernel_start_value_is_a_usage_error(pytester: pytest.Pytester) -> N
     result = pytester.runpytest("--millrun", "a.ipynb", "--millrun-kernel-start", "vfork")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "must be one of auto, fork, spawn" in result.stderr.str()
+
+
+CRASH_SCRIPT = """
+import os, signal, sys, threading, time, warnings
+import psutil
+from pytest_millrun import RunFailedError, execute_run
+
+def templates():
+    return [p for p in psutil.Process().children()
+            if "millrun-fork-template" in " ".join(p.cmdline())]
+
+def killer():  # crash the template twice: once it is restarted, then fork gives up
+    for _ in range(2):
+        while not templates():
+            time.sleep(0.05)
+        time.sleep(0.4)
+        for template in templates():
+            template.send_signal(signal.SIGKILL)
+            template.wait(5)
+
+threading.Thread(target=killer, daemon=True).start()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    try:
+        results = execute_run(sys.argv[1], {"x": list(range(16))}, output_dir=sys.argv[2],
+                              kernel_start="fork")
+    except RunFailedError as exc:
+        results = exc.results
+fallbacks = [w for w in caught if w.category.__name__ == "ForkFallbackWarning"]
+print("statuses", sorted({r.status for r in results}), len(results))
+print("passed", sum(r.passed for r in results))
+print("failures", [r.error.headline for r in results if r.error])
+print("fallback warnings", len(fallbacks))
+print("template left", len(templates()))
+"""
+
+
+def test_template_crash_fails_only_its_running_kernel_and_the_run_falls_back_to_spawn(
+    tmp_path: Path, kernel_tmp: Path
+) -> None:
+    notebook = write_notebook(tmp_path / "nb" / "slow.ipynb", ["import time\ntime.sleep(0.2)"])
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT, str(notebook), str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" ", 1) for line in done.stdout.replace("fallback warnings", "fallback")
+                 .replace("template left", "left").splitlines())  # fmt: skip
+    passed = int(lines["passed"])
+    assert passed >= 14, done.stdout  # at most the two kernels running at the crashes fail
+    assert "the kernel died" in lines["failures"] or passed == 16, done.stdout
+    assert lines["fallback"] == "1", done.stdout  # said once
+    assert lines["left"] == "0"
+    assert_no_kernels_left(kernel_tmp)
