@@ -404,13 +404,13 @@ def _written_since(path: Path, started_at: float) -> bool:
         return False
 
 
-def interrupted_result(job: Job, duration: float = 0.0) -> ExecutionResult:
+def interrupted_result(job: Job) -> ExecutionResult:
     return ExecutionResult(
         notebook=job.notebook,
         variation_id=job.variation_id,
         parameters=dict(job.variation),
         output=job.output,
         status="interrupted",
-        duration=duration,
+        duration=0.0,
         error=Failure("interrupted", "Interrupted by a signal; the partial output is saved."),
     )

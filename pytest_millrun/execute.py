@@ -65,16 +65,9 @@ def resolve_kernel_start(mode: str) -> KernelStart:
     return "fork" if mode == "fork" else "spawn"
 
 
-_fork_notes: set[str] = set()
 #: Set once the fork template failed in this process: later kernels spawn directly.
 _fork_broken = threading.Event()
-
-
-def _note_once(message: str) -> None:
-    """Say once per process that fork mode could not serve and spawn took over."""
-    if message not in _fork_notes:
-        _fork_notes.add(message)
-        warnings.warn(message, ForkFallbackWarning, stacklevel=2)
+_FORK_LOCK = threading.Lock()
 
 
 class ForkFallbackWarning(UserWarning):
@@ -147,11 +140,10 @@ def format_failure(result: ExecutionResult) -> str:
     error = result.error
     assert error is not None
     lines = [error.headline, ""]
-    if error.kind == "cell" or error.source:
-        if error.source:
-            lines += ["Cell source:", _indent(error.source), ""]
-        if error.traceback:
-            lines += ["Traceback:", _indent("\n".join(error.traceback)), ""]
+    if error.source:
+        lines += ["Cell source:", _indent(error.source), ""]
+    if error.traceback:
+        lines += ["Traceback:", _indent("\n".join(error.traceback)), ""]
     if error.kind != "cell":
         lines += [error.message, ""]
     lines.append(f"Notebook:  {result.notebook}")
@@ -258,7 +250,6 @@ def execute_notebook(
         finally:
             if watchdog is not None:
                 watchdog.cancel()
-            sandbox.kill()
             if partial.exists():
                 os.replace(partial, output)
     if retry:  # the fork template could not serve: run this one again the usual way
@@ -519,11 +510,16 @@ class _KernelSandbox:
         """The fork template could not start or serve; say so once, and spawn from now on."""
         if not self.forked or type(exc).__name__ != "ForkUnavailable":
             return False
-        _fork_broken.set()
-        _note_once(
-            f"Fork kernel start is unavailable here ({_first_line(str(exc))}); kernels are "
-            f"spawned the usual way instead, which is slower but otherwise the same."
-        )
+        with _FORK_LOCK:
+            first = not _fork_broken.is_set()
+            _fork_broken.set()
+        if first:
+            warnings.warn(
+                f"Fork kernel start is unavailable here ({_first_line(str(exc))}); kernels are "
+                f"spawned the usual way instead, which is slower but otherwise the same.",
+                ForkFallbackWarning,
+                stacklevel=2,
+            )
         return True
 
     def signalled(self, exc: Exception) -> bool:
