@@ -60,7 +60,7 @@ class NumpyForkKernelManager(ForkKernelManager):
 
 
 PROBE = r"""
-import json, os, random, sys, threading
+import gc, json, os, random, sys, threading
 def _target(fd):
     try:
         return os.readlink(f"/proc/self/fd/{fd}")
@@ -83,6 +83,7 @@ print(json.dumps({
     "modules": sorted(sys.modules),
     "main_file": getattr(sys.modules["__main__"], "__file__", None),
     "umask": next(l.split()[1] for l in open("/proc/self/status") if l.startswith("Umask:")),
+    "gc": [gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()],
 }))
 """
 
@@ -270,6 +271,8 @@ def test_forked_kernel_is_a_fresh_process_like_a_spawned_one(tmp_path: Path) -> 
     assert first["main_file"] == spawned["main_file"]
     assert first["umask"] == spawned["umask"] == "0027"
     assert set(first["modules"]) <= set(spawned["modules"])
+    # the template's objects, frozen for the fork, are thawed: the collector sees them all
+    assert first["gc"] == spawned["gc"] == [True, spawned["gc"][1], 0]
     # /proc shows the kernel's command line and environment, not the template's
     assert first["psutil"]["cmdline"] == first["orig_argv"]
     assert first["psutil"]["environ"]["MILLRUN_FORK_TEST"] == "hello"
