@@ -606,7 +606,7 @@ _REAPER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="millrun-reaper")
 
 
 def _quick_ready_client_class() -> type:
-    """A kernel client whose readiness check polls IOPub in 20 ms steps instead of 200 ms.
+    """A kernel client that checks readiness in 20 ms steps and starts no heartbeat.
 
     jupyter_client's ``wait_for_ready`` confirms IOPub is subscribed by waiting
     up to 0.2 s for the status message of its kernel_info request; a subscriber
@@ -619,6 +619,19 @@ def _quick_ready_client_class() -> type:
     from jupyter_client.asynchronous.client import AsyncKernelClient
 
     class QuickReadyClient(AsyncKernelClient):
+        def start_channels(
+            self,
+            shell: bool = True,
+            iopub: bool = True,
+            stdin: bool = True,
+            hb: bool = False,
+            control: bool = True,
+        ) -> None:
+            # No heartbeat: its thread, event loop and socket per kernel cost more than the
+            # rest of the client, and with a kernel manager as parent liveness is asked of
+            # the manager (the process itself), never of the heartbeat.
+            super().start_channels(shell, iopub, stdin, hb, control)
+
         async def wait_for_ready(self, timeout: float | None = None) -> None:
             deadline = time.monotonic() + (timeout if timeout is not None else 60.0)
             while time.monotonic() < deadline:
