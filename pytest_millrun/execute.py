@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
+from . import engine
 from .discovery import OUTPUT_MARKER, NotebookError, is_output_notebook, read_notebook_json
 from .params import Variation
 
@@ -207,6 +208,7 @@ def execute_notebook(
     partial = output.with_name(f".{output.stem}.partial.ipynb")
     with _KernelSandbox(resolve_kernel_start(kernel_start), tuple(preload)) as sandbox:
         engine_kwargs: dict[str, Any] = {
+            "engine_name": engine.register(),
             "progress_bar": False,
             "shutdown_kernel": "immediate",
             "resources": {"metadata": {"path": str(notebook.parent)}},

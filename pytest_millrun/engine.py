@@ -1,0 +1,102 @@
+"""A papermill engine that writes the output notebook once per cell instead of twice.
+
+Why: papermill's own engine rewrites the whole output notebook at the start
+of the run, at the start *and* the end of every cell, and once more when the
+run ends, after which ``papermill.execute_notebook`` writes it yet again: 2n + 3
+full serialisations (validation, deep copy, JSON, file write) for n cells,
+quadratic in the notebook's size.  Half of them are followed at once, with no
+cell running in between, by another write of a superset of the same content.
+
+This engine drops exactly those: the write when a cell completes (the next
+cell's start, or the end of the run, writes it a moment later), the write at
+the start (the first cell's start follows once the kernel is up) and, when
+the run ends normally, the end-of-run write (papermill's final write follows).
+What a reader of the file sees at any cell boundary, and the final file, are
+what papermill's engine gives; so is what is saved when a kernel dies, a
+timeout fires or the run is interrupted -- then the end-of-run write stays.
+Papermill's time-based autosave during a long cell is untouched.
+
+Registered with papermill's engine registry under :data:`ENGINE_NAME` the first
+time it is asked for; used unless the caller names an engine of their own.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Final
+
+ENGINE_NAME: Final = "millrun"
+
+
+@functools.cache
+def register() -> str:
+    """Make the engine known to papermill (once per process); return its name."""
+    from papermill.engines import papermill_engines
+
+    papermill_engines.register(ENGINE_NAME, _engine_class())
+    return ENGINE_NAME
+
+
+def _engine_class() -> type:
+    from papermill.engines import NBClientEngine, NotebookExecutionManager
+
+    class OncePerCellManager(NotebookExecutionManager):  # type: ignore[misc]
+        deferring = False
+        ended_normally = False
+
+        def save(self, **kwargs: Any) -> None:
+            if kwargs.get("nb") is not None:
+                self.nb = kwargs["nb"]
+            if not self.deferring:
+                super().save()
+
+        def notebook_start(self, **kwargs: Any) -> None:
+            self._deferred(super().notebook_start, **kwargs)
+
+        def cell_complete(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+            self._deferred(super().cell_complete, cell, cell_index, **kwargs)
+
+        def notebook_complete(self, **kwargs: Any) -> None:
+            if self.ended_normally:
+                self._deferred(super().notebook_complete, **kwargs)
+            else:
+                super().notebook_complete(**kwargs)
+
+        def _deferred(self, hook: Any, *args: Any, **kwargs: Any) -> None:
+            self.deferring = True
+            try:
+                hook(*args, **kwargs)
+            finally:
+                self.deferring = False
+
+    class OncePerCellEngine(NBClientEngine):  # type: ignore[misc]
+        @classmethod
+        def execute_notebook(
+            cls,
+            nb: Any,
+            kernel_name: str | None,
+            output_path: str | None = None,
+            progress_bar: bool = True,
+            log_output: bool = False,
+            autosave_cell_every: int = 30,
+            **kwargs: Any,
+        ) -> Any:
+            # papermill's Engine.execute_notebook with this manager, which also learns
+            # whether the run ended normally
+            nb_man = OncePerCellManager(
+                nb,
+                output_path=output_path,
+                progress_bar=progress_bar,
+                log_output=log_output,
+                autosave_cell_every=autosave_cell_every,
+            )
+            nb_man.notebook_start()
+            try:
+                cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+                nb_man.ended_normally = True  # papermill.execute_notebook writes it next
+            finally:
+                nb_man.cleanup_pbar()
+                nb_man.notebook_complete()
+            return nb_man.nb
+
+    return OncePerCellEngine
