@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import multiprocessing.util
 import os
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,6 +40,7 @@ from .execute import (
     OverwriteError,
     check_output_target,
     execute_notebook,
+    kernels_ahead,
 )
 from .naming import mirrored_folder, name_variations, safe_output_path
 from .params import BulkParams, Variation, resolve_bulk_params
@@ -251,7 +254,7 @@ def execute_run(
     if executor is not None:
         results = run_jobs(jobs, options, executor, on_result)
     elif use_multiprocessing:
-        with process_pool(workers or os.cpu_count() or 1) as pool:
+        with process_pool(workers or os.cpu_count() or 1, options.kernel_start) as pool:
             results = run_jobs(jobs, options, pool, on_result)
     else:
         results = run_jobs(jobs, options, None, on_result)
@@ -294,12 +297,13 @@ def run_jobs(
 
     try:
         if executor is None:
-            for index, job in enumerate(jobs):
-                try:
-                    record(index, run_job(job, options))
-                except ExecutionInterrupted as exc:
-                    done[index] = exc.result
-                    raise
+            with kernels_ahead(options.kernel_start):
+                for index, job in enumerate(jobs):
+                    try:
+                        record(index, run_job(job, options))
+                    except ExecutionInterrupted as exc:
+                        done[index] = exc.result
+                        raise
         else:
             for index, job in enumerate(jobs):
                 futures[executor.submit(run_job_in_worker, job, options)] = index
@@ -321,27 +325,46 @@ def run_jobs(
 _worker_state = {"running": False, "terminating": False}
 
 
-def _worker_init() -> None:
+#: What a pool worker keeps open for its whole life (its spare kernel, in fork mode).
+_worker_life = contextlib.ExitStack()
+
+
+def _worker_init(kernel_start: str = "auto") -> None:
     """Pool workers leave Ctrl-C to the parent, which stops them with SIGTERM.
 
     SIGTERM during a job becomes KeyboardInterrupt, so the job saves its
     partial output and shuts its kernel down; the worker then exits instead
-    of taking the next queued job.  An idle worker exits at once.
+    of taking the next queued job.  An idle worker exits at once.  A worker
+    runs job after job, so in fork mode it starts each next kernel ahead;
+    the last one is discarded at its exit.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _worker_life.enter_context(kernels_ahead(kernel_start))
+    # multiprocessing ends its workers with os._exit after its own finalizers, never atexit
+    multiprocessing.util.Finalize(None, _worker_exit, exitpriority=0)
+
+
+def _worker_exit() -> None:
+    """Stop this worker's spare kernel and fork template, and remove their folders."""
+    _worker_life.close()
+    forkserver = sys.modules.get(f"{__package__}.forkserver")
+    if forkserver is not None:
+        forkserver.shutdown_templates()
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
     _worker_state["terminating"] = True
     if _worker_state["running"]:
         raise KeyboardInterrupt
+    _worker_exit()
     os._exit(128 + signum)
 
 
 def run_job_in_worker(job: Job, options: RunOptions) -> ExecutionResult:
     """:func:`run_job` for executor workers, honouring a stop request between jobs."""
     if _worker_state["terminating"]:
+        _worker_exit()
         os._exit(128 + signal.SIGTERM)
     _worker_state["running"] = True
     try:
@@ -349,12 +372,15 @@ def run_job_in_worker(job: Job, options: RunOptions) -> ExecutionResult:
     finally:
         _worker_state["running"] = False
         if _worker_state["terminating"]:
+            _worker_exit()
             os._exit(128 + signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def process_pool(workers: int) -> Any:
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
+def process_pool(workers: int, kernel_start: str = "auto") -> Any:
+    pool = ProcessPoolExecutor(
+        max_workers=workers, initializer=_worker_init, initargs=(kernel_start,)
+    )
     try:
         yield pool
     finally:

@@ -183,7 +183,7 @@ def main(
         if workers == 1:
             results = run_jobs(jobs, options, None, progress.update)
         else:
-            with process_pool(workers) as pool:
+            with process_pool(workers, options.kernel_start) as pool:
                 results = run_jobs(jobs, options, pool, progress.update)
     except RunInterrupted as exc:
         progress.close()

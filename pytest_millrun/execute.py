@@ -26,11 +26,12 @@ import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,35 @@ def resolve_kernel_start(mode: str) -> KernelStart:
     if mode not in ("fork", "spawn"):
         raise ValueError(f"kernel start mode must be one of auto, fork, spawn, not {mode!r}")
     return "fork" if mode == "fork" else "spawn"
+
+
+@contextlib.contextmanager
+def kernels_ahead(kernel_start: str) -> Iterator[None]:
+    """Around a run of many executions: in fork mode each kernel's start overlaps the last run.
+
+    See :func:`pytest_millrun.forkserver.spare_kernels`; nothing happens in spawn mode.
+    """
+    if resolve_kernel_start(kernel_start) != "fork" or _fork_broken.is_set():
+        yield
+        return
+    from . import forkserver
+
+    with forkserver.spare_kernels():
+        yield
+
+
+def expect_next_execution(
+    notebook: Path | None, env_updates: Mapping[str, str] | None = None
+) -> None:
+    """Tell fork mode which notebook runs next (``None``: none), so its kernel is started ahead
+    in the right folder with the right environment; see :func:`kernels_ahead`."""
+    forkserver = sys.modules.get(f"{__package__}.forkserver")
+    if forkserver is None:  # fork mode not in use in this process
+        return
+    if notebook is None:
+        forkserver.expect_next_launch(last=True)
+    else:
+        forkserver.expect_next_launch(str(Path(notebook).resolve().parent), env_updates)
 
 
 #: Set once the fork template failed in this process: later kernels spawn directly.
@@ -439,6 +469,7 @@ class _KernelSandbox:
         )
         self.log_path = self.folder / "kernel.log"
         self.log: IO[bytes] | None = None
+        self.spare_folder: Path | None = None
         self.process: KernelProcess | None = None
         self.started = False
         self.timed_out = False
@@ -452,6 +483,8 @@ class _KernelSandbox:
         if self.log is not None:
             self.log.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self.spare_folder is not None:
+            shutil.rmtree(self.spare_folder, ignore_errors=True)
 
     def kernel_manager_class(self) -> type:
         from jupyter_client.manager import AsyncKernelManager
@@ -487,6 +520,13 @@ class _KernelSandbox:
                 sandbox.log = sandbox.log_path.open("wb")
                 kw["stdout"] = kw["stderr"] = sandbox.log
                 await super()._async_launch_kernel(kernel_cmd, **kw)
+                # a spare kernel taken over (see forkserver.spare_kernels) brings its folder,
+                # and its own log if it was adopted as it was
+                sandbox.spare_folder = getattr(self.provisioner, "spare_folder", None)
+                spare_log = getattr(self.provisioner, "spare_log", None)
+                if spare_log is not None:
+                    sandbox.log.close()
+                    sandbox.log, sandbox.log_path = None, spare_log
                 process = getattr(self.provisioner, "process", None) or getattr(
                     self.provisioner, "forked", None
                 )

@@ -45,6 +45,12 @@ Process tree and lifetimes::
 * The template's objects sit in the collector's permanent generation
   (``gc.freeze()``) while a kernel initialises, and are thawed before it runs
   any user code.
+* Inside :func:`spare_kernels` (a pytest session, a run, a pool worker's life)
+  each launch also forks the *next* kernel in the background, with its own
+  connection file and folder; the next launch adopts it only if command line,
+  environment and working directory match exactly (the caller can announce
+  them with :func:`expect_next_launch`), else discards it.  A spare has run no
+  code, so it is as fresh as a kernel forked on demand.
 * ``launch_kernel`` returns once the kernel listens on its ports (a few tens
   of milliseconds), so the client's first connection succeeds instead of
   waiting out ZeroMQ's reconnect interval.
@@ -79,7 +85,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -92,9 +99,12 @@ __all__ = [
     "ForkUnavailable",
     "ForkedKernel",
     "TemplateInfo",
+    "discard_spare",
+    "expect_next_launch",
     "fork_available",
     "make_provisioner",
     "shutdown_templates",
+    "spare_kernels",
     "start_template",
 ]
 
@@ -1071,8 +1081,9 @@ _HOOKS_INSTALLED = False
 
 def _forget_templates_in_child() -> None:
     """After ``os.fork()`` in a parent (ProcessPoolExecutor, xdist): start from scratch."""
-    global _LOCK
+    global _LOCK, _SPARES
     _LOCK = threading.Lock()
+    _SPARES = _SpareState()  # the parent's spare is the parent's
     for template in list(_TEMPLATES.values()):
         template.abandon()
     _TEMPLATES.clear()
@@ -1161,6 +1172,7 @@ def shutdown_templates() -> None:
     Registered with ``atexit`` when the first template starts; safe to call any
     time -- the next launch starts a new template.
     """
+    discard_spare()
     with _LOCK:
         mine = [key for key in _TEMPLATES if key[0] == os.getpid()]
         templates = [_TEMPLATES.pop(key) for key in mine]
@@ -1311,6 +1323,192 @@ class ForkedKernel:
 
 
 # --------------------------------------------------------------------------------------
+# Spare kernels: the next kernel starts while the current notebook runs
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Spare:
+    """A kernel forked ahead of need, for the next launch with the same command and folder.
+
+    It has run no code, so it is as fresh as one forked on demand, only started a
+    moment earlier.  Its connection file, sockets and log are in ``folder``, which
+    the launch that adopts it takes over.
+    """
+
+    kernel: ForkedKernel
+    folder: Path
+    connection_file: str
+    info: dict[str, Any]
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    preload: tuple[str, ...]
+
+    def alive(self) -> bool:
+        return self.kernel.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            with contextlib.suppress(OSError):
+                os.killpg(self.kernel.pid, signal.SIGKILL)  # it leads its own group
+        self.kernel.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.kernel.wait(timeout=2.0)
+        self.kernel.close()
+        for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
+            with contextlib.suppress(OSError):
+                os.unlink(f"{self.info.get('ip')}-{self.info.get(name)}")
+
+    def discard(self) -> None:
+        self.kill()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class _SpareState:
+    """One pending spare per process, wanted while at least one ``spare_kernels()`` is open."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.owner_pid = os.getpid()
+        self.depth = 0
+        self.pending: Future[_Spare | None] | None = None
+        #: What the caller said of the next launch: ``None`` none is coming; otherwise its
+        #: working directory (``None`` for the current one's) and environment changes.
+        self.next: tuple[str | None, dict[str, str]] | None = (None, {})
+
+
+_SPARES = _SpareState()
+
+
+@contextlib.contextmanager
+def spare_kernels() -> Iterator[None]:
+    """While inside, each forked kernel's launch also forks the *next* kernel in the background.
+
+    Why: a kernel's own start-up (ipykernel's initialisation, about two thirds of
+    a forked kernel's CPU time) then runs while the current notebook executes,
+    instead of in front of the next one.  The spare is adopted only by a launch
+    with exactly its command line (up to the connection file), environment and
+    working directory, and only while it is alive; otherwise it is discarded and
+    the kernel forked as usual.  Leaving the outermost block discards the spare
+    left over, so no kernel outlives the run.  Use it around a run of many
+    executions (a pytest session, a worker's life), not around a single one.
+    """
+    with _SPARES.lock:
+        _SPARES.depth += 1
+    try:
+        yield
+    finally:
+        with _SPARES.lock:
+            _SPARES.depth -= 1
+            last = _SPARES.depth == 0
+            if last:
+                _SPARES.next = (None, {})
+        if last:
+            discard_spare()
+
+
+def expect_next_launch(
+    cwd: str | None = None, env_updates: Mapping[str, str] | None = None, *, last: bool = False
+) -> None:
+    """Say what the next launch in this process will look like, so its spare matches it.
+
+    By default a spare copies the launch it follows.  A caller that knows better
+    (pytest: the next item, its folder and its ``PYTEST_CURRENT_TEST``) says so
+    before each launch; ``last=True`` means no launch follows, so no spare is
+    forked for nothing.  It holds for the next launch only.  A wrong guess
+    costs only the spare.
+    """
+    _SPARES.next = None if last else (cwd, dict(env_updates or {}))
+
+
+def discard_spare() -> None:
+    """Kill the spare kernel, if one is waiting, and remove its files."""
+    spare = _take_spare()
+    if spare is not None:
+        spare.discard()
+
+
+def _take_spare() -> _Spare | None:
+    with _SPARES.lock:
+        pending, _SPARES.pending = _SPARES.pending, None
+    if pending is None:
+        return None
+    try:
+        return pending.result(timeout=_REQUEST_TIMEOUT)
+    except Exception:  # a spare is an optimisation: any trouble means there is none
+        return None
+
+
+def _prepare_spare(
+    command: _KernelCommand,
+    argv: Sequence[str],
+    cwd: str,
+    env: Mapping[str, str],
+    preload: tuple[str, ...],
+) -> None:
+    """Fork the next kernel in a background thread, as :func:`expect_next_launch` predicts."""
+    if "-f" not in argv[:-1]:
+        return
+    with _SPARES.lock:
+        expected, _SPARES.next = _SPARES.next, (None, {})  # said of one launch only
+        if (
+            expected is None
+            or _SPARES.depth <= 0
+            or _SPARES.owner_pid != os.getpid()
+            or _SPARES.pending
+        ):
+            return
+        future: Future[_Spare | None] = Future()
+        _SPARES.pending = future
+    next_cwd, env_updates = expected
+    thread = threading.Thread(
+        target=_fork_spare,
+        args=(future, command, list(argv), next_cwd or cwd, {**env, **env_updates}, preload),
+        name="millrun-spare-kernel",
+        daemon=True,
+    )
+    thread.start()
+
+
+def _fork_spare(
+    future: Future[_Spare | None],
+    command: _KernelCommand,
+    argv: list[str],
+    cwd: str,
+    env: dict[str, str],
+    preload: tuple[str, ...],
+) -> None:
+    from jupyter_client.connect import write_connection_file
+    from jupyter_client.session import new_id_bytes
+
+    spare: _Spare | None = None
+    base = tempfile.gettempdir()  # as the executions' folders: socket paths must stay short
+    folder = Path(tempfile.mkdtemp(prefix="millrun-", dir=base if len(base) <= 64 else "/tmp"))
+    try:
+        connection_file, info = write_connection_file(
+            str(folder / "kernel.json"),
+            ip=str(folder / "ipc"),
+            transport="ipc",
+            key=new_id_bytes(),
+        )
+        argv[argv.index("-f") + 1] = connection_file
+        log_fd = os.open(folder / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            key = _template_key(command.flags, preload, env)
+            template, _fresh = _get_template(key, env)
+            pid, pidfd = template.fork(command, argv, cwd, env, log_fd, log_fd, False)
+        finally:
+            os.close(log_fd)
+        kernel = ForkedKernel(template, pid, pidfd, argv)
+        spare = _Spare(kernel, folder, connection_file, dict(info), argv, cwd, env, preload)
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        future.set_result(spare)  # whoever takes the future adopts or discards the spare
+
+
+# --------------------------------------------------------------------------------------
 # The provisioner
 # --------------------------------------------------------------------------------------
 
@@ -1378,14 +1576,37 @@ class ForkProvisioner(LocalProvisioner):
 
     preload: tuple[str, ...] = ()
     forked: ForkedKernel | None = None
+    #: The folder of a spare kernel this launch took over (its connection file and
+    #: sockets; see :func:`spare_kernels`), for the caller to remove when done; and
+    #: the spare's log, which holds the kernel's stdout and stderr when it was adopted.
+    spare_folder: Path | None = None
+    spare_log: Path | None = None
+    _spare: _Spare | None = None
 
     @property
     def has_process(self) -> bool:
         return self.forked is not None
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
-        if self.kernel_id is None and self.parent is not None:
-            self.kernel_id = self.parent.kernel_id  # made after the provisioner, on first start
+        km = self.parent
+        if self.kernel_id is None and km is not None:
+            self.kernel_id = km.kernel_id  # made after the provisioner, on first start
+        spare = _take_spare()
+        if spare is not None:
+            if (
+                km is not None
+                and km.transport == spare.info.get("transport")
+                and not self.ports_cached
+                and spare.cwd == kwargs.get("cwd")
+            ):
+                # the connection file about to be written is the spare's, so that the
+                # kernel command matches it; launch_kernel checks the rest
+                km.load_connection_info(spare.info)
+                km.connection_file = spare.connection_file
+                self._spare = spare
+                self.spare_folder = spare.folder
+            else:
+                spare.discard()
         result: dict[str, Any] = await super().pre_launch(**kwargs)
         return result
 
@@ -1411,22 +1632,42 @@ class ForkProvisioner(LocalProvisioner):
             stderr_fd, opened_err = stdout_fd, None
         else:
             stderr_fd, opened_err = _stream_fd(stderr_arg, 2)
+        spare, self._spare = self._spare, None
+        forked: ForkedKernel | None = None
         try:
-            forked = _launch(
-                command,
-                argv,
-                cwd,
-                env,
-                stdout_fd,
-                stderr_fd,
-                independent,
-                self.preload,
-                self._note_template,
-            )
+            if spare is not None:
+                if (spare.argv, spare.env, spare.cwd, spare.preload) == (
+                    argv,
+                    env,
+                    cwd,
+                    self.preload,
+                ) and spare.alive():
+                    forked = spare.kernel
+                    self.spare_log = spare.folder / "kernel.log"
+                else:
+                    spare.kill()  # its connection file and socket paths are this launch's now
+            if forked is None:
+                forked = _launch(
+                    command,
+                    argv,
+                    cwd,
+                    env,
+                    stdout_fd,
+                    stderr_fd,
+                    independent,
+                    self.preload,
+                    self._note_template,
+                )
+        except BaseException:
+            if self.spare_folder is not None:
+                shutil.rmtree(self.spare_folder, ignore_errors=True)
+            raise
         finally:
             for fd in (opened_out, opened_err):
                 if fd is not None:
                     os.close(fd)
+        if not independent:
+            _prepare_spare(command, argv, cwd, env, self.preload)
         self.forked = forked
         self.pid = forked.pid
         self.pgid = forked.pid  # the kernel leads its own session and process group

@@ -9,6 +9,7 @@ ini keys) switch the plugin on, so a plain ``pytest`` run stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import warnings
@@ -54,6 +55,10 @@ class Settings:
 settings_key = pytest.StashKey[Settings]()
 #: Strict-params violations found while collecting, refused together before anything runs.
 strict_problems_key = pytest.StashKey[list[str]]()
+#: Set once this process has started keeping the next kernel ahead (fork mode).
+kernels_ahead_key = pytest.StashKey[bool]()
+#: The item pytest runs after this one in this process (xdist knows it too), if any.
+next_item_key = pytest.StashKey[pytest.Item | None]()
 
 
 @dataclass(frozen=True)
@@ -279,6 +284,12 @@ def _dedicated_output_dirs(settings: Settings, config: pytest.Config) -> list[Pa
     return [] if out == root or out in root.parents else [out]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if isinstance(item, NotebookItem):
+        item.stash[next_item_key] = nextitem
+
+
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
@@ -381,9 +392,31 @@ class NotebookItem(pytest.Item):
             kernel_start=settings.kernel_start,
             preload=settings.preload,
         )
+        self._start_next_kernel_ahead(settings)
         result = run_job(Job(self.path, self.variation, self.variation_id, self.output), options)
         if not result.passed:
             raise NotebookFailed(result)
+
+    def _start_next_kernel_ahead(self, settings: Settings) -> None:
+        """In fork mode, the next item's kernel starts while this item runs.
+
+        The next item is known here (pytest and xdist hold one back), and so is
+        what its kernel will see that this one's does not: its folder, and
+        pytest's ``PYTEST_CURRENT_TEST``.  After the last item nothing is started.
+        """
+        from .execute import expect_next_execution, kernels_ahead
+
+        if not self.config.stash.get(kernels_ahead_key, False):  # once per process
+            self.config.stash[kernels_ahead_key] = True
+            ahead = contextlib.ExitStack()
+            ahead.enter_context(kernels_ahead(settings.kernel_start))
+            self.config.add_cleanup(ahead.close)
+        following = self.stash.get(next_item_key, None)
+        if isinstance(following, NotebookItem):
+            current_test = {"PYTEST_CURRENT_TEST": f"{following.nodeid} (call)"}
+            expect_next_execution(following.path, current_test)
+        else:
+            expect_next_execution(None)
 
     def repr_failure(
         self,

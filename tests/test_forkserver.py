@@ -14,9 +14,11 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -384,6 +386,108 @@ def test_non_ipykernel_command_is_refused() -> None:
         provisioner = make_provisioner(km)
         with pytest.raises(ForkUnavailable, match="does not run ipykernel_launcher"):
             await provisioner.launch_kernel(["/bin/sleep", "10"], env=dict(os.environ))
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------------------------
+# Spare kernels
+# ------------------------------------------------------------------------------------
+
+
+_IPC_FOLDERS: list[str] = []
+
+
+class IpcForkKernelManager(ForkKernelManager):
+    """Private ipc sockets in a folder of their own, as the execution layer's kernels have."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.transport = "ipc"
+        _IPC_FOLDERS.append(tempfile.mkdtemp(prefix="millrun-test-"))  # short socket paths
+        self.ip = os.path.join(_IPC_FOLDERS[-1], "ipc")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_ipc_folders() -> Iterator[None]:
+    yield
+    for folder in _IPC_FOLDERS:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def waiting_spare_pid() -> int:
+    pending = forkserver._SPARES.pending
+    assert pending is not None, "a spare should have been forked"
+    spare = pending.result(timeout=30)
+    assert spare is not None
+    return spare.kernel.pid
+
+
+def test_spare_kernel_is_taken_by_the_next_matching_launch_and_none_outlives_the_run(
+    tmp_path: Path,
+) -> None:
+    async def main() -> list[dict[str, Any]]:
+        seen = []
+        spares = []
+        with forkserver.spare_kernels():
+            for _ in range(3):
+                async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (km, kc):
+                    seen.append(await probe(kc))
+                    seen[-1]["provisioner_pid"] = kernel_pid(km)
+                    spares.append(waiting_spare_pid())
+            assert forkserver._SPARES.pending is not None
+        assert forkserver._SPARES.pending is None  # the last spare went with the block
+        assert wait_gone(spares[-1])
+        return [*seen, {"spares": spares}]
+
+    *seen, extra = asyncio.run(main())
+    spares = extra["spares"]
+    # the second and third kernels are the spares forked while the one before ran
+    assert [s["pid"] for s in seen[1:]] == spares[:2]
+    assert all(s["pid"] == s["provisioner_pid"] for s in seen)
+    assert len({s["pid"] for s in seen}) == 3
+    assert len({s["random"] for s in seen}) == 3
+    assert all(s["cwd"] == str(tmp_path) for s in seen)
+    assert all(wait_gone(s["pid"]) for s in seen)
+
+
+def test_spare_kernel_for_another_environment_or_folder_is_not_used(tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+
+    async def main() -> list[tuple[dict[str, Any], int]]:
+        runs = []
+        with forkserver.spare_kernels():
+            async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (_km, kc):
+                await probe(kc)
+                spare = waiting_spare_pid()
+            env = dict(os.environ, MILLRUN_FORK_TEST="changed")
+            async with kernel(IpcForkKernelManager, cwd=str(tmp_path), env=env) as (_km, kc):
+                runs.append((await probe(kc), spare))
+                spare = waiting_spare_pid()
+            async with kernel(IpcForkKernelManager, cwd=str(other), env=env) as (_km, kc):
+                runs.append((await probe(kc), spare))
+        return runs
+
+    (changed_env, spare1), (changed_cwd, spare2) = asyncio.run(main())
+    assert changed_env["pid"] != spare1
+    assert changed_env["env"]["MILLRUN_FORK_TEST"] == "changed"
+    assert changed_cwd["pid"] != spare2
+    assert changed_cwd["cwd"] == str(other)
+    assert wait_gone(spare1)
+    assert wait_gone(spare2)
+
+
+def test_told_there_is_no_next_launch_no_spare_is_forked(tmp_path: Path) -> None:
+    async def main() -> None:
+        with forkserver.spare_kernels():
+            forkserver.expect_next_launch(last=True)
+            try:
+                async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (_km, kc):
+                    await probe(kc)
+                    assert forkserver._SPARES.pending is None
+            finally:
+                forkserver.expect_next_launch()
 
     asyncio.run(main())
 

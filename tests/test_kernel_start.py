@@ -51,6 +51,49 @@ def test_plugin_option_picks_the_mode_and_preload_reaches_forked_kernels(
     assert first["random"] != second["random"], "every kernel starts with fresh random state"
 
 
+#: A cell that records what a kernel started ahead could get wrong.
+AHEAD_PROBE = """\
+import json, os, random, time
+json.dump({
+    "test": os.environ.get("PYTEST_CURRENT_TEST"),
+    "pid": os.getpid(),
+    "cwd": os.getcwd(),
+    "random": random.random(),
+    "extra": os.environ.get("MILLRUN_TEST_EXTRA"),
+}, open(f"probe-{x}.json", "w"))
+"""
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+@pytest.mark.usefixtures("kernel_start")
+def test_each_item_kernel_is_fresh_and_its_own_even_when_started_ahead(
+    pytester: pytest.Pytester, kernel_tmp: Path, workers: str
+) -> None:
+    # In fork mode each item's kernel is started while the previous item runs; it must still
+    # be a new process in the item's own folder, environment and PYTEST_CURRENT_TEST.
+    for folder in ("a", "b"):
+        write_notebook(pytester.path / folder / f"nb_{folder}.ipynb", [AHEAD_PROBE], params="x = 0")
+    write_params(pytester.path / "p.json", {"x": [1, 2, 3]})
+    pytester.makeconftest(
+        "import os\n"
+        "def pytest_runtest_setup(item):\n"
+        "    os.environ['MILLRUN_TEST_EXTRA'] = item.name\n"
+    )
+    result = pytester.runpytest_subprocess("--millrun-params", "p.json", "a", "b", "-n", workers)
+    result.assert_outcomes(passed=6)
+    seen = []
+    for folder in ("a", "b"):
+        for x in (1, 2, 3):
+            probe = json.loads((pytester.path / folder / f"probe-{x}.json").read_text())
+            assert probe["test"] == f"{folder}/nb_{folder}.ipynb::nb_{folder}[{x - 1}] (call)"
+            assert probe["cwd"] == str(pytester.path / folder)
+            assert probe["extra"] == f"nb_{folder}[{x - 1}]"
+            seen.append(probe)
+    assert len({p["pid"] for p in seen}) == 6
+    assert len({p["random"] for p in seen}) == 6
+    assert_no_kernels_left(kernel_tmp)
+
+
 @pytest.mark.parametrize("mode", ["fork", "spawn"])
 def test_cli_option_picks_the_mode(tmp_path: Path, mode: str) -> None:
     write_notebook(tmp_path / "nb" / "probe.ipynb", [PROBE], params="x = 0")
