@@ -49,6 +49,7 @@ DEFAULT_WORKDIR = HERE / ".corpus"
 DEFAULT_RESULTS = HERE / "results" / "latest.md"
 MiB = 1024 * 1024
 KERNEL_MARKER = "ipykernel_launcher"
+TEMPLATE_MARKER = "millrun-fork-template"
 KERNEL_MODES = ("spawn", "fork")
 #: The mode every millrun without ``--kernel-start`` uses, so it needs no flag.
 IMPLICIT_MODE = "spawn"
@@ -150,14 +151,18 @@ def missing_modules(names: Sequence[str]) -> list[str]:
 
 @dataclass
 class TreeSampler:
-    """Polls the summed RSS of a process tree from a thread, keeping the peaks.
+    """Polls the summed PSS of a process tree from a thread, keeping the peaks.
 
     Polling (every ~50 ms) is the only way to see the kernels and pool workers,
-    which come and go far too quickly for a one-off measurement.  RSS sums
-    count shared pages once per process, so the totals are an upper bound.
-    A process counts as a kernel when its command line names
-    ``ipykernel_launcher``; everything else (pytest, xdist workers, the CLI's
-    pool, or this script for the in-process baseline) is "harness".
+    which come and go far too quickly for a one-off measurement.  PSS
+    (proportional set size) charges each shared page to its sharers in equal
+    parts, so the sums count libraries, and a forked kernel's pages shared with
+    its template, once; RSS sums would count them once per process.  A process
+    counts as a kernel when its command line names ``ipykernel_launcher`` or its
+    parent is a fork template (a kernel a moment after its fork still shows the
+    template's command line); everything else (pytest, xdist workers, fork
+    templates, the CLI's pool, or this script for the in-process baseline) is
+    "harness".
     """
 
     root_pid: int
@@ -190,18 +195,22 @@ class TreeSampler:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return
         total = harness = 0
+        commands: dict[int, str] = {}
+        for process in processes:
+            # Not cached: a child between fork and exec still shows its parent's cmdline.
+            with contextlib.suppress(psutil.Error):
+                commands[process.pid] = " ".join(process.cmdline())
         for process in processes:
             try:
-                rss = process.memory_info().rss
-                # Not cached: a child between fork and exec still shows its parent's cmdline.
-                is_kernel = KERNEL_MARKER in " ".join(process.cmdline())
+                pss = process.memory_full_info().pss
+                parent = commands.get(process.ppid(), "")
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-            total += rss
-            if is_kernel:
+            total += pss
+            if KERNEL_MARKER in commands.get(process.pid, "") or TEMPLATE_MARKER in parent:
                 self.kernels.setdefault(process.pid, process)
             else:
-                harness += rss
+                harness += pss
         self.peak_total = max(self.peak_total, total)
         self.peak_harness = max(self.peak_harness, harness)
 
@@ -571,6 +580,7 @@ COLUMNS = (
     "median nb overhead s",
     "peak MiB",
     "harness MiB",
+    "harness MiB/worker",
     "x baseline",
 )
 
@@ -598,6 +608,7 @@ def table_cells(row: Row, baseline_wall: float | None) -> list[str]:
         median,
         f"{row.peak_total / MiB:.0f}",
         f"{row.peak_harness / MiB:.0f}",
+        f"{row.peak_harness / MiB / max(1, row.runner.workers):.0f}",
         ratio,
     ]
 
