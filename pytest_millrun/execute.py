@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -647,6 +648,7 @@ def _reap(process: KernelProcess) -> None:
 _REAPER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="millrun-reaper")
 
 
+@functools.cache
 def _quick_ready_client_class() -> type:
     """A kernel client that checks readiness in 20 ms steps and starts no heartbeat.
 
