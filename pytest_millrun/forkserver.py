@@ -1607,11 +1607,40 @@ class ForkProvisioner(LocalProvisioner):
                 self.spare_folder = spare.folder
             else:
                 spare.discard()
-        result: dict[str, Any] = await super().pre_launch(**kwargs)
+        try:
+            result: dict[str, Any] = await super().pre_launch(**kwargs)
+        except BaseException:
+            taken, self._spare = self._spare, None
+            if taken is not None:
+                taken.discard()
+            raise
         return result
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
-        """Fork the kernel from the template; kwargs as for ``subprocess.Popen``."""
+        """Fork the kernel from the template, or take the spare forked for it (see
+        :func:`spare_kernels`); kwargs as for ``subprocess.Popen``."""
+        spare, self._spare = self._spare, None
+        try:
+            forked, command, argv, cwd, env, independent = self._fork_or_adopt(cmd, spare, kwargs)
+        except BaseException:
+            if spare is not None:
+                spare.kill()
+            if self.spare_folder is not None:
+                shutil.rmtree(self.spare_folder, ignore_errors=True)
+            raise
+        if not independent:
+            _prepare_spare(command, argv, cwd, env, self.preload)
+        self.forked = forked
+        self.pid = forked.pid
+        self.pgid = forked.pid  # the kernel leads its own session and process group
+        self.cwd = cwd
+        await self._wait_until_listening(forked)
+        connection_info: KernelConnectionInfo = self.connection_info
+        return connection_info
+
+    def _fork_or_adopt(
+        self, cmd: list[str], spare: _Spare | None, kwargs: dict[str, Any]
+    ) -> tuple[ForkedKernel, _KernelCommand, list[str], str, dict[str, str], bool]:
         scrubbed = LocalProvisioner._scrub_kwargs(kwargs)
         argv = [os.path.expanduser(str(arg)) for arg in cmd]
         command = _parse_kernel_argv(argv)
@@ -1626,55 +1655,35 @@ class ForkProvisioner(LocalProvisioner):
         if not independent:
             env["JPY_PARENT_PID"] = str(os.getpid())  # as jupyter_client's launcher does
         cwd = os.fspath(scrubbed.get("cwd") or os.getcwd())
+        if spare is not None:
+            wanted = (argv, env, cwd, self.preload)
+            if (spare.argv, spare.env, spare.cwd, spare.preload) == wanted and spare.alive():
+                self.spare_log = spare.folder / "kernel.log"
+                return spare.kernel, command, argv, cwd, env, independent
+            spare.kill()  # its connection file and socket paths are this launch's now
         stdout_fd, opened_out = _stream_fd(scrubbed.get("stdout"), 1)
         stderr_arg = scrubbed.get("stderr")
         if stderr_arg == subprocess.STDOUT:
             stderr_fd, opened_err = stdout_fd, None
         else:
             stderr_fd, opened_err = _stream_fd(stderr_arg, 2)
-        spare, self._spare = self._spare, None
-        forked: ForkedKernel | None = None
         try:
-            if spare is not None:
-                if (spare.argv, spare.env, spare.cwd, spare.preload) == (
-                    argv,
-                    env,
-                    cwd,
-                    self.preload,
-                ) and spare.alive():
-                    forked = spare.kernel
-                    self.spare_log = spare.folder / "kernel.log"
-                else:
-                    spare.kill()  # its connection file and socket paths are this launch's now
-            if forked is None:
-                forked = _launch(
-                    command,
-                    argv,
-                    cwd,
-                    env,
-                    stdout_fd,
-                    stderr_fd,
-                    independent,
-                    self.preload,
-                    self._note_template,
-                )
-        except BaseException:
-            if self.spare_folder is not None:
-                shutil.rmtree(self.spare_folder, ignore_errors=True)
-            raise
+            forked = _launch(
+                command,
+                argv,
+                cwd,
+                env,
+                stdout_fd,
+                stderr_fd,
+                independent,
+                self.preload,
+                self._note_template,
+            )
         finally:
             for fd in (opened_out, opened_err):
                 if fd is not None:
                     os.close(fd)
-        if not independent:
-            _prepare_spare(command, argv, cwd, env, self.preload)
-        self.forked = forked
-        self.pid = forked.pid
-        self.pgid = forked.pid  # the kernel leads its own session and process group
-        self.cwd = cwd
-        await self._wait_until_listening(forked)
-        connection_info: KernelConnectionInfo = self.connection_info
-        return connection_info
+        return forked, command, argv, cwd, env, independent
 
     async def _wait_until_listening(self, forked: ForkedKernel) -> None:
         """Return once the kernel has bound its ports (or died, or ``_LISTEN_WAIT`` passed).
