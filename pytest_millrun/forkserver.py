@@ -755,6 +755,20 @@ class _TemplateServer:
             self._reap()
 
 
+def _warm_first_use_caches() -> None:
+    """Fill the caches a kernel's first cell fills, so that every fork inherits them full.
+
+    IPython turns each cell's source into Python with ``tokenize`` and regular
+    expressions that are compiled on first use (into ``re``'s and ``tokenize``'s
+    caches): 1.4 ms of a fresh kernel's first cell, about 5 % of a forked kernel's CPU
+    time, measured.  Only caches are filled; the transformer is thrown away.
+    """
+    with contextlib.suppress(Exception):
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        TransformerManager().transform_cell("y = x * 2 + 1\nassert y\ny\n")  # type: ignore[no-untyped-call]
+
+
 def _describe(exc: BaseException) -> dict[str, Any]:
     return {
         "type": type(exc).__name__,
@@ -806,6 +820,7 @@ def _serve(
         {"ok": True, "pid": os.getpid(), "notes": notes, "native_threads": native_threads},
     )
     import_env.pop(_PAD_NAME, None)
+    _warm_first_use_caches()
     return _TemplateServer(channel, parent_pid, added_modules, import_env).run()
 
 
