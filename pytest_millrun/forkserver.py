@@ -1486,6 +1486,11 @@ def _prepare_spare(
     thread.start()
 
 
+def _no_notes(info: TemplateInfo) -> None:
+    """Spares report nothing: a template's notes are told by the launch that starts it, and a
+    spare's template is the one the launch before it used, unless the environment changed."""
+
+
 def _fork_spare(
     future: Future[_Spare | None],
     command: _KernelCommand,
@@ -1510,12 +1515,9 @@ def _fork_spare(
         argv[argv.index("-f") + 1] = connection_file
         log_fd = os.open(folder / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            key = _template_key(command.flags, preload, env)
-            template, _fresh = _get_template(key, env)
-            pid, pidfd = template.fork(command, argv, cwd, env, log_fd, log_fd, False)
+            kernel = _launch(command, argv, cwd, env, log_fd, log_fd, False, preload, _no_notes)
         finally:
             os.close(log_fd)
-        kernel = ForkedKernel(template, pid, pidfd, argv)
         spare = _Spare(kernel, folder, connection_file, dict(info), argv, cwd, env, preload)
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)
