@@ -8,6 +8,8 @@ inputs) never mistakes its own outputs for work to do.
 from __future__ import annotations
 
 import json
+import keyword
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -125,18 +127,84 @@ class UndeclaredParameterError(ValueError):
     """Strict mode: a variation key that the notebook's parameters cell does not declare."""
 
 
+class ParameterNameError(ValueError):
+    """A variation key that cannot be a variable name in the notebook's language."""
+
+
+def takes_python_parameters(data: dict[str, Any]) -> bool:
+    """Whether papermill writes this notebook's parameters as Python code.
+
+    papermill picks its translator by the kernel name, then by the language in
+    the notebook's metadata; a notebook naming neither runs on the default
+    Python kernel.  Other languages have their own rules for names, which
+    their kernels report.
+    """
+    from papermill.exceptions import PapermillException
+    from papermill.translators import PythonTranslator, papermill_translators
+
+    metadata = data.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    kernelspec = metadata.get("kernelspec") or {}
+    language_info = metadata.get("language_info") or {}
+    kernel = kernelspec.get("name") if isinstance(kernelspec, dict) else None
+    language = (language_info.get("name") if isinstance(language_info, dict) else None) or (
+        kernelspec.get("language") if isinstance(kernelspec, dict) else None
+    )
+    if not kernel and not language:
+        return True
+    try:
+        translator = papermill_translators.find_translator(kernel, language)
+    except PapermillException:
+        return False
+    return isinstance(translator, type) and issubclass(translator, PythonTranslator)
+
+
+def check_parameter_names(path: Path, data: dict[str, Any], keys: Iterable[str]) -> None:
+    """Refuse keys that papermill's injected cell could not assign in a Python notebook.
+
+    ``class = 1`` or ``my-value = 1`` would be a SyntaxError in every variation;
+    one message before anything runs says which key to rename.
+    """
+    bad = [key for key in sorted(set(keys)) if not key.isidentifier() or keyword.iskeyword(key)]
+    if not bad or not takes_python_parameters(data):
+        return
+    reasons = [
+        f"{key!r} is a Python keyword"
+        if keyword.iskeyword(key)
+        else f"{key!r} is not a Python identifier (letters, digits and underscores, not "
+        f"starting with a digit)"
+        for key in bad
+    ]
+    raise ParameterNameError(
+        f"Notebook {path} is a Python notebook, but in the params {' and '.join(reasons)}, "
+        f"so papermill's injected cell ({bad[0]} = ...) would be a SyntaxError in every "
+        f"variation. Rename the key (e.g. {bad[0]!r} to {_suggest(bad[0])!r}) in the params "
+        f"and in the notebook's parameters cell."
+    )
+
+
+def _suggest(key: str) -> str:
+    """A valid name close to ``key``: ``class_`` for ``class``, ``my_value`` for ``my-value``."""
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in key) + (
+        "_" if keyword.iskeyword(key) else ""
+    )
+    return cleaned if cleaned.isidentifier() else "p_" + cleaned
+
+
 def check_parameters(
     path: Path, data: dict[str, Any], keys: Iterable[str], *, strict: bool, strict_flag: str
 ) -> str | None:
     """Compare the variations' keys with the notebook's parameters cell.
 
     Returns a warning to show once for the notebook (or None when all is well);
-    raises :class:`UndeclaredParameterError` for undeclared keys in strict mode.
+    raises :class:`UndeclaredParameterError` for undeclared keys in strict mode,
+    and :class:`ParameterNameError` for keys a Python notebook cannot take.
     ``strict_flag`` names the switch in the caller's own terms.
     """
     keys = sorted(set(keys))
     if not keys:
         return None
+    check_parameter_names(path, data, keys)
     has_cell, declared = declared_parameters(path, data)
     if not has_cell:
         return (

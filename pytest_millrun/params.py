@@ -65,13 +65,16 @@ def normalize_params(data: Any, source: str = "The parameters") -> list[Variatio
     from ("Params file params.json", "bulk_params").
     """
     if isinstance(data, Mapping):
-        return _zip_dict_of_lists(data, source)
-    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
-        return _check_list_of_dicts(data, source)
-    raise ParamsError(
-        f"{source} has a top level of type {type(data).__name__}, which is neither a list "
-        f"of dicts nor a dict of lists. {_FORMS}"
-    )
+        variations = _zip_dict_of_lists(data, source)
+    elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        variations = _check_list_of_dicts(data, source)
+    else:
+        raise ParamsError(
+            f"{source} has a top level of type {type(data).__name__}, which is neither a list "
+            f"of dicts nor a dict of lists. {_FORMS}"
+        )
+    _check_encodable(variations, source)
+    return variations
 
 
 def resolve_bulk_params(bulk_params: BulkParams | str | Path) -> list[Variation]:
@@ -126,12 +129,48 @@ def _zip_dict_of_lists(data: Mapping[Any, Any], source: str) -> list[Variation]:
 
 
 def _check_keys(mapping: Mapping[Any, Any], source: str, where: str) -> None:
+    """Keys must be names; whether a name suits the notebook's language is checked per
+    notebook when the run is planned (papermill writes parameters in that language)."""
     for key in mapping:
-        if not isinstance(key, str) or not key.isidentifier():
+        if not isinstance(key, str) or not key.strip():
             raise ParamsError(
-                f"{source}: {where} has the key {key!r}, which is not a valid Python "
-                f"parameter name. Use names made of letters, digits and underscores."
+                f"{source}: {where} has the key {key!r}, which is not a parameter name. "
+                f"Use names made of letters, digits and underscores."
             )
+
+
+def _check_encodable(variations: Sequence[Variation], source: str) -> None:
+    """Every string must reach the kernel as UTF-8; JSON's ``\\ud800`` escape makes one that cannot.
+
+    Walked without recursion and each container once, so values that are deep or
+    hold themselves (possible through the API) are no trouble.
+    """
+    for index, variation in enumerate(variations):
+        for key, value in variation.items():
+            stack: list[Any] = [key, value]
+            walked: set[int] = set()
+            while stack:
+                item = stack.pop()
+                if isinstance(item, (Mapping, list, tuple)):
+                    if id(item) in walked:
+                        continue
+                    walked.add(id(item))
+                if isinstance(item, str):
+                    try:
+                        item.encode("utf-8")
+                    except UnicodeEncodeError as exc:
+                        raise ParamsError(
+                            f"{source}: variation {index}, parameter {key!r} holds "
+                            f"{_short(item)}, whose character {item[exc.start]!r} is half of a "
+                            f"surrogate pair and cannot be encoded as UTF-8 for the kernel. "
+                            f"Write the character itself, or both halves of the pair "
+                            f"(e.g. \\ud83d\\ude00)."
+                        ) from None
+                elif isinstance(item, Mapping):
+                    stack.extend(item.keys())
+                    stack.extend(item.values())
+                elif isinstance(item, (list, tuple)):
+                    stack.extend(item)
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -23,6 +23,7 @@ import pytest
 from .discovery import (
     MillrunParameterWarning,
     NotebookError,
+    ParameterNameError,
     UndeclaredParameterError,
     check_parameters,
     is_excluded_path,
@@ -352,7 +353,7 @@ class NotebookFile(pytest.File):
                 strict=settings.strict_params,
                 strict_flag="--millrun-strict-params",
             )
-        except UndeclaredParameterError as exc:
+        except (UndeclaredParameterError, ParameterNameError) as exc:
             self.config.stash[strict_problems_key].append(str(exc))
             return
         if warning:

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from conftest import write_notebook
-from pytest_millrun.discovery import discover_notebooks
+from pytest_millrun.discovery import (
+    ParameterNameError,
+    check_parameter_names,
+    discover_notebooks,
+    read_notebook_json,
+)
 
 
 @pytest.fixture
@@ -63,3 +68,36 @@ def test_outputs_inside_the_output_dir_are_skipped(tree: Path) -> None:
     write_notebook(tree / "out" / "x.ipynb")
     found = discover_notebooks(tree, recursive=True, output_dirs=[tree / "out"])
     assert "out/x.ipynb" not in names(found, tree)
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("class", "'class' is a Python keyword.*'class' to 'class_'"),
+        ("None", "'None' is a Python keyword"),
+        ("my-value", "'my-value' is not a Python identifier.*'my-value' to 'my_value'"),
+        ("2x", "'2x' is not a Python identifier"),
+    ],
+)
+def test_python_notebook_refuses_names_it_could_not_assign(
+    tmp_path: Path, key: str, reason: str
+) -> None:
+    path = write_notebook(tmp_path / "calc.ipynb")
+    with pytest.raises(ParameterNameError, match=f"Notebook {path} is a Python notebook.*{reason}"):
+        check_parameter_names(path, read_notebook_json(path), ["x", key])
+
+
+def test_notebook_without_kernelspec_is_taken_as_python(tmp_path: Path) -> None:
+    path = write_notebook(tmp_path / "calc.ipynb", kernel=None)
+    with pytest.raises(ParameterNameError):
+        check_parameter_names(path, read_notebook_json(path), ["lambda"])
+
+
+def test_other_languages_keep_their_own_naming_rules(tmp_path: Path) -> None:
+    path = write_notebook(tmp_path / "calc.ipynb", kernel="ir", language="R")
+    check_parameter_names(path, read_notebook_json(path), ["my.var", "class"])
+
+
+def test_soft_keywords_and_unicode_identifiers_are_fine(tmp_path: Path) -> None:
+    path = write_notebook(tmp_path / "calc.ipynb")
+    check_parameter_names(path, read_notebook_json(path), ["match", "type", "_", "größe"])

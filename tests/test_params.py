@@ -39,7 +39,10 @@ def test_file_is_read_as_json(tmp_path: Path) -> None:
         ('{"x": "abc"}', r"the value of 'x' is a str .* not a list"),
         ('{"x": 5}', r"the value of 'x' is a int"),
         ('{"x": []}', "lists are empty"),
-        ('[{"not valid": 1}]', "not a valid Python parameter name"),
+        ('[{"": 1}]', "has the key '', which is not a parameter name"),
+        ('{"x": ["\\ud800"]}', r"variation 0, parameter 'x' holds .* cannot be encoded"),
+        ('[{"x": 1}, {"y": {"k": ["ok", "\\udfff"]}}]', "variation 1, parameter 'y'"),
+        ('[{"\\ud800": 1}]', "half of a surrogate pair"),
     ],
 )
 def test_bad_params_file_names_the_file_and_the_problem(
@@ -71,3 +74,20 @@ def test_absurdly_deep_params_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text('{"x": [' + "[" * 100_000 + "]" * 100_000 + "]}")
     with pytest.raises(ParamsError, match="nests lists or dicts too deeply"):
         load_params_file(path)
+
+
+def test_a_lone_surrogate_from_the_api_is_refused_before_any_kernel_starts() -> None:
+    with pytest.raises(ParamsError, match=r"bulk_params: variation 0, parameter 'x'"):
+        normalize_params({"x": ["\ud800"]}, source="bulk_params")
+
+
+def test_surrogate_pairs_and_self_containing_values_are_fine() -> None:
+    circular: list[object] = []
+    circular.append(circular)
+    variations = normalize_params([{"emoji": "\U0001f600", "loop": circular}])
+    assert variations[0]["emoji"] == "😀"
+
+
+def test_names_for_other_languages_are_left_to_the_notebook() -> None:
+    # "my.var" is a fine R name; Python notebooks are checked when the run is planned
+    assert normalize_params({"my.var": [1]}) == [{"my.var": 1}]
