@@ -28,6 +28,7 @@ from typing import Any
 from .discovery import (
     MillrunParameterWarning,
     NotebookError,
+    absolute,
     check_parameters,
     discover_notebooks,
     read_notebook_json,
@@ -42,7 +43,7 @@ from .execute import (
     execute_notebook,
     kernels_ahead,
 )
-from .naming import mirrored_folder, name_variations, safe_output_path
+from .naming import check_output_folder, mirrored_folder, name_variations, safe_output_path
 from .params import BulkParams, Variation, resolve_bulk_params
 
 #: How long interrupted jobs get to save their partial outputs before workers are stopped.
@@ -124,7 +125,8 @@ def plan_run(
     base = target if target.is_dir() else target.parent
     keys = [key for variation in variations for key in variation]
     jobs: list[Job] = []
-    for notebook in notebooks:
+    writable: set[Path] = set()
+    for notebook in map(absolute, notebooks):
         try:
             data = read_notebook_json(notebook)
         except NotebookError:
@@ -143,16 +145,19 @@ def plan_run(
             folder_root, folder = notebook.parent, Path()
         else:
             folder_root, folder = out, mirrored_folder(notebook, base)
+        if folder_root / folder not in writable:
+            check_output_folder(folder_root / folder, "output_dir= or --output-dir")
+            writable.add(folder_root / folder)
         names = name_variations(notebook.stem, variations, prepend, append)
         for name, variation in zip(names, variations, strict=False):
             output = safe_output_path(folder_root, folder, name.filename)
-            jobs.append(Job(notebook.resolve(), variation, name.id, output))
+            jobs.append(Job(notebook, variation, name.id, output))
     _refuse_collisions(jobs)
     return jobs
 
 
 def _refuse_collisions(jobs: Iterable[Job]) -> None:
-    inputs = {job.notebook for job in jobs}
+    inputs = {job.notebook.resolve() for job in jobs}
     owners: dict[Path, Job] = {}
     for job in jobs:
         if job.output in inputs:

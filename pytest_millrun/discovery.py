@@ -43,6 +43,16 @@ def read_notebook_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def absolute(path: str | Path) -> Path:
+    """A notebook's path as the user gave it, made absolute, symlinks kept.
+
+    A symlinked notebook is run and placed where the link sits (its folder is
+    the working directory, its name names the output), as Jupyter and pytest
+    see it; only overwrite checks look through the link.
+    """
+    return Path(os.path.abspath(path))
+
+
 def is_output_notebook(data: dict[str, Any]) -> bool:
     metadata = data.get("metadata")
     return isinstance(metadata, dict) and OUTPUT_MARKER in metadata

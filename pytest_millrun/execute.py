@@ -39,7 +39,14 @@ from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
 from . import engine
-from .discovery import OUTPUT_MARKER, NotebookError, is_output_notebook, read_notebook_json
+from .discovery import (
+    OUTPUT_MARKER,
+    NotebookError,
+    absolute,
+    is_output_notebook,
+    read_notebook_json,
+)
+from .naming import OutputPathError, check_output_folder, partial_path
 from .params import Variation
 
 Status = Literal["passed", "failed", "interrupted"]
@@ -94,7 +101,7 @@ def expect_next_execution(
     if notebook is None:
         forkserver.expect_next_launch(last=True)
     else:
-        forkserver.expect_next_launch(str(Path(notebook).resolve().parent), env_updates)
+        forkserver.expect_next_launch(str(absolute(notebook).parent), env_updates)
 
 
 #: Set once the fork template failed in this process: later kernels spawn directly.
@@ -215,7 +222,7 @@ def execute_notebook(
     from papermill.exceptions import PapermillExecutionError
 
     started = time.monotonic()
-    notebook = Path(notebook).resolve()
+    notebook = absolute(notebook)
     output = Path(output)
 
     def finish(status: Status, error: Failure | None = None) -> ExecutionResult:
@@ -232,11 +239,14 @@ def execute_notebook(
     try:
         nb = _load_input(notebook, variation_id)
         check_output_target(notebook, output)
-    except (NotebookError, OverwriteError) as exc:
+        check_output_folder(output.parent)
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except (NotebookError, OverwriteError, OutputPathError) as exc:
         return finish("failed", Failure("error", str(exc)))
+    except OSError as exc:  # the folder changed since the plan: this run fails, not the others
+        return finish("failed", Failure("error", f"Output folder {output.parent}: {exc}."))
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.stem}.partial.ipynb")
+    partial = partial_path(output)
     with _KernelSandbox(resolve_kernel_start(kernel_start), tuple(preload)) as sandbox:
         engine_kwargs: dict[str, Any] = {
             "engine_name": engine.register(),

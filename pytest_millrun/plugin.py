@@ -31,7 +31,13 @@ from .discovery import (
     read_notebook_json,
 )
 from .execute import KERNEL_START_MODES, KernelStart
-from .naming import OutputPathError, mirrored_folder, name_variations, safe_output_path
+from .naming import (
+    OutputPathError,
+    check_output_folder,
+    mirrored_folder,
+    name_variations,
+    safe_output_path,
+)
 from .params import ParamsError, Variation, load_params_file
 
 
@@ -232,11 +238,17 @@ def resolve_settings(config: pytest.Config) -> Settings:
             variations = load_params_file(params_file)
         except ParamsError as exc:
             raise pytest.UsageError(str(exc)) from None
+    output_dir = path("output-dir") or config.rootpath / ".millrun"
+    if enabled:
+        try:
+            check_output_folder(output_dir, "--millrun-output-dir")
+        except OutputPathError as exc:
+            raise pytest.UsageError(str(exc)) from None
     return Settings(
         enabled=enabled,
         params_file=params_file,
         variations=variations,
-        output_dir=path("output-dir") or config.rootpath / ".millrun",
+        output_dir=output_dir,
         prepend=components("prepend"),
         append=components("append"),
         kernel=raw("kernel")[0] or None,
@@ -330,6 +342,10 @@ class NotebookFile(pytest.File):
         names = name_variations(
             self.path.stem, settings.variations, settings.prepend, settings.append
         )
+        try:
+            check_output_folder(settings.output_dir / folder, "--millrun-output-dir")
+        except OutputPathError as exc:
+            raise self.CollectError(str(exc)) from None
         for name, variation in zip(names, settings.variations, strict=False):
             try:
                 output = safe_output_path(settings.output_dir, folder, name.filename)
