@@ -369,9 +369,11 @@ class NotebookFile(pytest.File):
                 strict=settings.strict_params,
                 strict_flag="--millrun-strict-params",
             )
-        except (UndeclaredParameterError, ParameterNameError) as exc:
+        except UndeclaredParameterError as exc:
             self.config.stash[strict_problems_key].append(str(exc))
             return
+        except ParameterNameError as exc:  # this file's error; also right on xdist workers
+            raise self.CollectError(str(exc)) from None
         if warning:
             warnings.warn_explicit(
                 MillrunParameterWarning(warning), MillrunParameterWarning, str(self.path), 1

@@ -139,9 +139,10 @@ def test_python_keyword_as_parameter_name_is_refused_before_anything_runs(
 ) -> None:
     write_notebook(pytester.path / "nbs" / "calc.ipynb")
     write_params(pytester.path / "p.json", {"class": [1], "x": [2]})
-    result = pytester.runpytest("--millrun-params", "p.json", "nbs")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: Notebook *calc.ipynb is a Python notebook*'class'*"])
+    result = pytester.runpytest("--millrun-params", "p.json", "nbs", "-n", "2")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*Notebook *calc.ipynb is a Python notebook*'class'*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     assert not (pytester.path / ".millrun").exists()
 
     done = millrun("nbs", "p.json", "--output-dir", "out", cwd=pytester.path)
