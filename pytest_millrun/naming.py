@@ -217,7 +217,7 @@ def check_output_folder(folder: Path, option: str | None = None) -> None:
     while not os.path.isdir(probe):
         if os.path.lexists(probe):
             raise OutputPathError(
-                f"Output folder {folder} cannot be created: {probe} is a file, not a folder. "
+                f"Output folder {folder} cannot be created: {probe} exists and is not a folder. "
                 f"Move the file or {choose}."
             )
         parent = os.path.dirname(probe)

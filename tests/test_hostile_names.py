@@ -162,3 +162,15 @@ def test_lone_surrogate_in_params_is_a_params_file_error(pytester: pytest.Pytest
     done = millrun("nbs", "p.json", "--output-dir", "out", cwd=pytester.path)
     assert done.returncode == 2
     assert "cannot be encoded as UTF-8" in done.stderr
+
+
+def test_output_folder_made_read_only_after_planning_fails_only_that_run(
+    tmp_path: Path, read_only_dir: Path
+) -> None:
+    from pytest_millrun.execute import execute_notebook
+
+    notebook = write_notebook(tmp_path / "calc.ipynb")
+    result = execute_notebook(notebook, read_only_dir / "sub" / "0-calc.ipynb", {"x": 1})
+    assert result.status == "failed"
+    assert result.error is not None
+    assert f"would be made in {read_only_dir}, which is not writable" in result.error.message

@@ -183,7 +183,7 @@ def test_output_folder_that_can_be_made_is_accepted(tmp_path: Path) -> None:
 
 def test_output_folder_behind_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    with pytest.raises(OutputPathError, match=r"is a file, not a folder.*\(--out\)"):
+    with pytest.raises(OutputPathError, match=r"exists and is not a folder.*\(--out\)"):
         check_output_folder(tmp_path / "file" / "out", "--out")
 
 
