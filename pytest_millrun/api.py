@@ -43,7 +43,8 @@ from .execute import (
     kernels_ahead,
 )
 from .naming import mirrored_folder, name_variations, safe_output_path
-from .params import BulkParams, Variation, resolve_bulk_params
+from .params import BulkParams, Variation
+from .suite import Suite, resolve_suite
 
 #: How long interrupted jobs get to save their partial outputs before workers are stopped.
 _GRACE_SECONDS = 5.0
@@ -95,7 +96,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 def plan_run(
     notebook_dir_or_file: str | Path,
-    variations: Sequence[Variation],
+    variations: Sequence[Variation] | Suite,
     *,
     output_dir: str | Path | None = None,
     prepend: Sequence[str] = (),
@@ -105,7 +106,11 @@ def plan_run(
     include_glob_pattern: str | None = None,
     strict_params: bool = False,
 ) -> list[Job]:
-    """Every job of a run, in a deterministic order, with collisions refused."""
+    """Every job of a run, in a deterministic order, with collisions refused.
+
+    With a :class:`Suite` each notebook gets its own section's variations and
+    components; ``prepend``/``append`` win over the suite's where not empty.
+    """
     target = Path(notebook_dir_or_file)
     out = Path(output_dir) if output_dir is not None else None
     notebooks = discover_notebooks(
@@ -122,9 +127,18 @@ def plan_run(
             f"or pass --recursive for notebooks in subfolders."
         )
     base = target if target.is_dir() else target.parent
-    keys = [key for variation in variations for key in variation]
     jobs: list[Job] = []
     for notebook in notebooks:
+        own: Sequence[Variation]
+        own_prepend, own_append = prepend, append
+        if isinstance(variations, Suite):
+            section = variations.section_for(notebook)
+            own = section.variations
+            own_prepend = prepend or section.prepend or ()
+            own_append = append or section.append or ()
+        else:
+            own = variations
+        keys = [key for variation in own for key in variation]
         try:
             data = read_notebook_json(notebook)
         except NotebookError:
@@ -143,8 +157,8 @@ def plan_run(
             folder_root, folder = notebook.parent, Path()
         else:
             folder_root, folder = out, mirrored_folder(notebook, base)
-        names = name_variations(notebook.stem, variations, prepend, append)
-        for name, variation in zip(names, variations, strict=False):
+        names = name_variations(notebook.stem, own, own_prepend, own_append)
+        for name, variation in zip(names, own, strict=False):
             output = safe_output_path(folder_root, folder, name.filename)
             jobs.append(Job(notebook.resolve(), variation, name.id, output))
     _refuse_collisions(jobs)
@@ -199,7 +213,7 @@ def check_papermill_kwargs(kwargs: Mapping[str, Any]) -> None:
 
 def execute_run(
     notebook_dir_or_file: str | Path,
-    bulk_params: BulkParams | str | Path,
+    bulk_params: BulkParams | Mapping[str, Any] | str | Path,
     output_dir: str | Path | None = None,
     output_prepend_components: Sequence[str] | None = None,
     output_append_components: Sequence[str] | None = None,
@@ -229,7 +243,8 @@ def execute_run(
     ``spawn``) and ``preload`` choose how kernels start; ``notebook_timeout``
     limits a whole notebook and ``strict_params`` refuses undeclared parameters.
     """
-    variations = resolve_bulk_params(bulk_params)
+    target = Path(notebook_dir_or_file)
+    variations = resolve_suite(bulk_params, target if target.is_dir() else target.parent)
     check_papermill_kwargs(kwargs)
     papermill_kwargs = dict(kwargs)
     options = RunOptions(
