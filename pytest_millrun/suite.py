@@ -148,17 +148,26 @@ def resolve_suite(bulk_params: BulkParams | Mapping[str, Any] | str | Path, base
 def build_suite(data: Any, source: str, base: Path, locations: Locations | None = None) -> Suite:
     loc = locations or Locations()
     if not is_suite_form(data):
-        if isinstance(data, Mapping) and data and all(k in SUITE_KEYS for k in data):
+        looks_like_suite = isinstance(data, Mapping) and data and all(k in SUITE_KEYS for k in data)
+        hint = (
+            "To write a suite, give it a key whose value is not a list: write 'variations' "
+            'as a dict of lists, or add "constants": {}.'
+        )
+        try:
+            variations = normalize_params(data, source)
+        except ParamsError as exc:
+            if looks_like_suite:
+                raise ParamsError(f"{exc} {hint}") from None
+            raise
+        if looks_like_suite:
             warnings.warn(
                 MillrunSuiteWarning(
                     f"{source} is read as a dict of equal-length lists because every value "
                     f"is a list, so {', '.join(map(repr, data))} are parameter names, not "
-                    f"suite keys. To write a suite, give it a key whose value is not a list: "
-                    f"write 'variations' as a dict of lists, or add \"constants\": {{}}."
+                    f"suite keys. {hint}"
                 ),
                 stacklevel=3,
             )
-        variations = normalize_params(data, source)
         return Suite(source, base, Section("every notebook", None, tuple(variations)))
     _check_suite_keys(data, source, loc)
     top = _section(data, source, loc, "every other notebook", None, top_level=True)
