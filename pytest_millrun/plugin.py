@@ -268,8 +268,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     source = settings.params_file or "each notebook's own defaults"
     count = len(settings.variations)
     if settings.suite is not None and settings.suite.is_suite:
-        parts = "; ".join(settings.suite.describe())
-        return [f"millrun: suite {source}: {parts}; outputs in {settings.output_dir}"]
+        parts = [f"millrun:   {line}" for line in settings.suite.describe()]
+        return [f"millrun: suite {source}, outputs in {settings.output_dir}", *parts]
     return [
         f"millrun: {count} variation{'s' if count != 1 else ''} from {source}, "
         f"outputs in {settings.output_dir}"
@@ -484,4 +484,5 @@ class NotebookItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, f"{self.path.name}[{self.variation_id}]"
+        # a line number (not None): pytest reports a skip mark at the item's location
+        return self.path, 0, f"{self.path.name}[{self.variation_id}]"
