@@ -44,7 +44,7 @@ from .execute import (
 )
 from .naming import mirrored_folder, name_variations, safe_output_path
 from .params import BulkParams, Variation
-from .suite import Suite, resolve_suite
+from .suite import Suite, pick_components, resolve_suite
 
 #: How long interrupted jobs get to save their partial outputs before workers are stopped.
 _GRACE_SECONDS = 5.0
@@ -134,8 +134,8 @@ def plan_run(
         if isinstance(variations, Suite):
             section = variations.section_for(notebook)
             own = section.variations
-            own_prepend = prepend or section.prepend or ()
-            own_append = append or section.append or ()
+            own_prepend = pick_components(prepend, section.prepend)
+            own_append = pick_components(append, section.append)
         else:
             own = variations
         keys = [key for variation in own for key in variation]

@@ -39,7 +39,7 @@ from .marking import (
 )
 from .naming import OutputPathError, mirrored_folder, name_variations, safe_output_path
 from .params import ParamsError, Variation
-from .suite import Suite, load_suite
+from .suite import Suite, load_suite, pick_components
 
 
 @dataclass(frozen=True)
@@ -382,7 +382,7 @@ class NotebookFile(pytest.File):
     ) -> tuple[Sequence[Variation], tuple[str, ...], tuple[str, ...]]:
         """This notebook's variations and id components: its suite section's, or everyone's.
 
-        Explicit ``--millrun-prepend``/``--millrun-append`` (or their ini keys) win.
+        Components: the command line's, else the suite's, else the ini file's.
         """
         if settings.suite is None:
             return settings.variations, settings.prepend, settings.append
@@ -390,8 +390,14 @@ class NotebookFile(pytest.File):
             section = settings.suite.section_for(self.path)
         except ParamsError as exc:
             raise self.CollectError(str(exc)) from None
-        prepend = settings.prepend or section.prepend or ()
-        append = settings.append or section.append or ()
+        cli_prepend = self.config.getoption("millrun_prepend") is not None
+        cli_append = self.config.getoption("millrun_append") is not None
+        prepend = pick_components(
+            settings.prepend if cli_prepend else (), section.prepend, settings.prepend
+        )
+        append = pick_components(
+            settings.append if cli_append else (), section.append, settings.append
+        )
         return section.variations, prepend, append
 
     def _check_parameters(

@@ -224,6 +224,19 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
+def pick_components(
+    explicit: Sequence[str], own: tuple[str, ...] | None, fallback: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """A front end's explicit components win, then the suite section's, then the fallback.
+
+    The fallback is the plugin's ini setting: a project-wide default that a
+    suite refines, while the command line is the user's word for this run.
+    """
+    if explicit:
+        return tuple(explicit)
+    return own if own is not None else tuple(fallback)
+
+
 def marker_kwargs(variation: Variation) -> dict[str, Any]:
     """The variation's scalar parameters, which ``-m "millrun(name=value)"`` can select."""
     return {k: v for k, v in variation.items() if isinstance(v, SCALARS)}

@@ -175,7 +175,7 @@ def test_suite_errors_are_usage_or_collection_errors_naming_the_problem(
     assert "Traceback" not in two.stdout.str() + bad.stderr.str()
 
 
-def test_command_line_components_win_over_the_suites(
+def test_command_line_components_win_over_the_suites_and_the_suites_over_the_ini(
     pytester: pytest.Pytester, suite_project: Path
 ) -> None:
     copy_project(pytester, suite_project)
@@ -185,6 +185,9 @@ def test_command_line_components_win_over_the_suites(
     result.stdout.fnmatch_lines(
         ["*calc[[]1[]]", "*calc[[]1-2[]]", "*calc[[]3[]]", "*calc[[]3-2[]]", "*fit[[]x-1[]]"]
     )
+    pytester.makeini("[pytest]\nmillrun_prepend = seed\nmillrun_append = run\n")
+    ini = pytester.runpytest("--millrun-params", "suite.yaml", "nbs", "--collect-only", "-q")
+    ini.stdout.fnmatch_lines(["*calc[[]eu-1-run[]]", "*fit[[]seed-1[]]"])
 
 
 def test_execute_run_takes_a_suite_dict_with_globs_relative_to_the_notebook_folder(
