@@ -99,6 +99,9 @@ def warn_unmatched_rules(config: pytest.Config, suite: Suite | None, path: Path 
     """A rule that matched no collected item is most likely a typo in a glob or a value."""
     if suite is None or not suite.marks:
         return
+    worker: dict[str, str] = getattr(config, "workerinput", {})
+    if worker.get("workerid", "gw0") != "gw0":
+        return  # every xdist worker collects everything; one of them says it once
     matched = config.stash.get(matched_rules_key, set())
     for index, rule in enumerate(suite.marks):
         if index not in matched:
