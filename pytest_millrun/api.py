@@ -44,7 +44,7 @@ from .execute import (
 )
 from .naming import mirrored_folder, name_variations, safe_output_path
 from .params import BulkParams, Variation
-from .suite import Suite, pick_components, resolve_suite
+from .suite import MillrunSuiteWarning, Suite, pick_components, resolve_suite
 
 #: How long interrupted jobs get to save their partial outputs before workers are stopped.
 _GRACE_SECONDS = 5.0
@@ -128,11 +128,13 @@ def plan_run(
         )
     base = target if target.is_dir() else target.parent
     jobs: list[Job] = []
+    used_globs: list[str | None] = []
     for notebook in notebooks:
         own: Sequence[Variation]
         own_prepend, own_append = prepend, append
         if isinstance(variations, Suite):
             section = variations.section_for(notebook)
+            used_globs.append(section.glob)
             own = section.variations
             own_prepend = pick_components(prepend, section.prepend)
             own_append = pick_components(append, section.append)
@@ -162,6 +164,9 @@ def plan_run(
             output = safe_output_path(folder_root, folder, name.filename)
             jobs.append(Job(notebook.resolve(), variation, name.id, output))
     _refuse_collisions(jobs)
+    if isinstance(variations, Suite) and variations.is_suite:
+        for _, message in variations.unmatched_globs(used_globs):
+            warnings.warn(MillrunSuiteWarning(message), stacklevel=3)
     return jobs
 
 

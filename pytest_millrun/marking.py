@@ -26,12 +26,15 @@ KEYWORD_MATCHING = (8, 3)
 
 #: Indices of the suite's mark rules that matched an item of this process's collection.
 matched_rules_key = pytest.StashKey[set[int]]()
+#: The notebooks globs of the suite that gave some collected notebook its variations.
+matched_globs_key = pytest.StashKey[set[str | None]]()
 
 
 def configure_marks(config: pytest.Config) -> None:
     """Register the marker, and refuse ``-m "millrun(...)"`` where pytest cannot match it."""
     config.addinivalue_line("markers", MARKER_LINE)
     config.stash[matched_rules_key] = set()
+    config.stash[matched_globs_key] = set()
     expression = config.getoption("markexpr", "") or ""
     if "millrun(" in expression.replace(" ", "") and pytest_version() < KEYWORD_MATCHING:
         raise pytest.UsageError(
@@ -95,13 +98,19 @@ def _mark(rule: MarkRule) -> pytest.MarkDecorator:
     return decorator(reason=rule.reason) if rule.reason is not None else decorator
 
 
-def warn_unmatched_rules(config: pytest.Config, suite: Suite | None, path: Path | None) -> None:
-    """A rule that matched no collected item is most likely a typo in a glob or a value."""
-    if suite is None or not suite.marks:
+def warn_unmatched(config: pytest.Config, suite: Suite | None, path: Path | None) -> None:
+    """A glob or rule that matched nothing collected is most likely a typo in it."""
+    if suite is None or not suite.is_suite:
         return
     worker: dict[str, str] = getattr(config, "workerinput", {})
     if worker.get("workerid", "gw0") != "gw0":
         return  # every xdist worker collects everything; one of them says it once
+    filename = str(path) if path else suite.source
+    matched_globs: set[str | None] = config.stash.get(matched_globs_key, set())
+    for section, message in suite.unmatched_globs(matched_globs):
+        warnings.warn_explicit(
+            MillrunSuiteWarning(message), MillrunSuiteWarning, filename, section.line or 1
+        )
     matched = config.stash.get(matched_rules_key, set())
     for index, rule in enumerate(suite.marks):
         if index not in matched:
@@ -112,7 +121,7 @@ def warn_unmatched_rules(config: pytest.Config, suite: Suite | None, path: Path 
                     f"where values and its ids glob against --collect-only -q."
                 ),
                 MillrunSuiteWarning,
-                str(path) if path else suite.source,
+                filename,
                 rule.line or 1,
             )
 

@@ -34,8 +34,9 @@ from .marking import (
     check_mark_names,
     configure_marks,
     marks_for,
+    matched_globs_key,
     variation_counts,
-    warn_unmatched_rules,
+    warn_unmatched,
 )
 from .naming import OutputPathError, mirrored_folder, name_variations, safe_output_path
 from .params import ParamsError, Variation
@@ -326,7 +327,7 @@ def pytest_collection_modifyitems(
     """Refuse, before anything runs, undeclared parameters (strict) and colliding outputs."""
     settings = config.stash.get(settings_key, None)
     if settings is not None and settings.enabled:
-        warn_unmatched_rules(config, settings.suite, settings.params_file)
+        warn_unmatched(config, settings.suite, settings.params_file)
     problems = config.stash.get(strict_problems_key, [])
     if problems:
         raise pytest.UsageError("\n".join(problems))
@@ -390,6 +391,7 @@ class NotebookFile(pytest.File):
             section = settings.suite.section_for(self.path)
         except ParamsError as exc:
             raise self.CollectError(str(exc)) from None
+        self.config.stash.setdefault(matched_globs_key, set()).add(section.glob)
         cli_prepend = self.config.getoption("millrun_prepend") is not None
         cli_append = self.config.getoption("millrun_append") is not None
         prepend = pick_components(

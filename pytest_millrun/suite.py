@@ -17,6 +17,7 @@ warning saying how to write it as a suite.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import functools
@@ -25,7 +26,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class Section:
     variations: tuple[Variation, ...]
     prepend: tuple[str, ...] | None = None
     append: tuple[str, ...] | None = None
+    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,23 @@ class Suite:
     def marks_for(self, notebook: Path, variation: Variation, variation_id: str) -> list[MarkRule]:
         rel = self.relative(notebook)
         return [rule for rule in self.marks if rule.matches(rel, variation, variation_id)]
+
+    def unmatched_globs(self, matched: Iterable[str | None]) -> list[tuple[Section, str]]:
+        """A warning for each notebooks glob that matched no notebook of the run.
+
+        Such a glob is most likely a typo, and its notebook quietly gets the top level.
+        """
+        used = set(matched)
+        return [
+            (
+                section,
+                f"{self.source}: the notebooks glob {section.glob!r} matched no notebook of this "
+                f"run, so its variations run nowhere. Globs are relative to {self.base}; "
+                f"check it against the notebooks' paths.",
+            )
+            for section in self.sections
+            if section.glob not in used
+        ]
 
     def describe(self) -> list[str]:
         """How many variations each part of the suite gives, for the report header."""
@@ -384,7 +403,9 @@ def _notebook_sections(value: Any, source: str, loc: Locations) -> tuple[Section
                 f"suite (a mapping with grid, variations, constants, prepend, append) or a "
                 f"list of variations."
             )
-        sections.append(_section(entry, source, loc, label, glob))
+        section = _section(entry, source, loc, label, glob)
+        position = loc.of(value, glob)
+        sections.append(dataclasses.replace(section, line=position[0] if position else None))
     return tuple(sections)
 
 

@@ -228,6 +228,14 @@ def test_each_notebook_gets_its_section_relative_to_the_params_folder(tmp_path: 
     assert suite.section_for(tmp_path / "nbs" / "defaults.ipynb").variations == ({},)
 
 
+def test_unmatched_globs_are_those_no_notebook_took(tmp_path: Path) -> None:
+    suite = build_suite(
+        {"notebooks": {"a.ipynb": None, "b.ipynb": None, "c*.ipynb": None}}, "s", tmp_path
+    )
+    taken = [suite.section_for(tmp_path / name).glob for name in ("a.ipynb", "d.ipynb")]
+    assert [section.glob for section, _ in suite.unmatched_globs(taken)] == ["b.ipynb", "c*.ipynb"]
+
+
 def test_a_notebook_matched_by_two_globs_is_an_error_naming_both(tmp_path: Path) -> None:
     suite = build_suite(
         {"notebooks": {"*.ipynb": {"constants": {"x": 1}}, "a.*": {"constants": {"x": 2}}}},

@@ -12,7 +12,9 @@ import pytest
 import pytest_millrun.marking
 from conftest import assert_no_kernels_left, output_files, write_notebook
 from pytest_millrun import execute_run
+from pytest_millrun.api import plan_run
 from pytest_millrun.discovery import MillrunParameterWarning
+from pytest_millrun.suite import MillrunSuiteWarning, build_suite
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -173,6 +175,23 @@ def test_suite_errors_are_usage_or_collection_errors_naming_the_problem(
     two = pytester.runpytest("--millrun-params", "two.yaml", "nbs", "--collect-only", "-q")
     two.stdout.fnmatch_lines(["*nbs/calc.ipynb matches both notebooks globs 'nbs/[*].ipynb' and*"])
     assert "Traceback" not in two.stdout.str() + bad.stderr.str()
+
+
+def test_notebooks_glob_matching_no_notebook_is_a_warning_naming_it(
+    pytester: pytest.Pytester, suite_project: Path
+) -> None:
+    copy_project(pytester, suite_project)
+    (pytester.path / "typo.yaml").write_text(
+        "grid: {x: [1]}\nnotebooks:\n  nbs/calc.ipnyb: {constants: {x: 2}}\n"
+    )
+    result = pytester.runpytest("--millrun-params", "typo.yaml", "nbs", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(
+        ["*typo.yaml:3: MillrunSuiteWarning: *the notebooks glob 'nbs/calc.ipnyb' matched no*"]
+    )
+    with pytest.warns(MillrunSuiteWarning, match="glob 'calc.ipnyb' matched no notebook"):
+        plan_run(suite_project / "nbs", build_suite(
+            {"notebooks": {"calc.ipnyb": {"constants": {"x": 2}}}}, "s", suite_project / "nbs"
+        ))  # fmt: skip
 
 
 def test_command_line_components_win_over_the_suites_and_the_suites_over_the_ini(
