@@ -132,6 +132,22 @@ def test_m_selects_variations_by_parameter_value(
     plain.assert_outcomes(passed=1)
 
 
+def test_yaml_seed_forms_collect_like_their_json_twins(
+    pytester: pytest.Pytester, suite_project: Path
+) -> None:
+    copy_project(pytester, suite_project)
+    (pytester.path / "listed.yml").write_text("# one per run\n- {x: 1}\n- {x: 2, region: us}\n")
+    (pytester.path / "zipped.yaml").write_text("x: [1, 2]  # zipped\nregion: [eu, us]\n")
+    for name, ids in [("listed.yml", ["1-region", "2-us"]), ("zipped.yaml", ["1-eu", "2-us"])]:
+        result = pytester.runpytest(
+            "--millrun-params", name, "nbs/calc.ipynb", "--collect-only", "-q",
+            "--millrun-prepend", "x", "--millrun-append", "region",
+        )  # fmt: skip
+        assert result.ret == 0
+        expected = [f"nbs/calc.ipynb::calc[[]{i}[]]" for i in ids]  # "region": literal text
+        result.stdout.fnmatch_lines([*expected, "2 tests collected*"])
+
+
 def test_m_by_value_on_a_pytest_without_keyword_matching_is_a_clear_usage_error(
     pytester: pytest.Pytester, suite_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
