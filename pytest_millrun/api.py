@@ -238,6 +238,9 @@ def execute_run(
 ) -> list[ExecutionResult]:
     """Run every notebook with every variation; return one result per pair.
 
+    ``bulk_params`` is a list of dicts, a dict of equal-length lists, a suite
+    dict (its globs relative to the notebook folder) or the path of a JSON or
+    YAML file in any of these forms (its globs relative to the file's folder).
     Every pair is attempted.  When any failed, :class:`RunFailedError` is
     raised after all work is done, listing every failure and carrying all
     results.  ``kwargs`` go to ``papermill.execute_notebook`` (``kernel_name``,
