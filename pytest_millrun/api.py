@@ -44,7 +44,8 @@ from .execute import (
     kernels_ahead,
 )
 from .naming import check_output_folder, mirrored_folder, name_variations, safe_output_path
-from .params import BulkParams, Variation, resolve_bulk_params
+from .params import BulkParams, Variation
+from .suite import MillrunSuiteWarning, Suite, pick_components, resolve_suite
 
 #: How long interrupted jobs get to save their partial outputs before workers are stopped.
 _GRACE_SECONDS = 5.0
@@ -96,7 +97,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 def plan_run(
     notebook_dir_or_file: str | Path,
-    variations: Sequence[Variation],
+    variations: Sequence[Variation] | Suite,
     *,
     output_dir: str | Path | None = None,
     prepend: Sequence[str] = (),
@@ -106,7 +107,11 @@ def plan_run(
     include_glob_pattern: str | None = None,
     strict_params: bool = False,
 ) -> list[Job]:
-    """Every job of a run, in a deterministic order, with collisions refused."""
+    """Every job of a run, in a deterministic order, with collisions refused.
+
+    With a :class:`Suite` each notebook gets its own section's variations and
+    components; ``prepend``/``append`` win over the suite's where not empty.
+    """
     target = Path(notebook_dir_or_file)
     out = Path(output_dir) if output_dir is not None else None
     notebooks = discover_notebooks(
@@ -123,10 +128,21 @@ def plan_run(
             f"or pass --recursive for notebooks in subfolders."
         )
     base = target if target.is_dir() else target.parent
-    keys = [key for variation in variations for key in variation]
     jobs: list[Job] = []
     writable: set[Path] = set()
+    used_globs: list[str | None] = []
     for notebook in map(absolute, notebooks):
+        own: Sequence[Variation]
+        own_prepend, own_append = prepend, append
+        if isinstance(variations, Suite):
+            section = variations.section_for(notebook)
+            used_globs.append(section.glob)
+            own = section.variations
+            own_prepend = pick_components(prepend, section.prepend)
+            own_append = pick_components(append, section.append)
+        else:
+            own = variations
+        keys = [key for variation in own for key in variation]
         try:
             data = read_notebook_json(notebook)
         except NotebookError:
@@ -148,11 +164,14 @@ def plan_run(
         if folder_root / folder not in writable:
             check_output_folder(folder_root / folder, "output_dir= or --output-dir")
             writable.add(folder_root / folder)
-        names = name_variations(notebook.stem, variations, prepend, append)
-        for name, variation in zip(names, variations, strict=False):
+        names = name_variations(notebook.stem, own, own_prepend, own_append)
+        for name, variation in zip(names, own, strict=False):
             output = safe_output_path(folder_root, folder, name.filename)
             jobs.append(Job(notebook, variation, name.id, output))
     _refuse_collisions(jobs)
+    if isinstance(variations, Suite) and variations.is_suite:
+        for _, message in variations.unmatched_globs(used_globs):
+            warnings.warn(MillrunSuiteWarning(message), stacklevel=3)
     return jobs
 
 
@@ -204,7 +223,7 @@ def check_papermill_kwargs(kwargs: Mapping[str, Any]) -> None:
 
 def execute_run(
     notebook_dir_or_file: str | Path,
-    bulk_params: BulkParams | str | Path,
+    bulk_params: BulkParams | Mapping[str, Any] | str | Path,
     output_dir: str | Path | None = None,
     output_prepend_components: Sequence[str] | None = None,
     output_append_components: Sequence[str] | None = None,
@@ -224,6 +243,9 @@ def execute_run(
 ) -> list[ExecutionResult]:
     """Run every notebook with every variation; return one result per pair.
 
+    ``bulk_params`` is a list of dicts, a dict of equal-length lists, a suite
+    dict (its globs relative to the notebook folder) or the path of a JSON or
+    YAML file in any of these forms (its globs relative to the file's folder).
     Every pair is attempted.  When any failed, :class:`RunFailedError` is
     raised after all work is done, listing every failure and carrying all
     results.  ``kwargs`` go to ``papermill.execute_notebook`` (``kernel_name``,
@@ -234,7 +256,8 @@ def execute_run(
     ``spawn``) and ``preload`` choose how kernels start; ``notebook_timeout``
     limits a whole notebook and ``strict_params`` refuses undeclared parameters.
     """
-    variations = resolve_bulk_params(bulk_params)
+    target = Path(notebook_dir_or_file)
+    variations = resolve_suite(bulk_params, target if target.is_dir() else target.parent)
     check_papermill_kwargs(kwargs)
     papermill_kwargs = dict(kwargs)
     options = RunOptions(

@@ -22,7 +22,8 @@ from .api import RunInterrupted, RunOptions, plan_run, process_pool, run_jobs
 from .discovery import MillrunParameterWarning, UndeclaredParameterError
 from .execute import ExecutionResult, cell_words, resolve_kernel_start
 from .naming import OutputPathError
-from .params import ParamsError, load_params_file
+from .params import ParamsError
+from .suite import MillrunSuiteWarning, load_suite
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -46,8 +47,9 @@ Examples:
   millrun ./Notebooks_Dir params.json --prepend x_values,y_values,results
   millrun calc.ipynb params.json --output-dir out --append run --workers 4
 
-PARAMS is a JSON file holding a list of dicts (one per variation) or a dict of
-equal-length lists. An output is named PREPEND-...-STEM-APPEND-....ipynb, where a
+PARAMS is a JSON or YAML file holding a list of dicts (one per variation), a dict
+of equal-length lists, or a suite (grid, variations, constants, notebooks, prepend,
+append; see the README). An output is named PREPEND-...-STEM-APPEND-....ipynb, where a
 component that is a parameter name gives that variation's value and any other
 text is kept as is; with no components the variation's index is prepended.""",
 )
@@ -144,9 +146,10 @@ def main(
     """
     _quiet_libraries()
     try:
-        variations = load_params_file(params)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MillrunParameterWarning)
+            warnings.simplefilter("always", MillrunSuiteWarning)
+            variations = load_suite(params)
             jobs = plan_run(
                 notebook_dir_or_file,
                 variations,

@@ -13,7 +13,7 @@ import contextlib
 import signal
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,14 @@ from .discovery import (
     read_notebook_json,
 )
 from .execute import KERNEL_START_MODES, KernelStart
+from .marking import (
+    check_mark_names,
+    configure_marks,
+    marks_for,
+    matched_globs_key,
+    variation_counts,
+    warn_unmatched,
+)
 from .naming import (
     OutputPathError,
     check_output_folder,
@@ -38,7 +46,8 @@ from .naming import (
     name_variations,
     safe_output_path,
 )
-from .params import ParamsError, Variation, load_params_file
+from .params import ParamsError, Variation
+from .suite import Suite, load_suite, pick_components
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,8 @@ class Settings:
     strict_params: bool
     kernel_start: KernelStart = "auto"
     preload: tuple[str, ...] = ()
+    #: The params file read as a suite (seed forms too); None without a params file.
+    suite: Suite | None = None
 
 
 settings_key = pytest.StashKey[Settings]()
@@ -92,8 +103,8 @@ _OPTIONS = (
     _Option("", "Collect *.ipynb notebooks and run each once with its own defaults", flag=True),
     _Option(
         "params",
-        "JSON file of parameter variations (a list of dicts or a dict of equal-length lists); "
-        "implies --millrun",
+        "JSON or YAML file of parameter variations (a list of dicts, a dict of equal-length "
+        "lists, or a suite with per-notebook variations); implies --millrun",
         metavar="FILE",
     ),
     _Option(
@@ -158,6 +169,7 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = resolve_settings(config)
     config.stash[settings_key] = settings
     config.stash[strict_problems_key] = []
+    configure_marks(config)
     if settings.enabled:
         # One unreadable notebook is that file's collection error; the others still run.
         config.option.continue_on_collection_errors = True
@@ -233,11 +245,13 @@ def resolve_settings(config: pytest.Config) -> Settings:
     params_file = path("params")
     enabled = bool(raw("")[0]) or params_file is not None
     variations: list[Variation] = [{}]
+    suite = None
     if params_file is not None:
         try:
-            variations = load_params_file(params_file)
+            suite = load_suite(params_file)
         except ParamsError as exc:
             raise pytest.UsageError(str(exc)) from None
+        variations = list(suite.top.variations)
     output_dir = path("output-dir") or config.rootpath / ".millrun"
     if enabled:
         try:
@@ -257,6 +271,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         strict_params=bool(raw("strict-params")[0]),
         kernel_start=kernel_start(),
         preload=components("preload"),
+        suite=suite,
     )
 
 
@@ -266,10 +281,26 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     source = settings.params_file or "each notebook's own defaults"
     count = len(settings.variations)
+    if settings.suite is not None and settings.suite.is_suite:
+        parts = [f"millrun:   {line}" for line in settings.suite.describe()]
+        return [f"millrun: suite {source}, outputs in {settings.output_dir}", *parts]
     return [
         f"millrun: {count} variation{'s' if count != 1 else ''} from {source}, "
         f"outputs in {settings.output_dir}"
     ]
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    settings = config.stash.get(settings_key, None)
+    if settings is None or settings.suite is None or not settings.suite.is_suite:
+        return []
+    return variation_counts(items, config.rootpath)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    settings = session.config.stash.get(settings_key, None)
+    if settings is not None and settings.enabled:
+        check_mark_names(session.config, settings.suite)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> NotebookFile | None:
@@ -307,6 +338,9 @@ def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     """Refuse, before anything runs, undeclared parameters (strict) and colliding outputs."""
+    settings = config.stash.get(settings_key, None)
+    if settings is not None and settings.enabled:
+        warn_unmatched(config, settings.suite, settings.params_file)
     problems = config.stash.get(strict_problems_key, [])
     if problems:
         raise pytest.UsageError("\n".join(problems))
@@ -337,30 +371,58 @@ class NotebookFile(pytest.File):
             data = read_notebook_json(self.path)
         except NotebookError as exc:
             raise self.CollectError(str(exc)) from None
-        self._check_parameters(settings, data)
+        variations, prepend, append = self._variations(settings)
+        self._check_parameters(settings, data, variations)
         folder = mirrored_folder(self.path, self.config.rootpath)
-        names = name_variations(
-            self.path.stem, settings.variations, settings.prepend, settings.append
-        )
+        names = name_variations(self.path.stem, variations, prepend, append)
         try:
             check_output_folder(settings.output_dir / folder, "--millrun-output-dir")
         except OutputPathError as exc:
             raise self.CollectError(str(exc)) from None
-        for name, variation in zip(names, settings.variations, strict=False):
+        for name, variation in zip(names, variations, strict=False):
             try:
                 output = safe_output_path(settings.output_dir, folder, name.filename)
             except OutputPathError as exc:
                 raise self.CollectError(str(exc)) from None
-            yield NotebookItem.from_parent(
+            item = NotebookItem.from_parent(
                 self,
                 name=f"{self.path.stem}[{name.id}]",
                 variation=variation,
                 variation_id=name.id,
                 output=output,
             )
+            for mark in marks_for(self.config, settings.suite, self.path, variation, name.id):
+                item.add_marker(mark)
+            yield item
 
-    def _check_parameters(self, settings: Settings, data: dict[str, Any]) -> None:
-        keys = (key for variation in settings.variations for key in variation)
+    def _variations(
+        self, settings: Settings
+    ) -> tuple[Sequence[Variation], tuple[str, ...], tuple[str, ...]]:
+        """This notebook's variations and id components: its suite section's, or everyone's.
+
+        Components: the command line's, else the suite's, else the ini file's.
+        """
+        if settings.suite is None:
+            return settings.variations, settings.prepend, settings.append
+        try:
+            section = settings.suite.section_for(self.path)
+        except ParamsError as exc:
+            raise self.CollectError(str(exc)) from None
+        self.config.stash.setdefault(matched_globs_key, set()).add(section.glob)
+        cli_prepend = self.config.getoption("millrun_prepend") is not None
+        cli_append = self.config.getoption("millrun_append") is not None
+        prepend = pick_components(
+            settings.prepend if cli_prepend else (), section.prepend, settings.prepend
+        )
+        append = pick_components(
+            settings.append if cli_append else (), section.append, settings.append
+        )
+        return section.variations, prepend, append
+
+    def _check_parameters(
+        self, settings: Settings, data: dict[str, Any], variations: Sequence[Variation]
+    ) -> None:
+        keys = (key for variation in variations for key in variation)
         try:
             warning = check_parameters(
                 self.path,
@@ -449,4 +511,5 @@ class NotebookItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, f"{self.path.name}[{self.variation_id}]"
+        # a line number (not None): pytest reports a skip mark at the item's location
+        return self.path, 0, f"{self.path.name}[{self.variation_id}]"

@@ -1,0 +1,144 @@
+"""pytest marks for notebook items: the ``millrun`` marker and a suite's ``marks`` rules.
+
+Every item carries ``millrun(**scalar parameters)``, so pytest's own ``-m``
+selects variations by value (``-m "millrun(region='eu')"``, pytest 8.3 or
+later for the keyword form), and a suite's rules become real marks, so
+``-rxs``, ``--runxfail`` and ``-m slow`` treat them as marks written in code.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from .params import Variation
+from .suite import MarkRule, MillrunSuiteWarning, Suite, marker_kwargs
+
+MARKER_LINE = (
+    "millrun(**params): a notebook variation, with its scalar parameters as keyword "
+    'arguments (select with -m "millrun(x=1)", or -m "not millrun")'
+)
+#: pytest's marker expressions accept keyword arguments from this version on.
+KEYWORD_MATCHING = (8, 3)
+
+#: Indices of the suite's mark rules that matched an item of this process's collection.
+matched_rules_key = pytest.StashKey[set[int]]()
+#: The notebooks globs of the suite that gave some collected notebook its variations.
+matched_globs_key = pytest.StashKey[set[str | None]]()
+
+
+def configure_marks(config: pytest.Config) -> None:
+    """Register the marker, and refuse ``-m "millrun(...)"`` where pytest cannot match it."""
+    config.addinivalue_line("markers", MARKER_LINE)
+    config.stash[matched_rules_key] = set()
+    config.stash[matched_globs_key] = set()
+    expression = config.getoption("markexpr", "") or ""
+    if "millrun(" in expression.replace(" ", "") and pytest_version() < KEYWORD_MATCHING:
+        raise pytest.UsageError(
+            f"-m {expression!r} selects by parameter value, which needs pytest 8.3 or later "
+            f"(this is pytest {pytest.__version__}). Upgrade pytest, or select with -k on the "
+            f"ids (--millrun-prepend gives ids made of parameter values)."
+        )
+
+
+def pytest_version() -> tuple[int, ...]:
+    parts = []
+    for part in pytest.__version__.split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def check_mark_names(config: pytest.Config, suite: Suite | None) -> None:
+    """Unknown mark names follow ``--strict-markers``: refused there before anything runs.
+
+    pytest's own check (looking the name up on ``pytest.mark``) decides, so the
+    rule is exactly pytest's in every version; without strict markers pytest
+    warns when the mark is applied.
+    """
+    if suite is None:
+        return
+    for rule in suite.marks:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                getattr(pytest.mark, rule.name)
+            except pytest.fail.Exception as exc:
+                raise pytest.UsageError(
+                    f"{suite.source}: {rule.label} uses the mark {rule.name!r}, which is not "
+                    f"registered ({exc.msg}), and --strict-markers is on. Register it in the "
+                    f"'markers' ini option, or use skip or xfail."
+                ) from None
+
+
+def marks_for(
+    config: pytest.Config,
+    suite: Suite | None,
+    notebook: Path,
+    variation: Variation,
+    variation_id: str,
+) -> list[pytest.MarkDecorator]:
+    """The ``millrun`` marker and the marks of every rule that matches this item."""
+    marks = [pytest.mark.millrun(**marker_kwargs(variation))]
+    if suite is None:
+        return marks
+    matched = config.stash.setdefault(matched_rules_key, set())
+    for index, rule in enumerate(suite.marks):
+        if rule.matches(suite.relative(notebook), variation, variation_id):
+            matched.add(index)
+            marks.append(_mark(rule))
+    return marks
+
+
+def _mark(rule: MarkRule) -> pytest.MarkDecorator:
+    decorator: pytest.MarkDecorator = getattr(pytest.mark, rule.name)
+    return decorator(reason=rule.reason) if rule.reason is not None else decorator
+
+
+def warn_unmatched(config: pytest.Config, suite: Suite | None, path: Path | None) -> None:
+    """A glob or rule that matched nothing collected is most likely a typo in it."""
+    if suite is None or not suite.is_suite:
+        return
+    worker: dict[str, str] = getattr(config, "workerinput", {})
+    if worker.get("workerid", "gw0") != "gw0":
+        return  # every xdist worker collects everything; one of them says it once
+    filename = str(path) if path else suite.source
+    matched_globs: set[str | None] = config.stash.get(matched_globs_key, set())
+    for section, message in suite.unmatched_globs(matched_globs):
+        warnings.warn_explicit(
+            MillrunSuiteWarning(message), MillrunSuiteWarning, filename, section.line or 1
+        )
+    matched = config.stash.get(matched_rules_key, set())
+    for index, rule in enumerate(suite.marks):
+        if index not in matched:
+            warnings.warn_explicit(
+                MillrunSuiteWarning(
+                    f"{suite.source}: {rule.label} matched no collected item, so it marks "
+                    f"nothing. Check its notebooks glob (relative to {suite.base}), its "
+                    f"where values and its ids glob against --collect-only -q."
+                ),
+                MillrunSuiteWarning,
+                filename,
+                rule.line or 1,
+            )
+
+
+def variation_counts(items: Sequence[pytest.Item], root: Path) -> list[str]:
+    """One header line per notebook with the number of variations it got, in collection order."""
+    counts: dict[Path, int] = {}
+    for item in items:
+        if hasattr(item, "variation_id"):
+            counts[item.path] = counts.get(item.path, 0) + 1
+    if not counts:
+        return []
+    parts = []
+    for path, count in counts.items():
+        try:
+            name = str(path.relative_to(root))
+        except ValueError:
+            name = str(path)
+        parts.append(f"{name} {count}")
+    return [f"millrun: variations per notebook: {', '.join(parts)}"]

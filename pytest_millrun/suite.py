@@ -1,0 +1,537 @@
+"""Params files as suites: per-notebook variations, grids, constants, id components and marks.
+
+The rule that tells a suite from the two seed forms, exactly:
+
+- a list is the list-of-dicts form;
+- a dict whose values are *all* lists is the dict-of-equal-length-lists form;
+- a dict with *at least one value that is not a list* is a suite.
+
+A valid dict-of-lists has only list values, so no file that was valid before
+suites existed changes meaning.  A suite may use only :data:`SUITE_KEYS`; any
+other key is an error naming it (with the closest suite key), because a
+silent guess here would run the wrong notebooks with the wrong values.  A
+dict of lists whose keys are all suite keys (``{"variations": [...],
+"prepend": [...]}``) stays the dict-of-lists form it always was, with a
+warning saying how to write it as a suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import functools
+import itertools
+import json
+import os
+import re
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .params import BulkParams, ParamsError, Variation, _check_keys, normalize_params
+from .paramsfile import Locations, read_params_data
+
+SUITE_KEYS = ("grid", "variations", "constants", "notebooks", "prepend", "append", "marks")
+#: What a suite under ``notebooks`` may hold: its own variations and components.
+SUB_SUITE_KEYS = ("grid", "variations", "constants", "prepend", "append")
+RULE_KEYS = ("notebooks", "where", "ids")
+#: pytest marks that need arguments a rule cannot give, and the one millrun sets itself.
+RESERVED_MARKS = ("millrun", "parametrize", "usefixtures", "filterwarnings", "skipif")
+SCALARS = (str, int, float, bool, type(None))
+
+
+class SuiteError(ParamsError):
+    """A suite that cannot be run as written; one paragraph naming the key and the fix."""
+
+
+class MillrunSuiteWarning(UserWarning):
+    """A params file that reads otherwise than it looks, or a mark rule that matched nothing."""
+
+
+@dataclass(frozen=True)
+class Section:
+    """The variations and id components of the top level or of one ``notebooks`` glob."""
+
+    label: str
+    glob: str | None
+    variations: tuple[Variation, ...]
+    prepend: tuple[str, ...] | None = None
+    append: tuple[str, ...] | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class MarkRule:
+    """One entry of ``marks``: which items (all conditions must hold) get which mark."""
+
+    label: str
+    line: int | None
+    name: str
+    reason: str | None
+    notebooks: str | None = None
+    where: Mapping[str, Any] = field(default_factory=dict)
+    ids: str | None = None
+
+    def matches(self, relative_notebook: str, variation: Variation, variation_id: str) -> bool:
+        if self.notebooks is not None and not glob_match(self.notebooks, relative_notebook):
+            return False
+        if self.ids is not None and not fnmatch.fnmatchcase(variation_id, self.ids):
+            return False
+        return all(k in variation and _same(variation[k], v) for k, v in self.where.items())
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Which variations, components and marks each notebook gets; seed forms included.
+
+    A seed-form file is a suite of one section that every notebook gets, so the
+    front ends have a single path.  ``base`` is the folder globs are relative to.
+    """
+
+    source: str
+    base: Path
+    top: Section
+    sections: tuple[Section, ...] = ()
+    marks: tuple[MarkRule, ...] = ()
+    is_suite: bool = False
+
+    def relative(self, notebook: Path) -> str:
+        """The notebook's path relative to ``base``, with ``/``, as globs see it."""
+        rel = os.path.relpath(notebook.resolve(), self.base.resolve())
+        return rel.replace(os.sep, "/")
+
+    def section_for(self, notebook: Path) -> Section:
+        rel = self.relative(notebook)
+        matched = [s for s in self.sections if s.glob is not None and glob_match(s.glob, rel)]
+        if len(matched) > 1:
+            raise SuiteError(
+                f"{self.source}: the notebook {rel} matches both notebooks globs "
+                f"{matched[0].glob!r} and {matched[1].glob!r}, so it is unclear which variations "
+                f"it gets. Make the globs exclusive (name the notebook in one of them only)."
+            )
+        return matched[0] if matched else self.top
+
+    def marks_for(self, notebook: Path, variation: Variation, variation_id: str) -> list[MarkRule]:
+        rel = self.relative(notebook)
+        return [rule for rule in self.marks if rule.matches(rel, variation, variation_id)]
+
+    def unmatched_globs(self, matched: Iterable[str | None]) -> list[tuple[Section, str]]:
+        """A warning for each notebooks glob that matched no notebook of the run.
+
+        Such a glob is most likely a typo, and its notebook quietly gets the top level.
+        """
+        used = set(matched)
+        return [
+            (
+                section,
+                f"{self.source}: the notebooks glob {section.glob!r} matched no notebook of this "
+                f"run, so its variations run nowhere. Globs are relative to {self.base}; "
+                f"check it against the notebooks' paths.",
+            )
+            for section in self.sections
+            if section.glob not in used
+        ]
+
+    def describe(self) -> list[str]:
+        """How many variations each part of the suite gives, for the report header."""
+        lines = [f"{_count(len(self.top.variations))} for {self.top.label}"]
+        lines += [f"{_count(len(s.variations))} for {s.label}" for s in self.sections]
+        return lines
+
+
+def is_suite_form(data: Any) -> bool:
+    """The rule: a dict with at least one value that is not a list is a suite."""
+    return isinstance(data, Mapping) and any(not _is_list(v) for v in data.values())
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read a JSON or YAML params file in any form; globs are relative to its folder."""
+    path = Path(path)
+    data, locations = read_params_data(path)
+    return build_suite(data, f"Params file {path}", path.resolve().parent, locations)
+
+
+def resolve_suite(bulk_params: BulkParams | Mapping[str, Any] | str | Path, base: Path) -> Suite:
+    """The API's forms: a path, a list of dicts, a dict of lists or a suite dict.
+
+    A dict's globs are relative to ``base`` (the API passes its notebook folder).
+    """
+    if isinstance(bulk_params, (str, Path)):
+        return load_suite(bulk_params)
+    return build_suite(bulk_params, "bulk_params", base)
+
+
+def build_suite(data: Any, source: str, base: Path, locations: Locations | None = None) -> Suite:
+    loc = locations or Locations()
+    if not is_suite_form(data):
+        looks_like_suite = isinstance(data, Mapping) and data and all(k in SUITE_KEYS for k in data)
+        hint = (
+            "To write a suite, give it a key whose value is not a list: write 'variations' "
+            'as a dict of lists, or add "constants": {}.'
+        )
+        try:
+            variations = normalize_params(data, source)
+        except ParamsError as exc:
+            if looks_like_suite:
+                raise ParamsError(f"{exc} {hint}") from None
+            raise
+        if looks_like_suite:
+            warnings.warn(
+                MillrunSuiteWarning(
+                    f"{source} is read as a dict of equal-length lists because every value "
+                    f"is a list, so {', '.join(map(repr, data))} are parameter names, not "
+                    f"suite keys. {hint}"
+                ),
+                stacklevel=3,
+            )
+        return Suite(source, base, Section("every notebook", None, tuple(variations)))
+    _check_suite_keys(data, source, loc)
+    top = _section(data, source, loc, "every other notebook", None, top_level=True)
+    notebooks = data.get("notebooks")
+    sections = _notebook_sections(notebooks, source, loc) if "notebooks" in data else ()
+    if not sections:
+        top = Section("every notebook", None, top.variations, top.prepend, top.append)
+    marks = _mark_rules(data["marks"], source, loc) if "marks" in data else ()
+    return Suite(source, base, top, sections, marks, is_suite=True)
+
+
+def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[Variation]:
+    """Every combination of the axes, as nested loops in the grid's key order.
+
+    The first axis varies slowest and the last fastest (``itertools.product``
+    order), so the order depends on the file alone and is the same in every
+    process.
+    """
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def glob_match(pattern: str, relative_path: str) -> bool:
+    """Match a ``/``-separated path: ``*`` and ``?`` stay in one folder, ``**`` spans any."""
+    return _glob_regex(pattern).fullmatch(relative_path) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    pattern = pattern.removeprefix("./")
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1 : end]
+            body = "^" + body[1:] if body.startswith("!") else body
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def pick_components(
+    explicit: Sequence[str], own: tuple[str, ...] | None, fallback: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """A front end's explicit components win, then the suite section's, then the fallback.
+
+    The fallback is the plugin's ini setting: a project-wide default that a
+    suite refines, while the command line is the user's word for this run.
+    """
+    if explicit:
+        return tuple(explicit)
+    return own if own is not None else tuple(fallback)
+
+
+def marker_kwargs(variation: Variation) -> dict[str, Any]:
+    """The variation's scalar parameters, which ``-m "millrun(name=value)"`` can select."""
+    return {k: v for k, v in variation.items() if isinstance(v, SCALARS)}
+
+
+def _check_suite_keys(data: Mapping[Any, Any], source: str, loc: Locations) -> None:
+    unknown = [k for k in data if k not in SUITE_KEYS]
+    if not unknown:
+        return
+    known = [k for k in data if k in SUITE_KEYS or _closest(k, SUITE_KEYS)]
+    if not known:
+        normalize_params(data, source)  # not a suite at all: the seed form's own error
+    key = next(k for k in unknown)
+    non_list = next(k for k in data if not _is_list(data[k]))
+    raise SuiteError(
+        f"{source}{loc.at(data, key)}: {key!r} is not a suite key{_did_you_mean(key, SUITE_KEYS)}. "
+        f"The file is read as a suite because the value of {non_list!r} is not a list, and a "
+        f"suite has only the keys {', '.join(SUITE_KEYS)}. Put parameters under 'constants', "
+        f"'grid' or 'variations', or make every value a list for the dict-of-lists form."
+    )
+
+
+def _section(
+    data: Mapping[Any, Any],
+    source: str,
+    loc: Locations,
+    label: str,
+    glob: str | None,
+    *,
+    top_level: bool = False,
+) -> Section:
+    where = f"{source}: {label}" if not top_level else source
+    if not top_level:
+        for key in data:
+            if key in SUB_SUITE_KEYS:
+                continue
+            if key in ("notebooks", "marks"):
+                fix = (
+                    "globs do not nest; list each glob at the top level's 'notebooks'"
+                    if key == "notebooks"
+                    else f"move the rule to the top level's 'marks' and give it notebooks: {glob!r}"
+                )
+                raise SuiteError(f"{where}{loc.at(data, key)}: {key!r} is not allowed here; {fix}.")
+            raise SuiteError(
+                f"{where}{loc.at(data, key)}: {key!r} is not a key of a notebooks "
+                f"entry{_did_you_mean(key, SUB_SUITE_KEYS)}. An entry holds "
+                f"{', '.join(SUB_SUITE_KEYS)}; put parameters under 'constants', 'grid' or "
+                f"'variations' (e.g. variations: {{{key}: [...]}})."
+            )
+    combined: list[Variation] = []
+    if "grid" in data:
+        combined += expand_grid(_grid(data["grid"], where, loc, data))
+    if "variations" in data:
+        value = data["variations"]
+        combined += normalize_params(value, f"{where}, 'variations'{loc.at(data, 'variations')}")
+    constants: Mapping[str, Any] = {}
+    if "constants" in data:
+        constants = data["constants"]
+        if not isinstance(constants, Mapping):
+            raise SuiteError(
+                f"{where}{loc.at(data, 'constants')}: 'constants' is a "
+                f"{type(constants).__name__}, not a mapping of parameter name to value. Write "
+                f"e.g. constants: {{max_nfev: 1}}."
+            )
+        _check_keys(constants, where, "'constants'")
+    # the variation's own keys first (papermill injects in this order), its own value wins
+    variations = [
+        {**v, **{k: c for k, c in constants.items() if k not in v}} for v in (combined or [{}])
+    ]
+    _refuse_duplicates(variations, where, label)
+    return Section(
+        label,
+        glob,
+        tuple(variations),
+        _components(data, "prepend", where, loc),
+        _components(data, "append", where, loc),
+    )
+
+
+def _grid(grid: Any, where: str, loc: Locations, parent: Any) -> Mapping[str, Sequence[Any]]:
+    if not isinstance(grid, Mapping):
+        raise SuiteError(
+            f"{where}{loc.at(parent, 'grid')}: 'grid' is a {type(grid).__name__}, not a mapping "
+            f"of parameter name to its list of values. Write e.g. grid: {{x: [1, 2], y: [a, b]}}."
+        )
+    if not grid:
+        raise SuiteError(
+            f"{where}{loc.at(parent, 'grid')}: 'grid' has no axes. Give each parameter its "
+            f"list of values (grid: {{x: [1, 2]}}), or remove 'grid'."
+        )
+    _check_keys(grid, where, "'grid'")
+    for key, values in grid.items():
+        if not _is_list(values):
+            raise SuiteError(
+                f"{where}{loc.at(grid, key)}: the grid axis {key!r} is a "
+                f"{type(values).__name__} ({_short(values)}), not a list of values. Write "
+                f"{key}: [{_short(values)}] for one value, or move it to 'constants'."
+            )
+        if not values:
+            raise SuiteError(
+                f"{where}{loc.at(grid, key)}: the grid axis {key!r} is empty, so the grid has "
+                f"no combinations and nothing would run. Give it at least one value, or "
+                f"remove the axis."
+            )
+    return grid
+
+
+def _components(
+    data: Mapping[Any, Any], key: str, where: str, loc: Locations
+) -> tuple[str, ...] | None:
+    if key not in data:
+        return None
+    value = data[key]
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not _is_list(value) or not all(isinstance(v, str) and v for v in value):
+        raise SuiteError(
+            f"{where}{loc.at(data, key)}: {key!r} must be a list of components (parameter "
+            f"names or literal text), not {_short(value)}. Write e.g. {key}: [region, x]."
+        )
+    return tuple(value)
+
+
+def _notebook_sections(value: Any, source: str, loc: Locations) -> tuple[Section, ...]:
+    if not isinstance(value, Mapping):
+        raise SuiteError(
+            f"{source}: 'notebooks' is a {type(value).__name__}, not a mapping of glob to "
+            f"suite. Write e.g. notebooks: {{'calibrate.ipynb': {{constants: {{max_nfev: 1}}}}}}."
+        )
+    sections: list[Section] = []
+    for glob, entry in value.items():
+        if not isinstance(glob, str) or not glob.strip():
+            raise SuiteError(
+                f"{source}{loc.at(value, glob)}: the notebooks key {glob!r} is not a glob. Use "
+                f"a path relative to the params file's folder, such as 'sub/*.ipynb'."
+            )
+        label = f"notebooks {glob!r}"
+        if entry is None:
+            entry = {}
+        if _is_list(entry):
+            entry = {"variations": entry}
+        elif not isinstance(entry, Mapping):
+            raise SuiteError(
+                f"{source}{loc.at(value, glob)}: {label} is a {type(entry).__name__}, not a "
+                f"suite (a mapping with grid, variations, constants, prepend, append) or a "
+                f"list of variations."
+            )
+        section = _section(entry, source, loc, label, glob)
+        position = loc.of(value, glob)
+        sections.append(dataclasses.replace(section, line=position[0] if position else None))
+    return tuple(sections)
+
+
+def _mark_rules(value: Any, source: str, loc: Locations) -> tuple[MarkRule, ...]:
+    example = '{where: {x: 3}, xfail: "known drift"}'
+    if not _is_list(value):
+        raise SuiteError(
+            f"{source}: 'marks' is a {type(value).__name__}, not a list of rules. Write e.g. "
+            f"marks: [{example}]."
+        )
+    rules: list[MarkRule] = []
+    for index, rule in enumerate(value):
+        position = loc.of(value, index)
+        at = f" at line {position[0]}, column {position[1]}" if position else ""
+        label = f"marks rule {index + 1}{at}"
+        if not isinstance(rule, Mapping):
+            raise SuiteError(
+                f"{source}: {label} is a {type(rule).__name__}, not a mapping. Write e.g. "
+                f"{example}."
+            )
+        names = [k for k in rule if k not in RULE_KEYS]
+        if len(names) != 1:
+            hints = "".join(
+                f" ({k!r}: did you mean {close!r}?)"
+                for k in names
+                if (close := _closest(k, RULE_KEYS)) is not None
+            )
+            raise SuiteError(
+                f"{source}: {label} names {len(names)} marks ({', '.join(map(repr, names))})"
+                f"{hints}. A rule has optional notebooks, where and ids, and exactly one mark "
+                f"(skip, xfail or a marker name) with its reason, e.g. {example}."
+            )
+        name = names[0]
+        reason = rule[name]
+        if not isinstance(name, str) or not name.isidentifier() or name in RESERVED_MARKS:
+            raise SuiteError(
+                f"{source}: {label} uses the mark {name!r}, which a rule cannot set. Use skip, "
+                f"xfail or a plain marker name (not {', '.join(RESERVED_MARKS)})."
+            )
+        if reason is True:
+            reason = None
+        if reason is not None and not isinstance(reason, str):
+            raise SuiteError(
+                f"{source}: {label}: the reason of {name!r} is {_short(reason)}; give a text "
+                f"(or true for none)."
+            )
+        where = rule.get("where", {}) or {}
+        if not isinstance(where, Mapping):
+            raise SuiteError(
+                f"{source}: {label}: 'where' is a {type(where).__name__}, not a mapping of "
+                f"parameter to value, e.g. where: {{region: us}}."
+            )
+        globs = {}
+        for key in ("notebooks", "ids"):
+            if key in rule and not isinstance(rule[key], str):
+                raise SuiteError(
+                    f"{source}: {label}: {key!r} must be one glob as text, not {_short(rule[key])}."
+                )
+            globs[key] = rule.get(key)
+        rules.append(
+            MarkRule(
+                label=f"{label} ({_describe_rule(rule, name)})",
+                line=position[0] if position else None,
+                name=name,
+                reason=reason,
+                notebooks=globs["notebooks"],
+                where=dict(where),
+                ids=globs["ids"],
+            )
+        )
+    return tuple(rules)
+
+
+def _describe_rule(rule: Mapping[str, Any], name: str) -> str:
+    parts = [name]
+    if "notebooks" in rule:
+        parts.append(f"notebooks {rule['notebooks']!r}")
+    if rule.get("where"):
+        parts.append("where " + ", ".join(f"{k}={v!r}" for k, v in rule["where"].items()))
+    if "ids" in rule:
+        parts.append(f"ids {rule['ids']!r}")
+    return " ".join(parts)
+
+
+def _refuse_duplicates(variations: Sequence[Variation], where: str, label: str) -> None:
+    seen: dict[str, int] = {}
+    for index, variation in enumerate(variations):
+        try:
+            key = json.dumps(variation, sort_keys=True, default=repr)
+        except (TypeError, ValueError, RecursionError):
+            key = repr(variation)
+        if key in seen:
+            raise SuiteError(
+                f"{where}: {label} gets the variation {_short(variation)} twice (numbers "
+                f"{seen[key]} and {index}, grid combinations first, then 'variations'), so "
+                f"both would run the same values into the same output name. Remove one of "
+                f"them or change a value."
+            )
+        seen[key] = index
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, and not merely because True == 1."""
+    return isinstance(a, bool) == isinstance(b, bool) and bool(a == b)
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def _closest(key: Any, choices: Sequence[str]) -> str | None:
+    if not isinstance(key, str):
+        return None
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _did_you_mean(key: Any, choices: Sequence[str]) -> str:
+    close = _closest(key, choices)
+    return f" (did you mean {close!r}?)" if close else ""
+
+
+def _count(n: int) -> str:
+    return f"{n} variation{'s' if n != 1 else ''}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
