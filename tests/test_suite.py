@@ -263,7 +263,7 @@ def test_a_notebook_matched_by_two_globs_is_an_error_naming_both(tmp_path: Path)
             "grid: {x: [1]}\nvariations: [{x: 1}]\n",
             r"gets the variation \{'x': 1\} twice",
         ),
-        ("grid: {'not ok': [1]}\n", r"'not ok', which is not a valid Python parameter name"),
+        ("grid: {'': [1]}\n", r"the key '', which is not a parameter name"),
         ("notebooks: [a]\nconstants: {}\n", r"'notebooks' is a list, not a mapping of glob"),
         (
             "notebooks:\n  a.ipynb:\n    x: [1, 2]\n",
