@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
-from . import engine, expected_errors, failures
+from . import engine, expected_errors, failures, kernel_faulthandler
 from .discovery import (
     OUTPUT_MARKER,
     NotebookError,
@@ -544,8 +544,7 @@ class _KernelSandbox:
             return ""
         if not text:
             return ""
-        tail = "\n".join(text.splitlines()[-lines:])
-        return f" The kernel's last output was:\n{failures.indent(tail)}"
+        return f" The kernel's last output was:\n{failures.indent(failures.crash_lines(text))}"
 
 
 def _reap(process: KernelProcess) -> None:
@@ -606,8 +605,24 @@ def _quick_ready_client_class() -> type:
                 except Empty:
                     continue  # IOPub not subscribed yet: ask again
                 self._handle_kernel_info_reply(reply)
+                if reply["content"].get("implementation") == "ipython":
+                    await self._silently(kernel_faulthandler.request_code(), deadline)
                 return
             raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
+
+        async def _silently(self, code: str, deadline: float) -> None:
+            """Run ``code`` before the first cell: no output, no execution count, no history."""
+            msg_id = self.execute(code, silent=True, store_history=False)
+            while time.monotonic() < deadline:
+                try:
+                    reply = await self.shell_channel.get_msg(timeout=1)
+                except Empty:
+                    if not await self._async_is_alive():
+                        raise RuntimeError("Kernel died before running its first cell") from None
+                    continue
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    return
+            raise RuntimeError("Kernel didn't answer its set-up request in time")
 
     return QuickReadyClient
 

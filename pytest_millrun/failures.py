@@ -302,6 +302,28 @@ def unencodable_keys(parameters: Mapping[str, Any]) -> list[str]:
     return [key for key, value in parameters.items() if not encodable(key) or not encodable(value)]
 
 
+def crash_lines(log: str, lines: int = 8, frames: int = 12) -> str:
+    """What to quote of a dead kernel's log: its last lines, or the heart of a crash dump.
+
+    A faulthandler dump (``Fatal Python error: ...``) lists every thread, the
+    crashing one (``Current thread``) wherever it falls among them, so its last
+    lines are the bottom of some stack: quote the error line and the crashing
+    thread's innermost frames instead.
+    """
+    all_lines = log.strip().splitlines()
+    starts = [i for i, line in enumerate(all_lines) if line.startswith("Fatal Python error")]
+    if not starts:
+        return "\n".join(all_lines[-lines:])
+    dump = all_lines[starts[-1] :]
+    current = next((i for i, line in enumerate(dump) if line.startswith("Current thread")), None)
+    if current is None:
+        return "\n".join(dump[: frames + 2])
+    block = dump[current : current + frames + 1]
+    if "" in block:
+        block = block[: block.index("")]
+    return "\n".join([dump[0], "", *block])
+
+
 def sentence(text: str) -> str:
     """Text to go inside a sentence of ours: no full stop of its own at the end."""
     return text.rstrip().rstrip(".")

@@ -194,3 +194,26 @@ def test_jupyter_cell_tags_and_a_notebook_without_kernel(pytester: pytest.Pytest
     assert "papermill-error-cell-tag" in failed["cells"][3]["metadata"]["tags"]
     assert failed["cells"][2]["outputs"][0]["ename"] == "ValueError"  # still there
     assert failed["cells"][4]["outputs"][0]["ename"] == "KeyError"
+
+
+@pytest.mark.usefixtures("kernel_start")
+def test_a_segfault_report_quotes_the_faulthandler_dump_of_the_crashing_cell(
+    pytester: pytest.Pytester,
+) -> None:
+    crash = "import ctypes, faulthandler\nfaulthandler.enable()\nctypes.string_at(0)"
+    write_notebook(pytester.path / "nbs" / "segv.ipynb", [crash])
+    write_params(pytester.path / "p.json", {"x": [1, 2]})
+    result = pytester.runpytest("--millrun-params", "p.json", "nbs")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "DeadKernelError: the kernel died in cell [[]3[]] (killed by SIGSEGV)",
+            "*The kernel's last output was:",
+            "    Fatal Python error: Segmentation fault",
+            "    Current thread * (most recent call first):",
+            "      File *ctypes*, line * in string_at",
+            "      File *, line 3 in <module>",
+        ]
+        * 2,
+        consecutive=False,
+    )
