@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import functools
 import os
 import shutil
@@ -273,11 +274,12 @@ def execute_notebook(
                 watchdog.cancel()
             _keep_partial(partial, output, checked=error is not None or interrupted or retry)
     if retry:  # the fork template could not serve: run this one again the usual way
-        return execute_notebook(
+        again = execute_notebook(
             notebook, output, parameters, variation_id=variation_id, kernel_name=kernel_name,
             cell_timeout=cell_timeout, notebook_timeout=notebook_timeout, kernel_start="spawn",
             option_names=option_names, **papermill_kwargs,
         )  # fmt: skip
+        return dataclasses.replace(again, notes=(*notes, *again.notes))
     if interrupted:
         raise ExecutionInterrupted(
             finish("interrupted", Failure("interrupted", "Interrupted by a signal."))
