@@ -15,6 +15,8 @@ import pytest
 
 from conftest import write_notebook, write_params
 from pytest_millrun import RunFailedError, execute_run
+from pytest_millrun.execute import execute_notebook
+from pytest_millrun.naming import partial_path
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -94,35 +96,30 @@ def test_cli_names_its_own_options_and_says_each_failure_once(tmp_path: Path) ->
 
 @pytest.mark.usefixtures("kernel_start")
 def test_errors_before_the_first_cell_say_what_failed(tmp_path: Path) -> None:
+    # the execution layer itself, below the front ends' checks before a run (which refuse
+    # unwritable folders and lone surrogates in params files up front)
     notebook = write_notebook(tmp_path / "nbs" / "a.ipynb")
-    # the hidden partial output cannot be written (as a read-only folder would refuse it)
-    (tmp_path / "taken" / ".0-a.partial.ipynb").mkdir(parents=True)
-    (tmp_path / "file").write_text("not a folder")
+    taken = tmp_path / "taken" / "0-a.ipynb"
+    partial_path(taken).mkdir(parents=True)  # the hidden partial name cannot be written
     runs = {
-        "taken": ([{"x": 1}], tmp_path / "taken"),
-        "folder": ([{"x": 1}], tmp_path / "file" / "out"),
-        "encoding": ([{"x": "\ud800", "y": 2}], tmp_path / "enc"),
+        "taken": ({"x": 1}, taken),
+        "encoding": ({"x": "\ud800", "y": 2}, tmp_path / "enc" / "0-a.ipynb"),
     }
     messages = {}
-    for name, (variations, out) in runs.items():
-        with pytest.raises(RunFailedError) as info:
-            execute_run(notebook, variations, output_dir=out)
-        [failure] = info.value.failures
-        assert failure.error is not None
-        messages[name] = failure.error.message
+    for name, (variation, output) in runs.items():
+        result = execute_notebook(notebook, output, variation)
+        assert result.error is not None
+        messages[name] = result.error.message
     for message in messages.values():
         assert "could not start" not in message, message
         assert "ipykernel" not in message, message
     assert messages["taken"].startswith(
         "Writing the output notebook failed before the first cell: IsADirectoryError"
     )
-    assert str(tmp_path / "taken" / ".0-a.partial.ipynb") in messages["taken"]
-    assert messages["folder"].startswith(f"The output folder {tmp_path / 'file' / 'out'} cannot")
-    assert "Nothing ran" in messages["folder"]
+    assert str(partial_path(taken)) in messages["taken"]
     assert messages["encoding"].startswith("The parameter 'x' of this variation cannot be written")
     # what the failed write left behind does not block the next run into the same folder
-    [result] = execute_run(notebook, [{"x": 1}], output_dir=tmp_path / "enc")
-    assert result.passed
+    assert execute_notebook(notebook, tmp_path / "enc" / "0-a.ipynb", {"x": 1}).passed
 
 
 @pytest.mark.usefixtures("kernel_start")
