@@ -43,6 +43,7 @@ from .execute import (
     execute_notebook,
     kernels_ahead,
 )
+from .failures import API_OPTION_NAMES, OptionNames
 from .naming import check_output_folder, mirrored_folder, name_variations, safe_output_path
 from .params import BulkParams, Variation
 from .suite import MillrunSuiteWarning, Suite, pick_components, resolve_suite
@@ -71,6 +72,8 @@ class RunOptions:
     kernel_start: KernelStart = "auto"
     preload: tuple[str, ...] = ()
     papermill_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: How the front end spells the options a failure's advice names.
+    option_names: OptionNames = API_OPTION_NAMES
 
 
 class RunFailedError(Exception):
@@ -303,6 +306,7 @@ def run_job(job: Job, options: RunOptions) -> ExecutionResult:
         notebook_timeout=options.notebook_timeout,
         kernel_start=options.kernel_start,
         preload=options.preload,
+        option_names=options.option_names,
         **options.papermill_kwargs,
     )
 

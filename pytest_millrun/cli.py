@@ -21,6 +21,7 @@ import click
 from .api import RunInterrupted, RunOptions, plan_run, process_pool, run_jobs
 from .discovery import MillrunParameterWarning, UndeclaredParameterError
 from .execute import ExecutionResult, cell_words, resolve_kernel_start
+from .failures import OptionNames
 from .naming import OutputPathError
 from .params import ParamsError
 from .suite import MillrunSuiteWarning, load_suite
@@ -28,6 +29,8 @@ from .suite import MillrunSuiteWarning, load_suite
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: The options a failure's advice names, as this command spells them.
+OPTION_NAMES = OptionNames("--timeout", "--notebook-timeout", "--kernel", "--output-dir")
 
 
 def _components(value: str | None) -> list[str]:
@@ -178,6 +181,7 @@ def main(
         notebook_timeout=notebook_timeout,
         kernel_start=resolve_kernel_start(kernel_start),
         preload=tuple(_components(preload)),
+        option_names=OPTION_NAMES,
     )
     progress = _Progress(len(jobs), min(workers, len(jobs)), bar=not no_progress and _is_tty())
     started = time.monotonic()
@@ -267,11 +271,11 @@ def _summary(results: Sequence[ExecutionResult], seconds: float, interrupted: in
             error = r.error
             where = cell_words(error.cell_index, error.exec_count) if error else ""
             click.echo(f"  {r.notebook} [{r.variation_id}]{where}")
-            if error is not None:
-                click.echo(f"    {error.ename or error.kind}: {error.evalue or error.message}")
-                if error.kind != "cell":
-                    click.echo(f"    {error.message}")
+            for line in error.summary_lines() if error is not None else ():
+                click.echo(f"    {line}")
             click.echo(f"    output: {r.output or 'none written'}")
+    for note in sorted({note for r in results for note in r.notes}):
+        click.secho(f"note: {note}", fg="yellow")
     parts = [f"{passed} passed", f"{len(failures)} failed"]
     if interrupted:
         parts.append(f"{len(cut)} interrupted, {interrupted} not run")

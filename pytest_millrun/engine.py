@@ -16,6 +16,17 @@ what papermill's engine gives; so is what is saved when a kernel dies, a
 timeout fires or the run is interrupted -- then the end-of-run write stays.
 Papermill's time-based autosave during a long cell is untouched.
 
+Two things papermill's engine gets wrong for a run that stops early, and for
+the way millrun calls it, are put right here, before the first write:
+
+* a run stopped by a timeout, a dead kernel or a signal marks the cell that was
+  running as failed (``exception``, status ``failed``), as papermill marks a
+  cell that raised; the cells after it stay ``pending`` instead of being
+  marked ``completed`` by papermill's clean-up;
+* ``metadata.papermill.input_path`` / ``output_path`` are the paths the caller
+  names (``millrun_paths``), not the notebook object millrun passes in nor the
+  hidden partial file it writes to.
+
 Registered with papermill's engine registry under :data:`ENGINE_NAME` the first
 time it is asked for; used unless the caller names an engine of their own.
 """
@@ -43,6 +54,20 @@ def _engine_class() -> type:
     class OncePerCellManager(NotebookExecutionManager):  # type: ignore[misc]
         deferring = False
         ended_normally = False
+        started_index: int | None = None
+
+        def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+            self.started_index = cell_index
+            super().cell_start(cell, cell_index, **kwargs)
+
+        def mark_stopped_cell(self) -> None:
+            """The run stopped inside a cell without an error of the cell's own: fail it."""
+            index = self.started_index
+            if index is None:
+                return
+            cell = self.nb.cells[index]
+            if cell.metadata.papermill.get("status") != self.FAILED:
+                self.cell_exception(cell, cell_index=index)
 
         def save(self, **kwargs: Any) -> None:
             if kwargs.get("nb") is not None:
@@ -79,8 +104,13 @@ def _engine_class() -> type:
             progress_bar: bool = True,
             log_output: bool = False,
             autosave_cell_every: int = 30,
+            millrun_paths: tuple[str, str] | None = None,
             **kwargs: Any,
         ) -> Any:
+            if millrun_paths is not None:
+                nb.metadata.papermill["input_path"], nb.metadata.papermill["output_path"] = (
+                    millrun_paths
+                )
             # papermill's Engine.execute_notebook with this manager, which also learns
             # whether the run ended normally
             nb_man = OncePerCellManager(
@@ -94,6 +124,9 @@ def _engine_class() -> type:
             try:
                 cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
                 nb_man.ended_normally = True  # papermill.execute_notebook writes it next
+            except BaseException:
+                nb_man.mark_stopped_cell()
+                raise
             finally:
                 nb_man.cleanup_pbar()
                 nb_man.notebook_complete()

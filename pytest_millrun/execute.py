@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import functools
-import json
 import os
 import shutil
 import signal
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
-from . import engine
+from . import engine, expected_errors, failures, kernel_faulthandler
 from .discovery import (
     OUTPUT_MARKER,
     NotebookError,
@@ -46,12 +46,15 @@ from .discovery import (
     is_output_notebook,
     read_notebook_json,
 )
+from .failures import API_OPTION_NAMES, Failure, OptionNames, cell_words, format_failure
 from .naming import OutputPathError, check_output_folder, partial_path
 from .params import Variation
 
 Status = Literal["passed", "failed", "interrupted"]
 KernelStart = Literal["auto", "fork", "spawn"]
 KERNEL_START_MODES: tuple[KernelStart, ...] = ("auto", "fork", "spawn")
+#: The kernel of a notebook whose metadata names none (nbclient's and nbmake's choice too).
+DEFAULT_KERNEL = "python3"
 
 
 class KernelProcess(Protocol):
@@ -119,33 +122,6 @@ _LIVE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
-class Failure:
-    """Why a variation failed, in the terms of papermill's ``PapermillExecutionError``.
-
-    ``kind`` is one of ``cell`` (an exception in a cell), ``timeout``,
-    ``kernel-died``, ``kernel-start``, ``interrupted`` or ``error``.  The cell
-    fields are filled whenever the failure happened inside a cell.
-    """
-
-    kind: str
-    message: str
-    ename: str = ""
-    evalue: str = ""
-    cell_index: int | None = None
-    exec_count: int | None = None
-    source: str = ""
-    traceback: tuple[str, ...] = ()
-
-    @property
-    def headline(self) -> str:
-        """The report's first line: ``ename: evalue``, with the cell where there is one."""
-        where = cell_words(self.cell_index, self.exec_count)
-        if self.kind == "cell":
-            return f"{self.ename}: {self.evalue}{where}"
-        return f"{self.ename or self.kind}: {self.evalue or self.message.split('. ')[0]}"
-
-
-@dataclass(frozen=True)
 class ExecutionResult:
     """The outcome of one (notebook, variation) pair."""
 
@@ -156,6 +132,8 @@ class ExecutionResult:
     status: Status
     duration: float
     error: Failure | None = None
+    #: What a person should know about a run that is not a failure (the kernel it defaulted to).
+    notes: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -174,24 +152,6 @@ class OverwriteError(ValueError):
     """Raised instead of writing over a file that is not an output of this tool."""
 
 
-def format_failure(result: ExecutionResult) -> str:
-    """The plain-text failure report shared by pytest's ``repr_failure`` and the CLI."""
-    error = result.error
-    assert error is not None
-    lines = [error.headline, ""]
-    if error.source:
-        lines += ["Cell source:", _indent(error.source), ""]
-    if error.traceback:
-        lines += ["Traceback:", _indent("\n".join(error.traceback)), ""]
-    if error.kind != "cell":
-        lines += [error.message, ""]
-    lines.append(f"Notebook:  {result.notebook}")
-    lines.append(f"Variation: [{result.variation_id}] {_short_params(result.parameters)}")
-    if result.output is not None and result.output.exists():
-        lines.append(f"Output:    {result.output}")
-    return "\n".join(lines)
-
-
 def execute_notebook(
     notebook: Path,
     output: Path,
@@ -203,6 +163,7 @@ def execute_notebook(
     notebook_timeout: float | None = None,
     kernel_start: KernelStart = "auto",
     preload: Sequence[str] = (),
+    option_names: OptionNames = API_OPTION_NAMES,
     **papermill_kwargs: Any,
 ) -> ExecutionResult:
     """Run ``notebook`` with ``parameters`` through papermill and save it to ``output``.
@@ -216,7 +177,10 @@ def execute_notebook(
     template (see :mod:`pytest_millrun.forkserver`) where the kernelspec runs
     ipykernel on this interpreter, ``spawn`` as papermill does, or ``auto``
     (``$MILLRUN_KERNEL_START`` if set, else fork where it can serve).
-    ``preload`` names modules the fork template imports once.
+    ``preload`` names modules the fork template imports once.  A notebook
+    whose metadata names no kernel runs on :data:`DEFAULT_KERNEL` (the result
+    notes it).  ``option_names`` are the calling front end's spellings of the
+    options that a failure's advice names.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -224,6 +188,7 @@ def execute_notebook(
     started = time.monotonic()
     notebook = absolute(notebook)
     output = Path(output)
+    notes: list[str] = []
 
     def finish(status: Status, error: Failure | None = None) -> ExecutionResult:
         return ExecutionResult(
@@ -234,6 +199,7 @@ def execute_notebook(
             status=status,
             duration=time.monotonic() - started,
             error=error,
+            notes=tuple(notes),
         )
 
     try:
@@ -244,7 +210,16 @@ def execute_notebook(
     except (NotebookError, OverwriteError, OutputPathError) as exc:
         return finish("failed", Failure("error", str(exc)))
     except OSError as exc:  # the folder changed since the plan: this run fails, not the others
-        return finish("failed", Failure("error", f"Output folder {output.parent}: {exc}."))
+        return finish("failed", failures.output_folder_failure(exc, option_names))
+    if kernel_name is None and not nb.metadata.get("kernelspec", {}).get("name"):
+        kernel_name = DEFAULT_KERNEL  # as nbclient and nbmake do
+        notes.append(
+            f"{notebook.name} names no kernel in its metadata, so it ran on the default kernel "
+            f"{DEFAULT_KERNEL} (choose another with {option_names.kernel})."
+        )
+    if not papermill_kwargs.get("language") and not _notebook_language(nb):
+        # papermill needs the language to write the parameters; the kernel's spec knows it
+        papermill_kwargs["language"] = _kernel_language(kernel_name)
 
     partial = partial_path(output)
     with _KernelSandbox(resolve_kernel_start(kernel_start), tuple(preload)) as sandbox:
@@ -257,6 +232,8 @@ def execute_notebook(
             "kernel_name": kernel_name,
             "kernel_manager_class": sandbox.kernel_manager_class(),
         }
+        if engine_kwargs["engine_name"] == engine.ENGINE_NAME:  # the paths papermill would record
+            engine_kwargs["millrun_paths"] = (str(notebook), str(output))
         if cell_timeout is not None:
             engine_kwargs["execution_timeout"] = cell_timeout
         watchdog = None
@@ -271,16 +248,9 @@ def execute_notebook(
                 nb, str(partial), parameters=dict(parameters), **engine_kwargs
             )
         except PapermillExecutionError as exc:
-            error = Failure(
-                kind="cell",
-                message=f"{exc.ename}: {exc.evalue}",
-                ename=exc.ename,
-                evalue=exc.evalue,
-                cell_index=exc.cell_index,
-                exec_count=exc.exec_count,
-                source=exc.source,
-                traceback=tuple(_strip_color(line) for line in exc.traceback),
-            )
+            standing = expected_errors.settle(partial, exc)  # raises-exception cells may pass
+            if standing is not None:
+                error = failures.cell_failure(standing)
         except KeyboardInterrupt:
             interrupted = True
         except Exception as exc:
@@ -289,23 +259,71 @@ def execute_notebook(
             elif sandbox.signalled(exc):
                 interrupted = True
             else:
-                error = _explain(exc, notebook, partial, sandbox, kernel_name, notebook_timeout)
+                error = failures.explain(
+                    exc,
+                    notebook=notebook,
+                    partial=partial,
+                    kernel=sandbox,
+                    kernel_name=kernel_name,
+                    parameters=parameters,
+                    notebook_timeout=notebook_timeout,
+                    names=option_names,
+                )
         finally:
             if watchdog is not None:
                 watchdog.cancel()
-            if partial.exists():
-                os.replace(partial, output)
+            _keep_partial(partial, output, checked=error is not None or interrupted or retry)
     if retry:  # the fork template could not serve: run this one again the usual way
-        return execute_notebook(
+        again = execute_notebook(
             notebook, output, parameters, variation_id=variation_id, kernel_name=kernel_name,
             cell_timeout=cell_timeout, notebook_timeout=notebook_timeout, kernel_start="spawn",
-            **papermill_kwargs,
+            option_names=option_names, **papermill_kwargs,
         )  # fmt: skip
+        return dataclasses.replace(again, notes=(*notes, *again.notes))
     if interrupted:
         raise ExecutionInterrupted(
             finish("interrupted", Failure("interrupted", "Interrupted by a signal."))
         )
     return finish("failed" if error else "passed", error)
+
+
+def _notebook_language(nb: Any) -> str | None:
+    """The language papermill reads from a notebook (``language_info``, then the kernelspec)."""
+    metadata = nb.metadata
+    name = metadata.get("language_info", {}).get("name")
+    return name or metadata.get("kernelspec", {}).get("language") or None
+
+
+def _kernel_language(kernel_name: str | None) -> str | None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    if kernel_name is None:
+        return None
+    try:
+        language: str = KernelSpecManager().get_kernel_spec(kernel_name).language
+    except NoSuchKernel:
+        return None  # the run then fails saying no such kernel is installed
+    return language or None
+
+
+def _keep_partial(partial: Path, output: Path, *, checked: bool) -> None:
+    """Give the partial output its final name; after a failure, only if it is a whole notebook.
+
+    A write cut short (a value that cannot be encoded, a full disk, a signal)
+    leaves a truncated file, which would then block the next run as "not an
+    output of millrun".
+    """
+    if not partial.is_file():
+        return
+    if checked:
+        try:
+            whole = is_output_notebook(read_notebook_json(partial))
+        except NotebookError:
+            whole = False
+        if not whole:
+            partial.unlink()
+            return
+    os.replace(partial, output)
 
 
 def check_output_target(notebook: Path, output: Path) -> None:
@@ -341,123 +359,6 @@ def _load_input(notebook: Path, variation_id: str) -> Any:
         raise NotebookError(f"Notebook {notebook} is not a valid notebook: {exc}") from None
     nb.metadata[OUTPUT_MARKER] = {"input": str(notebook), "variation": variation_id}
     return nb
-
-
-def _explain(
-    exc: Exception,
-    notebook: Path,
-    partial: Path,
-    sandbox: _KernelSandbox,
-    kernel_name: str | None,
-    notebook_timeout: float | None,
-) -> Failure:
-    """Phrase an exception raised outside a cell's own code as one paragraph with a fix."""
-    from jupyter_client.kernelspec import NoSuchKernel
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    cell = _running_cell(partial)
-    where = cell_words(cell.get("cell_index"), cell.get("exec_count"))
-    if sandbox.timed_out:
-        return Failure(
-            "timeout",
-            f"Timed out after {notebook_timeout:g} s{where}: the whole-notebook time limit "
-            f"stopped the kernel. The cells that ran are saved in the output. Raise the limit "
-            f"(--millrun-notebook-timeout / notebook_timeout) or make the notebook faster.",
-            ename="TimeoutError",
-            evalue=f"timed out after {notebook_timeout:g} s{where}",
-            **cell,
-        )
-    if isinstance(exc, CellTimeoutError):
-        return Failure(
-            "timeout",
-            f"Timed out{where}: the cell ran longer than the per-cell limit "
-            f"({_first_line(str(exc))}). Raise the limit (--millrun-timeout / timeout) "
-            f"or make the cell faster.",
-            ename="TimeoutError",
-            evalue=f"the per-cell time limit ran out{where}",
-            **cell,
-        )
-    if isinstance(exc, DeadKernelError) and sandbox.started:
-        return Failure(
-            "kernel-died",
-            f"The kernel died{where} ({sandbox.exit_description()}). Everything up to that "
-            f"cell is saved in the output. A kernel dies when the code calls os._exit, "
-            f"crashes in native code or runs out of memory.{sandbox.log_tail()}",
-            ename="DeadKernelError",
-            evalue=f"the kernel died{where} ({sandbox.exit_description()})",
-            **cell,
-        )
-    if isinstance(exc, NoSuchKernel):
-        installed = _installed_kernels()
-        return Failure(
-            "kernel-start",
-            f"No kernel named {exc.name!r} is installed, so {notebook.name} cannot start "
-            f"(installed: {installed or 'none'}). Install one (python -m ipykernel install "
-            f"--user --name {exc.name}) or choose an installed kernel with --millrun-kernel "
-            f"/ kernel_name.",
-            ename="NoSuchKernel",
-            evalue=str(exc.name),
-        )
-    if isinstance(exc, ValueError) and "kernel" in str(exc).lower():
-        return Failure(
-            "kernel-start",
-            f"{notebook.name} names no kernel in its metadata and none was given: "
-            f"{_first_line(str(exc))}. Choose one with --millrun-kernel / kernel_name "
-            f"(e.g. python3), or save the notebook from Jupyter with a kernel selected.",
-            ename=type(exc).__name__,
-            evalue=str(exc),
-        )
-    if not cell:  # no cell started: the kernel never answered
-        return Failure(
-            "kernel-start",
-            f"The kernel{f' {kernel_name!r}' if kernel_name else ''} could not start: "
-            f"{type(exc).__name__}: {_first_line(str(exc))} ({sandbox.exit_description()}). "
-            f"Check that the kernel's environment can import ipykernel "
-            f"(python -m ipykernel_launcher --help).{sandbox.log_tail()}",
-            ename=type(exc).__name__,
-            evalue=str(exc),
-        )
-    return Failure(
-        "error",
-        f"Running the notebook failed outside its cells: {type(exc).__name__}: "
-        f"{_first_line(str(exc))}.{sandbox.log_tail()}",
-        ename=type(exc).__name__,
-        evalue=str(exc),
-        **cell,
-    )
-
-
-def _running_cell(partial: Path) -> dict[str, Any]:
-    """The cell that was running when execution stopped: the last one papermill started."""
-    try:
-        cells = read_notebook_json(partial)["cells"]
-    except (NotebookError, KeyError):
-        return {}
-    for index in range(len(cells) - 1, -1, -1):
-        meta = cells[index].get("metadata", {}).get("papermill", {})
-        if meta.get("start_time"):
-            source = cells[index].get("source", "")
-            return {
-                "cell_index": index,
-                "exec_count": cells[index].get("execution_count"),
-                "source": "".join(source) if isinstance(source, list) else source,
-            }
-    return {}
-
-
-def cell_words(cell_index: int | None, exec_count: int | None) -> str:
-    """`` in cell [3]`` (the execution count, as Jupyter shows it), or the index if it never ran."""
-    if cell_index is None:
-        return ""
-    if exec_count is None:
-        return f" in cell index {cell_index}"
-    return f" in cell [{exec_count}]"
-
-
-def _installed_kernels() -> str:
-    from jupyter_client.kernelspec import find_kernel_specs
-
-    return ", ".join(sorted(find_kernel_specs()))
 
 
 class _KernelSandbox:
@@ -568,8 +469,9 @@ class _KernelSandbox:
             _fork_broken.set()
         if first:
             warnings.warn(
-                f"Fork kernel start is unavailable here ({_first_line(str(exc))}); kernels are "
-                f"spawned the usual way instead, which is slower but otherwise the same.",
+                f"Fork kernel start is unavailable here ({failures.first_line(str(exc))}); "
+                f"kernels are spawned the usual way instead, which is slower but otherwise "
+                f"the same.",
                 ForkFallbackWarning,
                 stacklevel=2,
             )
@@ -615,6 +517,9 @@ class _KernelSandbox:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(sig)
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def exit_description(self) -> str:
         process = self.process
         if process is None:
@@ -641,8 +546,7 @@ class _KernelSandbox:
             return ""
         if not text:
             return ""
-        tail = "\n".join(text.splitlines()[-lines:])
-        return f" The kernel's last output was:\n{_indent(tail)}"
+        return f" The kernel's last output was:\n{failures.indent(failures.crash_lines(text))}"
 
 
 def _reap(process: KernelProcess) -> None:
@@ -703,8 +607,24 @@ def _quick_ready_client_class() -> type:
                 except Empty:
                     continue  # IOPub not subscribed yet: ask again
                 self._handle_kernel_info_reply(reply)
+                if reply["content"].get("implementation") == "ipython":
+                    await self._silently(kernel_faulthandler.request_code(), deadline)
                 return
             raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
+
+        async def _silently(self, code: str, deadline: float) -> None:
+            """Run ``code`` before the first cell: no output, no execution count, no history."""
+            msg_id = self.execute(code, silent=True, store_history=False)
+            while time.monotonic() < deadline:
+                try:
+                    reply = await self.shell_channel.get_msg(timeout=1)
+                except Empty:
+                    if not await self._async_is_alive():
+                        raise RuntimeError("Kernel died before running its first cell") from None
+                    continue
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    return
+            raise RuntimeError("Kernel didn't answer its set-up request in time")
 
     return QuickReadyClient
 
@@ -724,33 +644,13 @@ def _kill_leftover_kernels() -> None:
             process.wait(timeout=2)
 
 
-def _strip_color(text: str) -> str:
-    from papermill.exceptions import strip_color
-
-    return str(strip_color(text))
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
-
-
-def _indent(text: str) -> str:
-    return "\n".join("    " + line for line in text.splitlines())
-
-
-def _short_params(parameters: Variation, limit: int = 200) -> str:
-    try:
-        text = json.dumps(parameters, default=repr, sort_keys=False)
-    except (RecursionError, ValueError):  # too deep or circular to show
-        text = "{" + ", ".join(f'"{key}": ...' for key in parameters) + "}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 __all__ = [
     "ExecutionInterrupted",
     "ExecutionResult",
     "Failure",
+    "OptionNames",
     "OverwriteError",
+    "cell_words",
     "check_output_target",
     "execute_notebook",
     "format_failure",

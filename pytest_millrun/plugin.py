@@ -31,6 +31,7 @@ from .discovery import (
     read_notebook_json,
 )
 from .execute import KERNEL_START_MODES, KernelStart
+from .failures import OptionNames
 from .marking import (
     check_mark_names,
     configure_marks,
@@ -148,6 +149,21 @@ _OPTIONS = (
         flag=True,
     ),
 )
+
+
+def _option_names() -> OptionNames:
+    """The flags a failure's advice names, as this plugin spells them."""
+    cli = {option.name: option.cli for option in _OPTIONS}
+    return OptionNames(
+        timeout=cli["timeout"],
+        notebook_timeout=cli["notebook-timeout"],
+        kernel=cli["kernel"],
+        output_dir=cli["output-dir"],
+    )
+
+
+#: The report section that carries a run's notes (e.g. the kernel it defaulted to).
+NOTES_SECTION = "millrun"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -301,6 +317,22 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     settings = session.config.stash.get(settings_key, None)
     if settings is not None and settings.enabled:
         check_mark_names(session.config, settings.suite)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Repeat each run's notes once at the end, where a passing item's sections never show."""
+    title = f"Captured {NOTES_SECTION} call"
+    notes = sorted(
+        {
+            content
+            for reports in terminalreporter.stats.values()
+            for report in reports
+            for name, content in getattr(report, "sections", ())
+            if name == title
+        }
+    )
+    for note in notes:
+        terminalreporter.write_line(f"millrun: {note}")
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> NotebookFile | None:
@@ -472,9 +504,12 @@ class NotebookItem(pytest.Item):
             notebook_timeout=settings.notebook_timeout,
             kernel_start=settings.kernel_start,
             preload=settings.preload,
+            option_names=_option_names(),
         )
         self._start_next_kernel_ahead(settings)
         result = run_job(Job(self.path, self.variation, self.variation_id, self.output), options)
+        for note in result.notes:
+            self.add_report_section("call", NOTES_SECTION, note)
         if not result.passed:
             raise NotebookFailed(result)
 

@@ -129,3 +129,25 @@ def test_a_dead_kernel_leaves_the_cells_before_it_as_papermills_engine_does(
     # the dying cell itself may or may not have had its execute_input message read
     assert comparable(tmp_path / "ours.ipynb")["cells"][:3] == comparable(theirs)["cells"][:3]
     assert "kept" in "".join(comparable(theirs)["cells"][2]["outputs"][0]["text"])
+
+
+def test_papermill_metadata_is_what_a_plain_papermill_call_records(tmp_path: Path) -> None:
+    notebook = write_notebook(tmp_path / "nb.ipynb", ["result = x + y"])
+    output = tmp_path / "out" / "0-nb.ipynb"
+    assert execute_notebook(notebook, output, {"x": 5}).passed
+    ours = json.loads(output.read_text())
+    papermill.execute_notebook(str(notebook), str(output), parameters={"x": 5}, progress_bar=False)
+    theirs = json.loads(output.read_text())
+    times = {"start_time", "end_time", "duration"}
+
+    def fields(nb: dict[str, Any]) -> tuple[Any, ...]:
+        meta = {k: v for k, v in nb["metadata"]["papermill"].items() if k not in times}
+        cells = [
+            {k: v for k, v in cell["metadata"]["papermill"].items() if k not in times}
+            for cell in nb["cells"]
+        ]
+        return meta, cells, sorted(nb["metadata"]["papermill"])
+
+    assert ours["metadata"]["papermill"]["input_path"] == str(notebook)
+    assert ours["metadata"]["papermill"]["output_path"] == str(output)
+    assert fields(ours) == fields(theirs)

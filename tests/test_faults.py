@@ -90,7 +90,7 @@ def test_dead_kernel_fails_its_item_within_seconds_saying_how(
     [
         ("import sys\nsys.exit(1)", "failed", "SystemExit: 1 in cell [[]2[]]"),
         ("import sys\nsys.exit(0)", "passed", None),
-        ("raise KeyboardInterrupt", "failed", "KeyboardInterrupt:*in cell [[]2[]]"),
+        ("raise KeyboardInterrupt", "failed", "KeyboardInterrupt in cell [[]2[]]"),
     ],
     ids=["sys-exit-1", "sys-exit-0", "keyboard-interrupt"],
 )

@@ -1,0 +1,356 @@
+"""Phrasing a failed execution for a person: its headline, its report and the advice in it.
+
+Kept apart from running notebooks (:mod:`pytest_millrun.execute`) so that every
+front end phrases a failure the same way, and names its own options in the
+advice: the front end passes :class:`OptionNames`, never a hard-coded flag.
+Nothing here starts a kernel or imports papermill at module level.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .discovery import NotebookError, read_notebook_json
+from .params import Variation
+
+if TYPE_CHECKING:
+    from .execute import ExecutionResult
+
+
+@dataclass(frozen=True)
+class OptionNames:
+    """How one front end spells the options that a failure's advice names."""
+
+    timeout: str = "execution_timeout="
+    notebook_timeout: str = "notebook_timeout="
+    kernel: str = "kernel_name="
+    output_dir: str = "output_dir="
+
+
+#: The Python API's keyword arguments; the CLI and the plugin pass their own flags.
+API_OPTION_NAMES = OptionNames()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a variation failed, in the terms of papermill's ``PapermillExecutionError``.
+
+    ``kind`` is one of ``cell`` (an exception in a cell), ``timeout``,
+    ``kernel-died``, ``kernel-start``, ``interrupted`` or ``error``.  The cell
+    fields are filled whenever the failure happened inside a cell.
+    """
+
+    kind: str
+    message: str
+    ename: str = ""
+    evalue: str = ""
+    cell_index: int | None = None
+    exec_count: int | None = None
+    source: str = ""
+    traceback: tuple[str, ...] = ()
+
+    @property
+    def headline(self) -> str:
+        """The report's first line: ``ename: evalue``, with the cell where there is one."""
+        if self.kind == "cell":
+            return exception_words(self.ename, self.evalue) + cell_words(
+                self.cell_index, self.exec_count
+            )
+        if self.ename:  # the evalue of these already says where
+            return exception_words(self.ename, self.evalue)
+        return self.message.split(". ")[0].rstrip(".")
+
+    def summary_lines(self) -> list[str]:
+        """The failure in a line or two under its notebook and cell, each said once."""
+        if self.kind == "cell":
+            return [exception_words(self.ename, self.evalue)]
+        if self.ename:
+            return [exception_words(self.ename, self.evalue), self.message]
+        return [self.message]
+
+
+def exception_words(ename: str, evalue: str) -> str:
+    """``ValueError: bad``, or just ``AssertionError`` for an exception without a message."""
+    return f"{ename}: {evalue}" if evalue.strip() else ename
+
+
+def cell_words(cell_index: int | None, exec_count: int | None) -> str:
+    """`` in cell [3]``: the execution count, as Jupyter shows it beside the cell.
+
+    :func:`running_cell` fills in the count a started cell had or was about to
+    get, so one cell is always named the same way; the index is the fallback
+    for a cell that never started.
+    """
+    if cell_index is None:
+        return ""
+    if exec_count is None:
+        return f" in cell index {cell_index}"
+    return f" in cell [{exec_count}]"
+
+
+def format_failure(result: ExecutionResult) -> str:
+    """The plain-text failure report shared by pytest's ``repr_failure`` and the CLI."""
+    error = result.error
+    assert error is not None
+    lines = [error.headline if error.ename else error.message, ""]
+    if error.source:
+        lines += ["Cell source:", indent(error.source), ""]
+    if error.traceback:
+        lines += ["Traceback:", indent("\n".join(error.traceback)), ""]
+    if error.kind != "cell" and error.ename:
+        lines += [error.message, ""]
+    lines.append(f"Notebook:  {result.notebook}")
+    lines.append(f"Variation: [{result.variation_id}] {short_params(result.parameters)}")
+    if result.output is not None and result.output.exists():
+        lines.append(f"Output:    {result.output}")
+    return "\n".join(lines)
+
+
+def cell_failure(exc: Any) -> Failure:
+    """A ``PapermillExecutionError``: the exception a cell raised, where, and its traceback."""
+    from papermill.exceptions import strip_color
+
+    return Failure(
+        kind="cell",
+        message=exception_words(exc.ename, exc.evalue),
+        ename=exc.ename,
+        evalue=exc.evalue,
+        cell_index=exc.cell_index,
+        exec_count=exc.exec_count,
+        source=exc.source,
+        traceback=tuple(str(strip_color(line)) for line in exc.traceback),
+    )
+
+
+def output_folder_failure(exc: OSError, names: OptionNames) -> Failure:
+    """The output's folder cannot be made: nothing ran."""
+    return Failure(
+        "error",
+        f"The output folder {exc.filename} cannot be created: {type(exc).__name__}: "
+        f"{exc.strerror or exc}. Nothing ran. Choose a writable output folder with "
+        f"{names.output_dir}.",
+        ename=type(exc).__name__,
+        evalue=f"cannot create the output folder {exc.filename}: {exc.strerror or exc}",
+    )
+
+
+class KernelFacts(Protocol):
+    """What the phrasing needs to know about the kernel of the failed execution."""
+
+    started: bool
+    timed_out: bool
+
+    def alive(self) -> bool: ...
+    def exit_description(self) -> str: ...
+    def log_tail(self, lines: int = 8) -> str: ...
+
+
+def explain(
+    exc: Exception,
+    *,
+    notebook: Path,
+    partial: Path,
+    kernel: KernelFacts,
+    kernel_name: str | None,
+    parameters: Variation,
+    notebook_timeout: float | None,
+    names: OptionNames,
+) -> Failure:
+    """Phrase an exception raised outside a cell's own code as one paragraph with a fix."""
+    from jupyter_client.kernelspec import NoSuchKernel
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    cell = running_cell(partial)
+    where = cell_words(cell.get("cell_index"), cell.get("exec_count"))
+    if kernel.timed_out:
+        return Failure(
+            "timeout",
+            f"Timed out after {notebook_timeout:g} s{where}: the whole-notebook time limit "
+            f"stopped the kernel. The cells that ran are saved in the output. Raise the limit "
+            f"({names.notebook_timeout}) or make the notebook faster.",
+            ename="TimeoutError",
+            evalue=f"timed out after {notebook_timeout:g} s{where}",
+            **cell,
+        )
+    if isinstance(exc, CellTimeoutError):
+        return Failure(
+            "timeout",
+            f"Timed out{where}: the cell ran longer than the per-cell limit "
+            f"({sentence(first_line(str(exc)))}). Raise the limit ({names.timeout}) "
+            f"or make the cell faster.",
+            ename="TimeoutError",
+            evalue=f"the per-cell time limit ran out{where}",
+            **cell,
+        )
+    if isinstance(exc, DeadKernelError) and kernel.started:
+        return Failure(
+            "kernel-died",
+            f"The kernel died{where} ({kernel.exit_description()}). Everything up to that "
+            f"cell is saved in the output. A kernel dies when the code calls os._exit, "
+            f"crashes in native code or runs out of memory.{kernel.log_tail()}",
+            ename="DeadKernelError",
+            evalue=f"the kernel died{where} ({kernel.exit_description()})",
+            **cell,
+        )
+    if isinstance(exc, NoSuchKernel):
+        from jupyter_client.kernelspec import find_kernel_specs
+
+        installed = ", ".join(sorted(find_kernel_specs()))
+        return Failure(
+            "kernel-start",
+            f"No kernel named {exc.name!r} is installed, so {notebook.name} cannot start "
+            f"(installed: {installed or 'none'}). Install one (python -m ipykernel install "
+            f"--user --name {exc.name}) or choose an installed kernel with {names.kernel}.",
+            ename="NoSuchKernel",
+            evalue=str(exc.name),
+        )
+    if isinstance(exc, OSError) and exc.filename and Path(exc.filename).parent == partial.parent:
+        return Failure(
+            "error",
+            f"Writing the output notebook failed{where or ' before the first cell'}: "
+            f"{type(exc).__name__}: {exc.strerror or exc} ({exc.filename}). Check that the "
+            f"output folder is writable and has room, or choose another with "
+            f"{names.output_dir}.",
+            ename=type(exc).__name__,
+            evalue=f"cannot write {exc.filename}: {exc.strerror or exc}",
+            **cell,
+        )
+    if isinstance(exc, UnicodeError):
+        keys = unencodable_keys(parameters)
+        culprit = f"parameter {', '.join(map(repr, keys))}" if keys else "a parameter value"
+        return Failure(
+            "error",
+            f"The {culprit} of this variation cannot be written as UTF-8 "
+            f"({sentence(first_line(str(exc)))}), so neither the notebook nor the kernel can "
+            f"take it. Fix the value (a lone surrogate such as '\\ud800' comes from text "
+            f"decoded with errors='surrogateescape').",
+            ename=type(exc).__name__,
+            evalue=f"{culprit} cannot be encoded as UTF-8",
+        )
+    if not cell and kernel.started and not kernel.alive():  # the kernel ended before a cell
+        return Failure(
+            "kernel-start",
+            f"The kernel{f' {kernel_name!r}' if kernel_name else ''} could not start: "
+            f"{type(exc).__name__}: {sentence(first_line(str(exc)))} "
+            f"({kernel.exit_description()}). Check that the kernel's environment can import "
+            f"ipykernel (python -m ipykernel_launcher --help).{kernel.log_tail()}",
+            ename=type(exc).__name__,
+            evalue=str(exc),
+        )
+    if not cell and not kernel.started:
+        stage = "before its kernel started"
+    else:
+        stage = "outside its cells" if cell else "before its first cell"
+    return Failure(
+        "error",
+        f"Running the notebook failed {stage}{where}: {type(exc).__name__}: "
+        f"{sentence(first_line(str(exc)))}.{kernel.log_tail() if kernel.started else ''}",
+        ename=type(exc).__name__,
+        evalue=str(exc),
+        **cell,
+    )
+
+
+def running_cell(partial: Path) -> dict[str, Any]:
+    """The cell that was running when execution stopped: the last one papermill started.
+
+    Its execution count is the one the kernel gave it, or, when the kernel was
+    gone before saying, the one it was about to give: one more than the last
+    count before it (every started code cell takes the next count in a fresh
+    kernel).  So a crash in one cell is named the same way every time.
+    """
+    try:
+        cells = read_notebook_json(partial)["cells"]
+    except (NotebookError, KeyError):
+        return {}
+    for index in range(len(cells) - 1, -1, -1):
+        meta = cells[index].get("metadata", {}).get("papermill", {})
+        if meta.get("start_time"):
+            source = cells[index].get("source", "")
+            count = cells[index].get("execution_count")
+            if count is None:
+                earlier = [c.get("execution_count") or 0 for c in cells[:index]]
+                count = max(earlier, default=0) + 1
+            return {
+                "cell_index": index,
+                "exec_count": count,
+                "source": "".join(source) if isinstance(source, list) else source,
+            }
+    return {}
+
+
+def unencodable_keys(parameters: Mapping[str, Any]) -> list[str]:
+    """The parameters whose value holds text that UTF-8 cannot encode (lone surrogates)."""
+
+    def encodable(value: Any) -> bool:
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+            return True
+        if isinstance(value, Mapping):
+            return all(encodable(k) and encodable(v) for k, v in value.items())
+        if isinstance(value, (list, tuple)):
+            return all(encodable(v) for v in value)
+        return True
+
+    return [key for key, value in parameters.items() if not encodable(key) or not encodable(value)]
+
+
+def crash_lines(log: str, lines: int = 8, frames: int = 12) -> str:
+    """What to quote of a dead kernel's log: its last lines, or the heart of a crash dump.
+
+    A faulthandler dump (``Fatal Python error: ...``) lists every thread, the
+    crashing one (``Current thread``) wherever it falls among them, so its last
+    lines are the bottom of some stack: quote the error line and the crashing
+    thread's innermost frames instead.
+    """
+    all_lines = log.strip().splitlines()
+    starts = [i for i, line in enumerate(all_lines) if line.startswith("Fatal Python error")]
+    if not starts:
+        return "\n".join(all_lines[-lines:])
+    dump = all_lines[starts[-1] :]
+    current = next((i for i, line in enumerate(dump) if line.startswith("Current thread")), None)
+    if current is None:
+        return "\n".join(dump[: frames + 2])
+    block = dump[current : current + frames + 1]
+    if "" in block:
+        block = block[: block.index("")]
+    return "\n".join([dump[0], "", *block])
+
+
+def sentence(text: str) -> str:
+    """Text to go inside a sentence of ours: no full stop of its own at the end."""
+    return text.rstrip().rstrip(".")
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+def short_params(parameters: Variation, limit: int = 200) -> str:
+    try:
+        text = json.dumps(parameters, default=repr, sort_keys=False)
+    except (RecursionError, ValueError):  # too deep or circular to show
+        text = "{" + ", ".join(f'"{key}": ...' for key in parameters) + "}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+__all__ = [
+    "API_OPTION_NAMES",
+    "Failure",
+    "OptionNames",
+    "cell_words",
+    "exception_words",
+    "explain",
+    "format_failure",
+]
