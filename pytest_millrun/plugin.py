@@ -351,13 +351,22 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> NotebookFi
 
 
 def _dedicated_output_dirs(settings: Settings, config: pytest.Config) -> list[Path]:
-    """The output dir, unless it holds the whole project (``--millrun-output-dir .``).
+    """The output dir, unless it holds what is under test.
 
-    Then the inputs live in it too, and the output marker alone tells outputs apart.
+    When it is (or contains) the rootdir or a path given to pytest
+    (``--millrun-output-dir nbs`` with ``pytest nbs``), the inputs live in it
+    too, and the output marker alone tells outputs apart.
     """
-    root = config.rootpath.resolve()
     out = settings.output_dir.resolve()
-    return [] if out == root or out in root.parents else [out]
+    under_test = [config.rootpath, *_argument_paths(config)]
+    holds_inputs = any(out == path or out in path.parents for path in under_test)
+    return [] if holds_inputs else [out]
+
+
+def _argument_paths(config: pytest.Config) -> list[Path]:
+    """The paths of pytest's arguments (or testpaths), without any ``::name[id]`` part."""
+    base = config.invocation_params.dir
+    return [(base / arg.partition("::")[0]).resolve() for arg in config.args]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -416,9 +425,14 @@ class NotebookFile(pytest.File):
                 output = safe_output_path(settings.output_dir, folder, name.filename)
             except OutputPathError as exc:
                 raise self.CollectError(str(exc)) from None
+            item_name = f"{self.path.stem}[{name.id}]"
             item = NotebookItem.from_parent(
                 self,
-                name=f"{self.path.stem}[{name.id}]",
+                name=item_name,
+                # The id given as text, as the cache stores it: pytest 9 reads ids as
+                # ``path::name[params]`` and would otherwise hold ours as the name
+                # ``calc[1]`` without params, which --lf, --ff and --sw never match.
+                nodeid=f"{self.nodeid}::{item_name}",
                 variation=variation,
                 variation_id=name.id,
                 output=output,
