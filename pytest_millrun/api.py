@@ -46,6 +46,7 @@ from .execute import (
 from .failures import API_OPTION_NAMES, OptionNames
 from .naming import check_output_folder, mirrored_folder, name_variations, safe_output_path
 from .params import BulkParams, Variation
+from .stale import handle_stale_outputs
 from .suite import MillrunSuiteWarning, Suite, pick_components, resolve_suite
 
 #: How long interrupted jobs get to save their partial outputs before workers are stopped.
@@ -178,6 +179,11 @@ def plan_run(
     return jobs
 
 
+def planned_outputs(jobs: Iterable[Job]) -> list[tuple[Path, Path]]:
+    """(notebook, output) of every job, as :mod:`pytest_millrun.stale` takes them."""
+    return [(job.notebook, job.output) for job in jobs]
+
+
 def _refuse_collisions(jobs: Iterable[Job]) -> None:
     inputs = {job.notebook.resolve() for job in jobs}
     owners: dict[Path, Job] = {}
@@ -242,6 +248,7 @@ def execute_run(
     kernel_start: KernelStart = "auto",
     preload: Sequence[str] = (),
     on_result: Callable[[ExecutionResult], None] | None = None,
+    clean_output: bool = False,
     **kwargs: Any,
 ) -> list[ExecutionResult]:
     """Run every notebook with every variation; return one result per pair.
@@ -258,6 +265,9 @@ def execute_run(
     any ``concurrent.futures.Executor``.  ``kernel_start`` (``auto``, ``fork``,
     ``spawn``) and ``preload`` choose how kernels start; ``notebook_timeout``
     limits a whole notebook and ``strict_params`` refuses undeclared parameters.
+    ``clean_output`` removes, before the run, outputs of these notebooks that
+    earlier runs wrote beside this run's and this run does not write (only
+    files carrying millrun's output marker).
     """
     target = Path(notebook_dir_or_file)
     variations = resolve_suite(bulk_params, target if target.is_dir() else target.parent)
@@ -282,6 +292,10 @@ def execute_run(
         include_glob_pattern=include_glob_pattern,
         strict_params=strict_params,
     )
+    if clean_output:
+        stale = handle_stale_outputs(planned_outputs(jobs), clean=True)
+        for error in stale.errors:
+            warnings.warn(error, stacklevel=2)
     if executor is not None:
         results = run_jobs(jobs, options, executor, on_result)
     elif use_multiprocessing:

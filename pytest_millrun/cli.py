@@ -18,12 +18,13 @@ from typing import Any, TextIO
 
 import click
 
-from .api import RunInterrupted, RunOptions, plan_run, process_pool, run_jobs
+from .api import RunInterrupted, RunOptions, plan_run, planned_outputs, process_pool, run_jobs
 from .discovery import MillrunParameterWarning, UndeclaredParameterError
 from .execute import ExecutionResult, cell_words, resolve_kernel_start
 from .failures import OptionNames
 from .naming import OutputPathError
 from .params import ParamsError
+from .stale import handle_stale_outputs
 from .suite import MillrunSuiteWarning, load_suite
 
 EXIT_FAILED = 1
@@ -121,6 +122,12 @@ text is kept as is; with no components the variation's index is prepended.""",
     is_flag=True,
     help="Refuse parameters a notebook's parameters cell does not declare.",
 )
+@click.option(
+    "--clean",
+    is_flag=True,
+    help="Before the run, remove outputs of these notebooks that earlier runs wrote and this "
+    "run does not (only files millrun wrote).",
+)
 @click.option("--no-progress", is_flag=True, help="Print one line per finished run, no bar.")
 @click.version_option(package_name="pytest-millrun", prog_name="millrun")
 def main(
@@ -139,6 +146,7 @@ def main(
     kernel_start: str,
     preload: str | None,
     strict_params: bool,
+    clean: bool,
     no_progress: bool,
 ) -> None:
     """Run every notebook in NOTEBOOK_DIR_OR_FILE once per parameter variation in PARAMS.
@@ -174,6 +182,7 @@ def main(
         _fail_usage(str(exc))
     for warning in caught:
         click.secho(f"warning: {warning.message}", fg="yellow", err=True)
+    stale = handle_stale_outputs(planned_outputs(jobs), clean=clean).describe("--clean")
 
     options = RunOptions(
         kernel_name=kernel,
@@ -194,11 +203,18 @@ def main(
                 results = run_jobs(jobs, options, pool, progress.update)
     except RunInterrupted as exc:
         progress.close()
+        _stale_line(stale)
         _summary(exc.results, time.monotonic() - started, interrupted=exc.pending)
         sys.exit(EXIT_INTERRUPTED)
     progress.close()
+    _stale_line(stale)
     _summary(results, time.monotonic() - started)
     sys.exit(0 if all(r.passed for r in results) else EXIT_FAILED)
+
+
+def _stale_line(message: str | None) -> None:
+    if message:
+        click.secho(f"\n{message}", fg="yellow")
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:

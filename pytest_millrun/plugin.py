@@ -42,12 +42,14 @@ from .marking import (
 )
 from .naming import (
     OutputPathError,
+    VariationName,
     check_output_folder,
     mirrored_folder,
     name_variations,
     safe_output_path,
 )
 from .params import ParamsError, Variation
+from .stale import StaleOutputs, handle_stale_outputs
 from .suite import Suite, load_suite, pick_components
 
 
@@ -69,6 +71,7 @@ class Settings:
     preload: tuple[str, ...] = ()
     #: The params file read as a suite (seed forms too); None without a params file.
     suite: Suite | None = None
+    clean_output: bool = False
 
 
 settings_key = pytest.StashKey[Settings]()
@@ -78,6 +81,8 @@ strict_problems_key = pytest.StashKey[list[str]]()
 kernels_ahead_key = pytest.StashKey[bool]()
 #: The item pytest runs after this one in this process (xdist knows it too), if any.
 next_item_key = pytest.StashKey[pytest.Item | None]()
+#: Outputs of earlier runs found (and removed, if asked) before this run, for the summary.
+stale_key = pytest.StashKey[StaleOutputs]()
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,12 @@ _OPTIONS = (
         "Comma-separated modules the fork template imports once, so each kernel has them "
         "at no cost (e.g. numpy,pandas)",
         metavar="MODULES",
+    ),
+    _Option(
+        "clean-output",
+        "Before the run, remove outputs of the notebooks under test that earlier runs "
+        "wrote and this run does not (only files carrying millrun's output marker)",
+        flag=True,
     ),
     _Option(
         "strict-params",
@@ -288,6 +299,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         kernel_start=kernel_start(),
         preload=components("preload"),
         suite=suite,
+        clean_output=bool(raw("clean-output")[0]),
     )
 
 
@@ -403,6 +415,89 @@ def pytest_collection_modifyitems(
             )
 
 
+def notebook_variations(
+    config: pytest.Config, settings: Settings, notebook: Path
+) -> tuple[Sequence[Variation], tuple[str, ...], tuple[str, ...]]:
+    """A notebook's variations and id components: its suite section's, or everyone's.
+
+    Components: the command line's, else the suite's, else the ini file's.
+    Raises :class:`ParamsError` for a notebook no suite section takes.
+    """
+    if settings.suite is None:
+        return settings.variations, settings.prepend, settings.append
+    section = settings.suite.section_for(notebook)
+    config.stash.setdefault(matched_globs_key, set()).add(section.glob)
+    cli_prepend = config.getoption("millrun_prepend") is not None
+    cli_append = config.getoption("millrun_append") is not None
+    prepend = pick_components(
+        settings.prepend if cli_prepend else (), section.prepend, settings.prepend
+    )
+    append = pick_components(settings.append if cli_append else (), section.append, settings.append)
+    return section.variations, prepend, append
+
+
+def plan_variations(
+    notebook: Path,
+    variations: Sequence[Variation],
+    prepend: Sequence[str],
+    append: Sequence[str],
+    output_dir: Path,
+    rootpath: Path,
+) -> list[tuple[VariationName, Variation, Path]]:
+    """Every variation of a notebook with its name and output path, selected or not."""
+    folder = mirrored_folder(notebook, rootpath)
+    names = name_variations(notebook.stem, variations, prepend, append)
+    return [
+        (name, variation, safe_output_path(output_dir, folder, name.filename))
+        for name, variation in zip(names, variations, strict=False)
+    ]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Without xdist: deal with stale outputs once the run's items are known, before any runs."""
+    if not hasattr(session.config, "workerinput"):  # xdist workers leave it to the controller
+        notebooks = [item.path for item in session.items if isinstance(item, NotebookItem)]
+        _handle_stale_outputs(session.config, notebooks)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """With xdist: the controller, once, when the first worker has collected.
+
+    Workers collect the same items, and none runs before all have collected,
+    so a clean here happens once and before the run starts.
+    """
+    config: pytest.Config = node.config
+    if stale_key in config.stash:
+        return
+    paths = sorted({nodeid.partition("::")[0] for nodeid in ids})
+    notebooks = [config.rootpath / path for path in paths if path.endswith(".ipynb")]
+    _handle_stale_outputs(config, notebooks)
+
+
+def _handle_stale_outputs(config: pytest.Config, notebooks: Iterable[Path]) -> None:
+    settings = config.stash.get(settings_key, None)
+    if settings is None or not settings.enabled:
+        return
+    planned: list[tuple[Path, Path]] = []
+    for notebook in dict.fromkeys(notebooks):
+        with contextlib.suppress(ParamsError, OutputPathError, OSError):
+            variations, prepend, append = notebook_variations(config, settings, notebook)
+            plan = plan_variations(
+                notebook, variations, prepend, append, settings.output_dir, config.rootpath
+            )
+            planned += [(notebook, output) for _, _, output in plan]
+    clean = settings.clean_output and not config.option.collectonly
+    config.stash[stale_key] = handle_stale_outputs(planned, clean=clean)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    stale = config.stash.get(stale_key, None)
+    message = stale.describe("--millrun-clean-output") if stale is not None else None
+    if stale is not None and message:
+        terminalreporter.write_line(f"millrun: {message}", yellow=not stale.removed)
+
+
 class NotebookFile(pytest.File):
     """One notebook; its children are its variations."""
 
@@ -412,19 +507,20 @@ class NotebookFile(pytest.File):
             data = read_notebook_json(self.path)
         except NotebookError as exc:
             raise self.CollectError(str(exc)) from None
-        variations, prepend, append = self._variations(settings)
+        try:
+            variations, prepend, append = notebook_variations(self.config, settings, self.path)
+        except ParamsError as exc:
+            raise self.CollectError(str(exc)) from None
         self._check_parameters(settings, data, variations)
         folder = mirrored_folder(self.path, self.config.rootpath)
-        names = name_variations(self.path.stem, variations, prepend, append)
         try:
             check_output_folder(settings.output_dir / folder, "--millrun-output-dir")
+            planned = plan_variations(
+                self.path, variations, prepend, append, settings.output_dir, self.config.rootpath
+            )
         except OutputPathError as exc:
             raise self.CollectError(str(exc)) from None
-        for name, variation in zip(names, variations, strict=False):
-            try:
-                output = safe_output_path(settings.output_dir, folder, name.filename)
-            except OutputPathError as exc:
-                raise self.CollectError(str(exc)) from None
+        for name, variation, output in planned:
             item_name = f"{self.path.stem}[{name.id}]"
             item = NotebookItem.from_parent(
                 self,
@@ -440,30 +536,6 @@ class NotebookFile(pytest.File):
             for mark in marks_for(self.config, settings.suite, self.path, variation, name.id):
                 item.add_marker(mark)
             yield item
-
-    def _variations(
-        self, settings: Settings
-    ) -> tuple[Sequence[Variation], tuple[str, ...], tuple[str, ...]]:
-        """This notebook's variations and id components: its suite section's, or everyone's.
-
-        Components: the command line's, else the suite's, else the ini file's.
-        """
-        if settings.suite is None:
-            return settings.variations, settings.prepend, settings.append
-        try:
-            section = settings.suite.section_for(self.path)
-        except ParamsError as exc:
-            raise self.CollectError(str(exc)) from None
-        self.config.stash.setdefault(matched_globs_key, set()).add(section.glob)
-        cli_prepend = self.config.getoption("millrun_prepend") is not None
-        cli_append = self.config.getoption("millrun_append") is not None
-        prepend = pick_components(
-            settings.prepend if cli_prepend else (), section.prepend, settings.prepend
-        )
-        append = pick_components(
-            settings.append if cli_append else (), section.append, settings.append
-        )
-        return section.variations, prepend, append
 
     def _check_parameters(
         self, settings: Settings, data: dict[str, Any], variations: Sequence[Variation]
