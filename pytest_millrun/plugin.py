@@ -331,8 +331,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         check_mark_names(session.config, settings.suite)
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Repeat each run's notes once at the end, where a passing item's sections never show."""
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Repeat each run's notes once at the end, where a passing item's sections never show.
+
+    Then say what was found (or removed) of earlier runs' stale outputs.
+    """
     title = f"Captured {NOTES_SECTION} call"
     notes = sorted(
         {
@@ -345,6 +348,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     )
     for note in notes:
         terminalreporter.write_line(f"millrun: {note}")
+    stale = config.stash.get(stale_key, None)
+    message = stale.describe("--millrun-clean-output") if stale is not None else None
+    if stale is not None and message:
+        terminalreporter.write_line(f"millrun: {message}", yellow=not stale.removed)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> NotebookFile | None:
@@ -489,13 +496,6 @@ def _handle_stale_outputs(config: pytest.Config, notebooks: Iterable[Path]) -> N
             planned += [(notebook, output) for _, _, output in plan]
     clean = settings.clean_output and not config.option.collectonly
     config.stash[stale_key] = handle_stale_outputs(planned, clean=clean)
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    stale = config.stash.get(stale_key, None)
-    message = stale.describe("--millrun-clean-output") if stale is not None else None
-    if stale is not None and message:
-        terminalreporter.write_line(f"millrun: {message}", yellow=not stale.removed)
 
 
 class NotebookFile(pytest.File):
