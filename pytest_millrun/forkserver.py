@@ -1616,6 +1616,7 @@ class ForkProvisioner(LocalProvisioner):
     spare_folder: Path | None = None
     spare_log: Path | None = None
     _spare: _Spare | None = None
+    _launched = False
 
     @property
     def has_process(self) -> bool:
@@ -1625,7 +1626,9 @@ class ForkProvisioner(LocalProvisioner):
         km = self.parent
         if self.kernel_id is None and km is not None:
             self.kernel_id = km.kernel_id  # made after the provisioner, on first start
-        spare = _take_spare()
+        # A restart keeps the manager's connection file and the client connected to it,
+        # so only a first launch may take a spare (with its own ports and key).
+        spare = None if self._launched else _take_spare()
         if spare is not None:
             if (
                 km is not None
@@ -1667,6 +1670,7 @@ class ForkProvisioner(LocalProvisioner):
             if self.spare_folder is not None:
                 shutil.rmtree(self.spare_folder, ignore_errors=True)
             raise
+        self._launched = True
         if not independent:
             kernel_name = str(getattr(self.parent, "kernel_name", ""))
             _prepare_spare(command, argv, cwd, env, self.preload, kernel_name)

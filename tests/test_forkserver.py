@@ -520,6 +520,28 @@ def test_adopted_spare_starts_from_the_connection_file_it_was_forked_with(
     assert written.count(spare.connection_file) == 1  # by the spare's preparation only
 
 
+def test_restart_keeps_its_connection_and_leaves_the_spare_for_the_next_launch(
+    tmp_path: Path,
+) -> None:
+    # The client stays connected across a restart: a spare's other ports and key would
+    # leave it talking to no one.
+    async def main() -> tuple[int, int, int]:
+        with forkserver.spare_kernels():
+            async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (km, kc):
+                await probe(kc)
+                spare = waiting_spare_pid()
+                await km.restart_kernel(now=True)
+                await kc.wait_for_ready(timeout=30)
+                restarted = (await probe(kc))["pid"]
+            async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (_km, kc):
+                following = (await probe(kc))["pid"]
+        return spare, restarted, following
+
+    spare, restarted, following = asyncio.run(main())
+    assert restarted != spare
+    assert following == spare
+
+
 def test_told_there_is_no_next_launch_no_spare_is_forked(tmp_path: Path) -> None:
     async def main() -> None:
         with forkserver.spare_kernels():
