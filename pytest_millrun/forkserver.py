@@ -1461,6 +1461,7 @@ def _prepare_spare(
     cwd: str,
     env: Mapping[str, str],
     preload: tuple[str, ...],
+    kernel_name: str,
 ) -> None:
     """Fork the next kernel in a background thread, as :func:`expect_next_launch` predicts."""
     if "-f" not in argv[:-1]:
@@ -1479,7 +1480,15 @@ def _prepare_spare(
     next_cwd, env_updates = expected
     thread = threading.Thread(
         target=_fork_spare,
-        args=(future, command, list(argv), next_cwd or cwd, {**env, **env_updates}, preload),
+        args=(
+            future,
+            command,
+            list(argv),
+            next_cwd or cwd,
+            {**env, **env_updates},
+            preload,
+            kernel_name,
+        ),
         name="millrun-spare-kernel",
         daemon=True,
     )
@@ -1498,7 +1507,14 @@ def _fork_spare(
     cwd: str,
     env: dict[str, str],
     preload: tuple[str, ...],
+    kernel_name: str,
 ) -> None:
+    """Write the spare's connection file, then fork the spare.
+
+    The file is complete before the kernel exists, and nothing writes it again: the
+    adopting manager takes it as written (see :meth:`ForkProvisioner.pre_launch`).  It
+    holds what that manager would write, kernel name included.
+    """
     from jupyter_client.connect import write_connection_file
     from jupyter_client.session import new_id_bytes
 
@@ -1511,6 +1527,7 @@ def _fork_spare(
             ip=str(folder / "ipc"),
             transport="ipc",
             key=new_id_bytes(),
+            kernel_name=kernel_name,
         )
         argv[argv.index("-f") + 1] = connection_file
         log_fd = os.open(folder / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -1599,6 +1616,7 @@ class ForkProvisioner(LocalProvisioner):
     spare_folder: Path | None = None
     spare_log: Path | None = None
     _spare: _Spare | None = None
+    _launched = False
 
     @property
     def has_process(self) -> bool:
@@ -1608,18 +1626,25 @@ class ForkProvisioner(LocalProvisioner):
         km = self.parent
         if self.kernel_id is None and km is not None:
             self.kernel_id = km.kernel_id  # made after the provisioner, on first start
-        spare = _take_spare()
+        # A restart keeps the manager's connection file and the client connected to it,
+        # so only a first launch may take a spare (with its own ports and key).
+        spare = None if self._launched else _take_spare()
         if spare is not None:
             if (
                 km is not None
                 and km.transport == spare.info.get("transport")
+                and km.kernel_name == spare.info.get("kernel_name")
+                and str(getattr(km, "transport_encryption", "disabled")).lower() == "disabled"
                 and not self.ports_cached
                 and spare.cwd == kwargs.get("cwd")
             ):
-                # the connection file about to be written is the spare's, so that the
-                # kernel command matches it; launch_kernel checks the rest
+                # The manager takes the spare's connection file as its own, so that the
+                # kernel command matches it (launch_kernel checks the rest), and as already
+                # written: the spare may still be starting, reading that file, and the
+                # manager's write (remove, create empty, fill) would let it read nothing.
                 km.load_connection_info(spare.info)
                 km.connection_file = spare.connection_file
+                km._connection_file_written = True
                 self._spare = spare
                 self.spare_folder = spare.folder
             else:
@@ -1645,8 +1670,10 @@ class ForkProvisioner(LocalProvisioner):
             if self.spare_folder is not None:
                 shutil.rmtree(self.spare_folder, ignore_errors=True)
             raise
+        self._launched = True
         if not independent:
-            _prepare_spare(command, argv, cwd, env, self.preload)
+            kernel_name = str(getattr(self.parent, "kernel_name", ""))
+            _prepare_spare(command, argv, cwd, env, self.preload, kernel_name)
         self.forked = forked
         self.pid = forked.pid
         self.pgid = forked.pid  # the kernel leads its own session and process group

@@ -26,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import jupyter_client.connect
 import nbformat
 import psutil
 import pytest
@@ -476,6 +477,69 @@ def test_spare_kernel_for_another_environment_or_folder_is_not_used(tmp_path: Pa
     assert changed_cwd["cwd"] == str(other)
     assert wait_gone(spare1)
     assert wait_gone(spare2)
+
+
+_SECURE_WRITE = jupyter_client.connect.secure_write
+
+
+def test_adopted_spare_starts_from_the_connection_file_it_was_forked_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A spare starts, reading its connection file, while the kernel before it runs. A
+    # manager that wrote the file again on adopting it (jupyter_core's secure_write: remove,
+    # create empty, fill) would leave it empty for an instant under a spare still starting;
+    # here that instant lasts half a second, and every write is recorded.
+    written: list[str] = []
+
+    @contextlib.contextmanager
+    def held_empty(fname: str, binary: bool = False) -> Iterator[Any]:
+        written.append(fname)
+        with _SECURE_WRITE(fname, binary) as file:
+            time.sleep(0.5)
+            yield file
+
+    monkeypatch.setattr(jupyter_client.connect, "secure_write", held_empty)
+
+    async def main() -> tuple[Any, dict[str, Any], str]:
+        with forkserver.spare_kernels():
+            async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (_km, kc):
+                await probe(kc)
+                pending = forkserver._SPARES.pending
+                assert pending is not None
+            # adopted the moment the spare is forked, as when notebooks are short
+            async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (km, kc):
+                seen = await probe(kc)  # a spare that read an empty file never answers
+                connection_file = km.connection_file
+        return pending.result(timeout=30), seen, connection_file
+
+    spare, seen, connection_file = asyncio.run(main())
+    log = (spare.folder / "kernel.log").read_text(errors="replace")
+    shutil.rmtree(spare.folder, ignore_errors=True)
+    assert seen["pid"] == spare.kernel.pid, f"the spare died, not adopted:\n{log[-600:]}"
+    assert connection_file == spare.connection_file
+    assert written.count(spare.connection_file) == 1  # by the spare's preparation only
+
+
+def test_restart_keeps_its_connection_and_leaves_the_spare_for_the_next_launch(
+    tmp_path: Path,
+) -> None:
+    # The client stays connected across a restart: a spare's other ports and key would
+    # leave it talking to no one.
+    async def main() -> tuple[int, int, int]:
+        with forkserver.spare_kernels():
+            async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (km, kc):
+                await probe(kc)
+                spare = waiting_spare_pid()
+                await km.restart_kernel(now=True)
+                await kc.wait_for_ready(timeout=30)
+                restarted = (await probe(kc))["pid"]
+            async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (_km, kc):
+                following = (await probe(kc))["pid"]
+        return spare, restarted, following
+
+    spare, restarted, following = asyncio.run(main())
+    assert restarted != spare
+    assert following == spare
 
 
 def test_told_there_is_no_next_launch_no_spare_is_forked(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ import pytest
 from conftest import assert_no_kernels_left, write_notebook, write_params
 from pytest_millrun import execute_run
 
-#: A cell that records how its kernel was started and what state it starts with.
+#: A cell that records how its kernel was started and what state it starts with.  The preload
+#: probe is a module no kernel imports by itself on any supported Python (a spawned 3.10 kernel
+#: imports colorsys, for one).
 PROBE = """\
 import json, os, random, sys
 def _target(fd):
@@ -29,7 +31,7 @@ json.dump({
     "pid": os.getpid(),
     "cwd": os.getcwd(),
     "random": random.random(),
-    "preloaded": "colorsys" in sys.modules,
+    "preloaded": "tabnanny" in sys.modules,
     "fds": sorted(filter(None, (_target(fd) for fd in os.listdir("/proc/self/fd")))),
 }, open(f"probe-{x}.json", "w"))
 """
@@ -47,7 +49,7 @@ def test_plugin_option_picks_the_mode_and_preload_reaches_forked_kernels(
     write_params(pytester.path / "p.json", {"x": [1, 2]})
     result = pytester.runpytest(
         "--millrun-params", "p.json", "nb", "--millrun-kernel-start", mode,
-        "--millrun-preload", "colorsys",
+        "--millrun-preload", "tabnanny",
     )  # fmt: skip
     result.assert_outcomes(passed=2)
     first, second = probes(pytester.path / "nb")
@@ -107,7 +109,7 @@ def test_cli_option_picks_the_mode(tmp_path: Path, mode: str) -> None:
     write_params(tmp_path / "p.json", {"x": [1]})
     done = subprocess.run(
         [sys.executable, "-m", "pytest_millrun", "nb", "p.json", "--output-dir", "out",
-         "--kernel-start", mode, "--preload", "colorsys"],
+         "--kernel-start", mode, "--preload", "tabnanny"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
