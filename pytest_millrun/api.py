@@ -397,28 +397,31 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-class _PoolProcess(multiprocessing.context.ForkServerProcess):
-    """A pool worker started without re-running the caller's ``__main__``.
+if sys.platform != "win32":  # no forkserver on Windows: Python's default (spawn) there
 
-    multiprocessing re-imports the main script in every worker it does not fork
-    (and runs it, unless it is guarded by ``if __name__ == "__main__":``).  The
-    workers only ever run :mod:`pytest_millrun` functions on plain data, so they
-    are told there is no main module: an unguarded script works as it did with fork.
-    """
+    class _PoolProcess(multiprocessing.context.ForkServerProcess):
+        """A pool worker started without re-running the caller's ``__main__``.
 
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:
-        main = sys.modules.get("__main__")
-        sys.modules["__main__"] = types.ModuleType("__main__")
-        try:
-            return multiprocessing.context.ForkServerProcess._Popen(process_obj)
-        finally:
-            if main is not None:
-                sys.modules["__main__"] = main
+        multiprocessing re-imports the main script in every worker it does not fork
+        (and runs it, unless it is guarded by ``if __name__ == "__main__":``).  The
+        workers only ever run :mod:`pytest_millrun` functions on plain data, so they
+        are told there is no main module: an unguarded script works as it did with fork.
+        (Only while a worker starts, in the thread submitting jobs, does ``__main__``
+        name a stand-in.)
+        """
 
+        @staticmethod
+        def _Popen(process_obj: Any) -> Any:
+            main = sys.modules.get("__main__")
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                return multiprocessing.context.ForkServerProcess._Popen(process_obj)
+            finally:
+                if main is not None:
+                    sys.modules["__main__"] = main
 
-class _PoolContext(multiprocessing.context.ForkServerContext):
-    Process = _PoolProcess
+    class _PoolContext(multiprocessing.context.ForkServerContext):
+        Process = _PoolProcess
 
 
 @contextlib.contextmanager
@@ -435,14 +438,15 @@ def process_pool(workers: int, kernel_start: str = "auto") -> Iterator[ProcessPo
     """
     from . import poolworker
 
-    multiprocessing.forkserver.set_forkserver_preload(list(poolworker.PRELOAD))
+    if sys.platform != "win32":
+        multiprocessing.forkserver.set_forkserver_preload(list(poolworker.PRELOAD))
     levels = {
         name: logging.getLogger(name).level
         for name in ("papermill", "traitlets", "nbclient", "asyncio")
     }
     pool = ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=_PoolContext(),
+        mp_context=_PoolContext() if sys.platform != "win32" else None,
         initializer=poolworker.initialize,
         initargs=(kernel_start, dict(os.environ), levels),
     )

@@ -5,14 +5,15 @@ so a worker begins as a copy of a small single-threaded server, not of the paren
 :func:`initialize` gives it the parent's environment and log levels as they are now.
 
 Stopping: the parent sends SIGINT to every worker (a terminal's Ctrl-C does the
-same to the whole process group).  A job that is running then stops its
-notebook -- nbclient's own signal handler shuts the kernel down, or our handler
-raises KeyboardInterrupt outside nbclient's window -- saves the partial output
-and returns its interrupted result; a job taken after that is refused
-(:class:`NotStarted`).  An idle worker waits for the pool's shutdown message and
-exits normally.  SIGTERM stops a running job the same way and ends an idle
-worker at once.  Every exit path stops this worker's fork template, spare kernel
-and any kernel still running, and removes their folders.
+same to the whole process group).  The first signal raises KeyboardInterrupt in
+a running job, which stops its kernel, saves the partial output and returns the
+job's interrupted result; later signals are ignored so they cannot break into
+that clean-up, and a job taken after that is refused (:class:`NotStarted`).  An
+idle worker waits for the pool's shutdown message and exits normally.  SIGTERM
+stops a running job the same way, and ends an idle worker (or one already
+stopping: the parent's last resort after its grace period) at once.  Every exit
+path stops this worker's fork template, spare kernel and any kernel still
+running, and removes their folders.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def initialize(
 
 
 def _arm() -> None:
-    """Our handlers; nbclient replaces them while a notebook runs and resets them after."""
+    """Our handlers, armed again after every job in case a library replaced them."""
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
 
@@ -84,14 +85,14 @@ def _arm() -> None:
 def _on_signal(signum: int, frame: object) -> None:
     first = not _state["stopping"]
     _state["stopping"] = True
-    if _state["running"]:
-        if first:  # a second one (Ctrl-C reaches the whole group, then the parent's) would
-            raise KeyboardInterrupt  # interrupt the clean-up the first one started
-        return
+    if _state["running"] and first:
+        raise KeyboardInterrupt
     if signum == signal.SIGTERM:
         _exit_cleanup()
         os._exit(128 + signum)
-    # SIGINT while idle: the pool's shutdown message follows once the running jobs reported
+    # Another SIGINT (Ctrl-C reaches the whole group, then the parent sends its own) would
+    # break into the clean-up the first one started; an idle worker waits for the pool's
+    # shutdown message, sent once the running jobs have reported.
 
 
 def _exit_cleanup() -> None:
@@ -125,7 +126,7 @@ def run_job_in_worker(job: Job, options: RunOptions) -> ExecutionResult:
     except ExecutionInterrupted:
         _state["stopping"] = True
         raise
-    except KeyboardInterrupt:  # a signal between nbclient's window and this frame
+    except KeyboardInterrupt:  # the signal reached the job outside execute_notebook's try
         _state["stopping"] = True
         raise ExecutionInterrupted(interrupted_result(job)) from None
     finally:
