@@ -13,13 +13,17 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
-import multiprocessing.util
+import logging
+import multiprocessing.context
+import multiprocessing.forkserver
 import os
 import signal
 import sys
+import threading
 import time
+import types
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,8 +303,7 @@ def execute_run(
     if executor is not None:
         results = run_jobs(jobs, options, executor, on_result)
     elif use_multiprocessing:
-        with process_pool(workers or os.cpu_count() or 1, options.kernel_start) as pool:
-            results = run_jobs(jobs, options, pool, on_result)
+        results = run_in_pool(jobs, options, workers or os.cpu_count() or 1, on_result)
     else:
         results = run_jobs(jobs, options, None, on_result)
     if any(not r.passed for r in results):
@@ -332,6 +335,8 @@ def run_jobs(
     on_result: Callable[[ExecutionResult], None] | None = None,
 ) -> list[ExecutionResult]:
     """Run the jobs, in order of the plan in the returned list whatever order they finish in."""
+    from .poolworker import run_job_in_worker
+
     done: dict[int, ExecutionResult] = {}
     futures: dict[Future[ExecutionResult], int] = {}
     started_at = time.time()
@@ -342,23 +347,24 @@ def run_jobs(
             on_result(result)
 
     try:
-        if executor is None:
-            with kernels_ahead(options.kernel_start):
+        with sigterm_as_interrupt():
+            if executor is None:
+                with kernels_ahead(options.kernel_start):
+                    for index, job in enumerate(jobs):
+                        try:
+                            record(index, run_job(job, options))
+                        except ExecutionInterrupted as exc:
+                            done[index] = exc.result
+                            raise
+            else:
                 for index, job in enumerate(jobs):
+                    futures[executor.submit(run_job_in_worker, job, options)] = index
+                for future in as_completed(futures):
                     try:
-                        record(index, run_job(job, options))
+                        record(futures[future], future.result())
                     except ExecutionInterrupted as exc:
-                        done[index] = exc.result
+                        done[futures[future]] = exc.result
                         raise
-        else:
-            for index, job in enumerate(jobs):
-                futures[executor.submit(run_job_in_worker, job, options)] = index
-            for future in as_completed(futures):
-                try:
-                    record(futures[future], future.result())
-                except ExecutionInterrupted as exc:
-                    done[futures[future]] = exc.result
-                    raise
     except KeyboardInterrupt:
         if executor is not None:
             _stop(executor, futures, done, jobs, started_at)
@@ -367,65 +373,96 @@ def run_jobs(
     return [done[i] for i in sorted(done)]
 
 
-#: Pool-worker state for a clean stop: is a job running, has SIGTERM arrived.
-_worker_state = {"running": False, "terminating": False}
-
-
-#: What a pool worker keeps open for its whole life (its spare kernel, in fork mode).
-_worker_life = contextlib.ExitStack()
-
-
-def _worker_init(kernel_start: str = "auto") -> None:
-    """Pool workers leave Ctrl-C to the parent, which stops them with SIGTERM.
-
-    SIGTERM during a job becomes KeyboardInterrupt, so the job saves its
-    partial output and shuts its kernel down; the worker then exits instead
-    of taking the next queued job.  An idle worker exits at once.  A worker
-    runs job after job, so in fork mode it starts each next kernel ahead;
-    the last one is discarded at its exit.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    _worker_life.enter_context(kernels_ahead(kernel_start))
-    # multiprocessing ends its workers with os._exit after its own finalizers, never atexit
-    multiprocessing.util.Finalize(None, _worker_exit, exitpriority=0)
-
-
-def _worker_exit() -> None:
-    """Stop this worker's spare kernel and fork template, and remove their folders."""
-    _worker_life.close()
-    forkserver = sys.modules.get(f"{__package__}.forkserver")
-    if forkserver is not None:
-        forkserver.shutdown_templates()
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    _worker_state["terminating"] = True
-    if _worker_state["running"]:
-        raise KeyboardInterrupt
-    _worker_exit()
-    os._exit(128 + signum)
-
-
-def run_job_in_worker(job: Job, options: RunOptions) -> ExecutionResult:
-    """:func:`run_job` for executor workers, honouring a stop request between jobs."""
-    if _worker_state["terminating"]:
-        _worker_exit()
-        os._exit(128 + signal.SIGTERM)
-    _worker_state["running"] = True
-    try:
-        return run_job(job, options)
-    finally:
-        _worker_state["running"] = False
-        if _worker_state["terminating"]:
-            _worker_exit()
-            os._exit(128 + signal.SIGTERM)
+def run_in_pool(
+    jobs: Sequence[Job],
+    options: RunOptions,
+    workers: int,
+    on_result: Callable[[ExecutionResult], None] | None = None,
+) -> list[ExecutionResult]:
+    """:func:`run_jobs` in a process pool of at most ``workers`` processes, never more than jobs."""
+    with (
+        sigterm_as_interrupt(),  # also while the pool starts and shuts down
+        process_pool(max(1, min(workers, len(jobs))), options.kernel_start) as pool,
+    ):
+        return run_jobs(jobs, options, pool, on_result)
 
 
 @contextlib.contextmanager
-def process_pool(workers: int, kernel_start: str = "auto") -> Any:
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run as Ctrl-C does (partial outputs saved, kernels stopped).
+
+    Only where the handler is Python's default and we are in the main thread, so
+    a program's own SIGTERM handling is left alone; restored afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if sys.platform != "win32":  # no forkserver on Windows: Python's default (spawn) there
+
+    class _PoolProcess(multiprocessing.context.ForkServerProcess):
+        """A pool worker started without re-running the caller's ``__main__``.
+
+        multiprocessing re-imports the main script in every worker it does not fork
+        (and runs it, unless it is guarded by ``if __name__ == "__main__":``).  The
+        workers only ever run :mod:`pytest_millrun` functions on plain data, so they
+        are told there is no main module: an unguarded script works as it did with fork.
+        (Only while a worker starts, in the thread submitting jobs, does ``__main__``
+        name a stand-in.)
+        """
+
+        @staticmethod
+        def _Popen(process_obj: Any) -> Any:
+            main = sys.modules.get("__main__")
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                return multiprocessing.context.ForkServerProcess._Popen(process_obj)
+            finally:
+                if main is not None:
+                    sys.modules["__main__"] = main
+
+    class _PoolContext(multiprocessing.context.ForkServerContext):
+        Process = _PoolProcess
+
+
+@contextlib.contextmanager
+def process_pool(workers: int, kernel_start: str = "auto") -> Iterator[ProcessPoolExecutor]:
+    """A process pool whose workers come from a ``forkserver``, not from a fork of this process.
+
+    Why not fork: this process runs threads (the kernel reaper, spare-kernel starts),
+    and a fork copies any lock another thread holds, which can deadlock a worker
+    (Python 3.12+ warns about it, and 3.14 no longer forks by default).  Why not
+    spawn: every worker would import the kernel stack itself (about 0.35 s of CPU
+    each); the forkserver imports it once (:data:`poolworker.PRELOAD`) and forks
+    workers from a single-threaded process.  Workers start on demand, so never
+    more than there are jobs.
+    """
+    from . import poolworker
+
+    if sys.platform != "win32":
+        multiprocessing.forkserver.set_forkserver_preload(list(poolworker.PRELOAD))
+    levels = {
+        name: logging.getLogger(name).level
+        for name in ("papermill", "traitlets", "nbclient", "asyncio")
+    }
     pool = ProcessPoolExecutor(
-        max_workers=workers, initializer=_worker_init, initargs=(kernel_start,)
+        max_workers=workers,
+        mp_context=_PoolContext() if sys.platform != "win32" else None,
+        initializer=poolworker.initialize,
+        initargs=(kernel_start, dict(os.environ), levels),
     )
     try:
         yield pool
@@ -440,30 +477,47 @@ def _stop(
     jobs: Sequence[Job],
     started_at: float,
 ) -> None:
-    """Cancel what has not started, stop the workers, and account for every job.
+    """Cancel what has not started, stop the running jobs and the workers, account for every job.
 
-    Workers ignore SIGINT and turn SIGTERM into KeyboardInterrupt, so each
-    running job saves its partial output and shuts its kernel down; workers
-    that do not stop within a grace period are killed.  A job cut short is
-    reported from the output it saved, since a stopped pool loses its result.
+    Workers get SIGINT: a running job stops its notebook, saves the partial output
+    and reports itself interrupted; an idle worker waits for the pool's shutdown
+    message and exits.  Workers still alive when the grace period ends get SIGTERM,
+    then SIGKILL.  A job whose result was lost but whose output was written during
+    this run is reported interrupted from that output.
     """
+    from .poolworker import NotStarted
+
+    deadline = time.monotonic() + _GRACE_SECONDS
     # shutdown() forgets the worker processes, so take hold of them first
     processes = list((getattr(executor, "_processes", None) or {}).values())
     executor.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         with contextlib.suppress(Exception):
-            process.terminate()
-    for process in processes:
-        with contextlib.suppress(Exception):
-            process.join(timeout=_GRACE_SECONDS)
-            if process.is_alive():
-                process.kill()
-    wait(futures, timeout=_GRACE_SECONDS)
+            os.kill(process.pid, signal.SIGINT)
+    # shutdown() cancels the queued futures a moment later, in the pool's thread, and a future
+    # cancelled that way is never "notified": wait() would sit out its timeout for it
+    while (running := [f for f in futures if not f.done()]) and time.monotonic() < deadline:
+        wait(running, timeout=min(0.1, max(0.0, deadline - time.monotonic())))
     for future, index in futures.items():
         if index in done or not future.done() or future.cancelled():
             continue
-        with contextlib.suppress(BaseException):
+        error = future.exception()
+        if error is None:
             done[index] = future.result()
+        elif isinstance(error, ExecutionInterrupted):
+            done[index] = error.result
+        elif isinstance(error, NotStarted):
+            continue
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        with contextlib.suppress(Exception):
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=1.0)
+                if process.is_alive():
+                    process.kill()
     for index, job in enumerate(jobs):
         if index not in done and _written_since(job.output, started_at):
             done[index] = interrupted_result(job)
@@ -481,7 +535,7 @@ def interrupted_result(job: Job) -> ExecutionResult:
         notebook=job.notebook,
         variation_id=job.variation_id,
         parameters=dict(job.variation),
-        output=job.output,
+        output=job.output if job.output.exists() else None,
         status="interrupted",
         duration=0.0,
         error=Failure("interrupted", "Interrupted by a signal; the partial output is saved."),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import time
 import warnings
@@ -18,7 +17,7 @@ from typing import Any, TextIO
 
 import click
 
-from .api import RunInterrupted, RunOptions, plan_run, planned_outputs, process_pool, run_jobs
+from .api import RunInterrupted, RunOptions, plan_run, planned_outputs, run_in_pool, run_jobs
 from .discovery import MillrunParameterWarning, UndeclaredParameterError
 from .execute import ExecutionResult, cell_words, resolve_kernel_start
 from .failures import OptionNames
@@ -194,17 +193,15 @@ def main(
     )
     progress = _Progress(len(jobs), min(workers, len(jobs)), bar=not no_progress and _is_tty())
     started = time.monotonic()
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         if workers == 1:
             results = run_jobs(jobs, options, None, progress.update)
         else:
-            with process_pool(workers, options.kernel_start) as pool:
-                results = run_jobs(jobs, options, pool, progress.update)
+            results = run_in_pool(jobs, options, workers, progress.update)
     except RunInterrupted as exc:
         progress.close()
         _stale_line(stale)
-        _summary(exc.results, time.monotonic() - started, interrupted=exc.pending)
+        _summary(exc.results, time.monotonic() - started, planned=len(jobs))
         sys.exit(EXIT_INTERRUPTED)
     progress.close()
     _stale_line(stale)
@@ -215,10 +212,6 @@ def main(
 def _stale_line(message: str | None) -> None:
     if message:
         click.secho(f"\n{message}", fg="yellow")
-
-
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _fail_usage(message: str) -> None:
@@ -277,7 +270,14 @@ class _Progress:
             self.bar.close()
 
 
-def _summary(results: Sequence[ExecutionResult], seconds: float, interrupted: int = 0) -> None:
+def _summary(
+    results: Sequence[ExecutionResult], seconds: float, planned: int | None = None
+) -> None:
+    """Each failure, then each interrupted run; the last line accounts for every planned run.
+
+    ``planned`` is given when the run was interrupted: the runs without a result
+    never started.
+    """
     failures = [r for r in results if r.status == "failed"]
     cut = [r for r in results if r.status == "interrupted"]
     passed = len(results) - len(failures) - len(cut)
@@ -293,10 +293,16 @@ def _summary(results: Sequence[ExecutionResult], seconds: float, interrupted: in
     for note in sorted({note for r in results for note in r.notes}):
         click.secho(f"note: {note}", fg="yellow")
     parts = [f"{passed} passed", f"{len(failures)} failed"]
-    if interrupted:
-        parts.append(f"{len(cut)} interrupted, {interrupted} not run")
-    line = f"{', '.join(parts)} in {seconds:.1f}s"
-    color = "red" if failures or interrupted else "green"
-    if interrupted:
-        click.secho("\nInterrupted: the runs above finished; their outputs are saved.", fg="yellow")
-    click.secho(line, fg=color, bold=True)
+    if planned is not None:
+        not_run = planned - len(results)
+        click.secho(
+            f"\nInterrupted: {len(cut)} cut short (partial outputs saved), {not_run} not run.",
+            fg="yellow",
+            bold=True,
+        )
+        for r in cut:
+            click.echo(f"  {r.notebook} [{r.variation_id}]")
+            click.echo(f"    output: {r.output or 'none written'}")
+        parts += [f"{len(cut)} interrupted", f"{not_run} not run"]
+    color = "red" if failures or planned is not None else "green"
+    click.secho(f"{', '.join(parts)} in {seconds:.1f}s", fg=color, bold=True)

@@ -147,6 +147,10 @@ class ExecutionInterrupted(KeyboardInterrupt):
         super().__init__(f"Interrupted while running {result.notebook} [{result.variation_id}]")
         self.result = result
 
+    def __reduce__(self) -> tuple[type[ExecutionInterrupted], tuple[ExecutionResult]]:
+        # rebuilt from its result, as a process pool's worker sends it to the parent
+        return (type(self), (self.result,))
+
 
 class OverwriteError(ValueError):
     """Raised instead of writing over a file that is not an output of this tool."""

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 
 import millrun
-from conftest import output_files, write_notebook
+from conftest import assert_no_kernels_left, output_files, write_notebook
 from pytest_millrun import RunFailedError, execute_run
 
 pytestmark = pytest.mark.usefixtures("kernel_start")
@@ -123,3 +130,108 @@ def test_colliding_outputs_are_refused_before_running(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not an output of millrun"):
         execute_run(tmp_path / "a.ipynb", [{}], output_prepend_components=["lit"])
     assert output_files(tmp_path) == ["a.ipynb", "lit-a.ipynb"]
+
+
+SCRIPT = """\
+import json, os, sys, time
+import millrun
+
+with open("imports.log", "a") as log:  # how many times this unguarded script body runs
+    log.write(f"{os.getpid()}\\n")
+try:
+    results = millrun.execute_run(
+        "nbs", {"x": [1, 2, 3, 4]}, output_dir="out", use_multiprocessing=True, workers=2
+    )
+except KeyboardInterrupt as exc:
+    report = [(r.variation_id, r.status, r.duration, str(r.output)) for r in exc.results]
+    print(json.dumps({"interrupted": report, "pending": exc.pending}), flush=True)
+    sys.exit(130)
+print(json.dumps({"passed": [r.variation_id for r in results if r.passed]}))
+"""
+
+
+def run_script(folder: Path) -> subprocess.Popen[str]:
+    (folder / "run.py").write_text(SCRIPT)
+    return subprocess.Popen(
+        [sys.executable, "run.py"], cwd=folder, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def test_readme_script_without_main_guard_runs_a_pool_once(tmp_path: Path) -> None:
+    write_notebook(tmp_path / "nbs" / "add.ipynb", ["result = x + 1"], params="x = 0")
+    process = run_script(tmp_path)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert json.loads(stdout) == {"passed": ["0", "1", "2", "3"]}
+    # pool workers never re-run the caller's script
+    assert len((tmp_path / "imports.log").read_text().split()) == 1
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_pooled_run_stops_within_seconds_on_a_signal(
+    tmp_path: Path, kernel_tmp: Path, how: str
+) -> None:
+    write_notebook(tmp_path / "nbs" / "slow.ipynb", ["print(x)", "import time\ntime.sleep(60)"])
+    process = run_script(tmp_path)
+    deadline = time.monotonic() + 90
+    while len(list((tmp_path / "out").glob("*slow*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert process.poll() is None
+    workers = [
+        child for child in psutil.Process(process.pid).children(recursive=True)
+        if "ipykernel" not in " ".join(child.cmdline())
+    ]  # fmt: skip
+    started = time.monotonic()
+    if how == "ctrl-c":
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+        seconds = time.monotonic() - started
+        stdout, stderr = process.communicate(timeout=30)  # leftover workers keep the pipes open
+        _, alive = psutil.wait_procs(workers, timeout=5)  # the forkserver ends after its parent
+    finally:
+        for worker in workers:  # never leave one behind, even when the test fails
+            with contextlib.suppress(psutil.Error):
+                worker.kill()
+    assert process.returncode == 130, stderr
+    assert seconds < 4, (seconds, stderr)  # each worker stopped by itself, no grace sat out
+    report = json.loads(stdout)
+    out = tmp_path / "out"
+    assert report["pending"] == 2
+    assert [row[:2] for row in report["interrupted"]] == [
+        ["0", "interrupted"],
+        ["1", "interrupted"],
+    ]
+    assert [row[3] for row in report["interrupted"]] == [
+        str(out / "0-slow.ipynb"),
+        str(out / "1-slow.ipynb"),
+    ]
+    assert all(row[2] > 1 for row in report["interrupted"])  # the worker's own result came back
+    assert_no_kernels_left(kernel_tmp)
+    assert alive == []
+    assert sorted(p.name for p in kernel_tmp.iterdir()) == []  # no fork template folder left
+
+
+def test_pool_workers_are_not_forks_of_the_calling_process(tmp_path: Path) -> None:
+    """This process runs threads (kernel reaper, spare kernels): a fork of it could deadlock."""
+    code = (
+        "import json, psutil\n"
+        "print(json.dumps([(p.pid, ' '.join(p.cmdline())) for p in psutil.Process().parents()]))"
+    )
+    write_notebook(tmp_path / "nbs" / "who.ipynb", [code])
+    [result] = execute_run(
+        tmp_path / "nbs", [{}], output_dir=tmp_path / "out", use_multiprocessing=True, workers=1
+    )
+    assert result.passed
+    assert result.output is not None
+    [cell] = [c for c in json.loads(result.output.read_text())["cells"] if c.get("outputs")]
+    ancestry = json.loads("".join(cell["outputs"][0]["text"]))  # a string or a list of lines
+    pids = [pid for pid, _ in ancestry]
+    assert os.getpid() in pids
+    # the kernel's ancestor just below this process: the forkserver the worker came from
+    _, cmdline = ancestry[pids.index(os.getpid()) - 1]
+    assert "multiprocessing.forkserver" in cmdline, ancestry

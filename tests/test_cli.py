@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import (
     assert_no_kernels_left,
-    kernels_under,
     output_files,
     write_notebook,
     write_params,
@@ -105,37 +107,122 @@ def test_millrun_script_and_module_are_the_same_command(tmp_path: Path) -> None:
     assert by_script.stdout == run("--help", cwd=tmp_path).stdout
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
-def test_interrupt_stops_promptly_leaves_no_process_and_keeps_outputs(
-    tmp_path: Path, kernel_tmp: Path, how: str
-) -> None:
-    write_notebook(tmp_path / "nbs" / "quick.ipynb", ["pass"])
-    write_notebook(tmp_path / "nbs" / "slow.ipynb", ["import time\ntime.sleep(60)"])
-    write_params(tmp_path / "p.json", {"x": [1, 2, 3, 4]})
-    process = subprocess.Popen(
-        [*MILLRUN, "nbs", "p.json", "--output-dir", "out", "--workers", "2"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+def start_cli(cwd: Path, *args: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*MILLRUN, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while len(list((tmp_path / "out").glob("*slow*"))) < 1 and time.monotonic() < deadline:
+
+
+def wait_for_outputs(folder: Path, pattern: str, count: int) -> None:
+    """Until ``count`` runs have written their output (so their notebooks are running)."""
+    deadline = time.monotonic() + 90
+    while len(list(folder.glob(pattern))) < count and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert len(list(folder.glob(pattern))) >= count
     time.sleep(1.0)
+
+
+def interrupt(process: subprocess.Popen[str], how: str) -> tuple[str, str, float]:
+    """Ctrl-C (the terminal signals the whole group) or SIGTERM (a CI cancel: the main
+    process alone); the output, and the seconds from the signal until the command ended."""
     assert process.poll() is None
     started = time.monotonic()
     if how == "ctrl-c":
-        os.killpg(process.pid, signal.SIGINT)  # what the terminal does: the whole group
+        os.killpg(process.pid, signal.SIGINT)
     else:
         process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=30)
-    assert time.monotonic() - started < 15
+    process.wait(timeout=60)
+    seconds = time.monotonic() - started
+    stdout, stderr = process.communicate(timeout=60)
+    return stdout, stderr, seconds
+
+
+def pool_workers(cli: psutil.Process, cli_cmdline: list[str]) -> list[tuple[int, str]]:
+    """The command's pool workers: forks of itself, or children of its forkserver (with the
+    command line they have now, as a child between fork and exec has its parent's)."""
+    found = []
+    for child in cli.children():
+        with contextlib.suppress(psutil.Error):
+            cmdline = child.cmdline()
+            if cmdline == cli_cmdline:
+                found.append((child.pid, " ".join(cmdline)))
+            elif "multiprocessing.forkserver" in " ".join(cmdline):
+                found += [(w.pid, " ".join(w.cmdline())) for w in child.children()]
+    return found
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupt_with_workers_stops_within_seconds_leaving_nothing_behind(
+    tmp_path: Path, kernel_tmp: Path, how: str
+) -> None:
+    write_notebook(tmp_path / "nbs" / "slow.ipynb", ["print(x)", "import time\ntime.sleep(60)"])
+    write_params(tmp_path / "p.json", {"x": [1, 2, 3, 4]})
+    process = start_cli(tmp_path, "nbs", "p.json", "--output-dir", "out", "--workers", "2")
+    wait_for_outputs(tmp_path / "out", "*slow*", 2)  # both workers inside a notebook
+    stdout, stderr, seconds = interrupt(process, how)
+    # every worker stops its notebook and exits by itself, well within the 5 s grace
+    assert seconds < 4, (seconds, stdout, stderr)
     assert process.returncode == 130, stderr
-    assert "Interrupted" in stdout
-    assert "not run" in stdout
-    saved = output_files(tmp_path / "out")
-    assert {"0-quick.ipynb", "1-quick.ipynb", "2-quick.ipynb", "3-quick.ipynb"} <= set(saved)
-    assert "0-slow.ipynb" in saved  # the partial output of a run that was cut short
-    assert "2 interrupted" in stdout
-    assert not list((tmp_path / "out").glob(".*partial*"))
+    last = stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"0 passed, 0 failed, 2 interrupted, 2 not run in [\d.]+s", last)
+    out = tmp_path / "out"
+    assert output_files(out) == ["0-slow.ipynb", "1-slow.ipynb"]
+    assert not list(out.glob(".*partial*"))
     assert_no_kernels_left(kernel_tmp, within=5)
-    assert kernels_under(kernel_tmp) == []
+    # the workers stopped their fork templates and spare kernels and removed their folders
+    assert sorted(p.name for p in kernel_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("kernel_start", ["fork"], indirect=True)  # the same in spawn mode
+@pytest.mark.parametrize(
+    ("quick", "runs", "workers", "last"),
+    [
+        (True, 4, 2, "4 passed, 0 failed, 2 interrupted, 2 not run"),
+        (False, 1, 1, "0 passed, 0 failed, 1 interrupted, 0 not run"),
+        (False, 2, 2, "0 passed, 0 failed, 2 interrupted, 0 not run"),
+    ],
+    ids=["some-passed", "one-run", "none-left"],
+)
+def test_interrupted_summary_accounts_for_every_planned_run(
+    tmp_path: Path, kernel_tmp: Path, quick: bool, runs: int, workers: int, last: str
+) -> None:
+    if quick:
+        write_notebook(tmp_path / "nbs" / "quick.ipynb", ["pass"])
+    write_notebook(tmp_path / "nbs" / "slow.ipynb", ["import time\ntime.sleep(60)"])
+    write_params(tmp_path / "p.json", {"x": list(range(runs))})
+    process = start_cli(tmp_path, "nbs", "p.json", "--output-dir", "out", "--workers", workers)
+    wait_for_outputs(tmp_path / "out", "*slow*", min(runs, workers))
+    stdout, stderr, _ = interrupt(process, "ctrl-c")
+    assert process.returncode == 130, stderr
+    lines = stdout.strip().splitlines()
+    assert re.fullmatch(rf"{last} in [\d.]+s", lines[-1]), stdout
+    cut = min(runs, workers)
+    assert f"Interrupted: {cut} cut short (partial outputs saved), {runs - cut} not run." in stdout
+    assert "runs above finished" not in stdout
+    notebook, out = tmp_path / "nbs" / "slow.ipynb", tmp_path / "out"
+    for index in range(cut):  # each run cut short, named with its saved partial output
+        assert f"{notebook} [{index}]\n    output: {out / f'{index}-slow.ipynb'}" in stdout
+    assert_no_kernels_left(kernel_tmp, within=5)
+
+
+@pytest.mark.parametrize("kernel_start", ["fork"], indirect=True)
+def test_pool_starts_no_more_workers_than_runs(tmp_path: Path, kernel_tmp: Path) -> None:
+    write_notebook(tmp_path / "nbs" / "slow.ipynb", ["import time\ntime.sleep(4)"])
+    write_params(tmp_path / "p.json", {"x": [1, 2]})
+    process = start_cli(tmp_path, "nbs", "p.json", "--output-dir", "out", "--workers", "8")
+    cli = psutil.Process(process.pid)
+    cli_cmdline = cli.cmdline()
+    first_seen: dict[tuple[int, str], float] = {}
+    last_seen: dict[tuple[int, str], float] = {}
+    while process.poll() is None:
+        for worker in pool_workers(cli, cli_cmdline):
+            first_seen.setdefault(worker, time.monotonic())
+            last_seen[worker] = time.monotonic()
+        time.sleep(0.05)
+    stdout, stderr = process.communicate()
+    assert process.returncode == 0, stderr
+    assert "2 passed, 0 failed" in stdout
+    # a worker lives on (a process on its way to exec another program does not)
+    workers = [w for w in first_seen if last_seen[w] - first_seen[w] > 0.5]
+    assert 1 <= len(workers) <= 2, workers
