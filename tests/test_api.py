@@ -12,7 +12,7 @@ import millrun
 from conftest import output_files, write_notebook
 from pytest_millrun import RunFailedError, execute_run
 
-pytestmark = pytest.mark.usefixtures("kernel_start")
+KERNELS = pytest.mark.usefixtures("kernel_start")  # for tests that start kernels, in both modes
 
 
 @pytest.fixture
@@ -27,6 +27,7 @@ def test_import_millrun_is_the_same_api() -> None:
     assert millrun.execute_run is execute_run
 
 
+@KERNELS
 @pytest.mark.parametrize("use_multiprocessing", [False, True], ids=["sequential", "pool"])
 def test_every_pair_runs_and_failures_are_raised_after_all_work(
     folder: Path, tmp_path: Path, use_multiprocessing: bool
@@ -54,6 +55,7 @@ def test_every_pair_runs_and_failures_are_raised_after_all_work(
     assert all(r.duration > 0 for r in results)
 
 
+@KERNELS
 def test_list_of_dicts_and_outputs_beside_the_notebook_by_default(folder: Path) -> None:
     results = execute_run(folder / "add.ipynb", [{"x": 1, "y": 1}, {"x": 2, "y": 2}])
     assert [r.output for r in results] == [folder / "0-add.ipynb", folder / "1-add.ipynb"]
@@ -62,6 +64,7 @@ def test_list_of_dicts_and_outputs_beside_the_notebook_by_default(folder: Path) 
     assert [r.notebook.name for r in again] == ["add.ipynb"]
 
 
+@KERNELS
 def test_params_file_path_is_accepted(folder: Path, tmp_path: Path) -> None:
     params = tmp_path / "p.json"
     params.write_text(json.dumps({"x": [5], "y": [6]}))
@@ -69,6 +72,7 @@ def test_params_file_path_is_accepted(folder: Path, tmp_path: Path) -> None:
     assert result.passed
 
 
+@KERNELS
 def test_recursive_mirrors_folders_under_output_dir(folder: Path, tmp_path: Path) -> None:
     execute_run(
         folder, {"x": [1], "y": [3]}, output_dir=tmp_path / "out", recursive=True,
@@ -77,6 +81,7 @@ def test_recursive_mirrors_folders_under_output_dir(folder: Path, tmp_path: Path
     assert output_files(tmp_path / "out") == ["0-add.ipynb", "deep/0-inner.ipynb"]
 
 
+@KERNELS
 @pytest.mark.parametrize("use_multiprocessing", [False, True], ids=["sequential", "pool"])
 def test_papermill_kwargs_reach_every_execution(
     folder: Path, tmp_path: Path, use_multiprocessing: bool
@@ -98,6 +103,7 @@ def test_unknown_kwarg_is_an_error_before_anything_runs(folder: Path, tmp_path: 
     assert not (tmp_path / "out").exists()
 
 
+@KERNELS
 def test_any_executor_can_run_the_jobs(folder: Path, tmp_path: Path) -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = execute_run(
@@ -107,6 +113,7 @@ def test_any_executor_can_run_the_jobs(folder: Path, tmp_path: Path) -> None:
     assert [r.status for r in results] == ["passed"] * 3
 
 
+@KERNELS
 def test_execution_timeout_kwarg_is_the_per_cell_limit(tmp_path: Path) -> None:
     write_notebook(tmp_path / "slow.ipynb", ["import time\ntime.sleep(20)"])
     with pytest.raises(RunFailedError) as info:

@@ -21,7 +21,7 @@ from conftest import (
 
 MILLRUN = [sys.executable, "-m", "pytest_millrun"]
 
-pytestmark = pytest.mark.usefixtures("kernel_start")
+KERNELS = pytest.mark.usefixtures("kernel_start")  # for tests that start kernels, in both modes
 
 
 def run(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -30,6 +30,7 @@ def run(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@KERNELS
 def test_seed_readme_example_works_as_written(tmp_path: Path) -> None:
     write_notebook(
         tmp_path / "Notebooks_Dir" / "special_calculation.ipynb",
@@ -51,6 +52,7 @@ def test_seed_readme_example_works_as_written(tmp_path: Path) -> None:
     assert "kernel" not in done.stderr.lower()
 
 
+@KERNELS
 def test_failures_exit_1_with_a_summary_of_each(tmp_path: Path) -> None:
     write_notebook(tmp_path / "nbs" / "divide.ipynb", ["result = x / (y - 2)"])
     write_params(tmp_path / "p.json", {"x": [1, 2], "y": [2, 3]})
@@ -105,6 +107,7 @@ def test_millrun_script_and_module_are_the_same_command(tmp_path: Path) -> None:
     assert by_script.stdout == run("--help", cwd=tmp_path).stdout
 
 
+@KERNELS
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupt_stops_promptly_leaves_no_process_and_keeps_outputs(
     tmp_path: Path, kernel_tmp: Path, how: str

@@ -15,10 +15,8 @@ import pytest
 
 from conftest import assert_no_kernels_left, write_notebook, write_params
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.usefixtures("kernel_start"),
-]
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+KERNELS = pytest.mark.usefixtures("kernel_start")  # for tests that start kernels, in both modes
 
 
 def run_with_good_neighbour(
@@ -36,6 +34,7 @@ def saved_cells(pytester: pytest.Pytester) -> list[dict[str, object]]:
     return cells
 
 
+@KERNELS
 def test_notebook_timeout_stops_the_kernel_and_keeps_the_cells_that_ran(
     pytester: pytest.Pytester, kernel_tmp: Path
 ) -> None:
@@ -54,6 +53,7 @@ def test_notebook_timeout_stops_the_kernel_and_keeps_the_cells_that_ran(
     assert_no_kernels_left(kernel_tmp)
 
 
+@KERNELS
 def test_cell_timeout_fails_the_item_naming_the_cell(
     pytester: pytest.Pytester, kernel_tmp: Path
 ) -> None:
@@ -65,6 +65,7 @@ def test_cell_timeout_fails_the_item_naming_the_cell(
     assert_no_kernels_left(kernel_tmp)
 
 
+@KERNELS
 @pytest.mark.parametrize(
     ("code", "how"),
     [
@@ -85,6 +86,7 @@ def test_dead_kernel_fails_its_item_within_seconds_saying_how(
     assert_no_kernels_left(kernel_tmp)
 
 
+@KERNELS
 @pytest.mark.parametrize(
     ("code", "outcome", "headline"),
     [
@@ -112,6 +114,7 @@ def test_unknown_kernel_name_is_a_clear_failure(pytester: pytest.Pytester) -> No
     )
 
 
+@KERNELS
 def test_notebook_for_a_language_without_kernel_fails_alone(pytester: pytest.Pytester) -> None:
     write_notebook(
         pytester.path / "nbs" / "r.ipynb", ["x <- 1"], params=None, kernel="ir", language="R"
@@ -122,6 +125,7 @@ def test_notebook_for_a_language_without_kernel_fails_alone(pytester: pytest.Pyt
     result.stdout.fnmatch_lines(["No kernel named 'ir' is installed*"])
 
 
+@KERNELS
 def test_undeclared_parameter_warns_naming_keys_and_notebook(pytester: pytest.Pytester) -> None:
     write_notebook(pytester.path / "nbs" / "a.ipynb")
     write_params(pytester.path / "p.json", {"x": [1], "typo": [2]})
@@ -141,6 +145,7 @@ def test_strict_params_refuses_before_anything_runs(pytester: pytest.Pytester) -
     assert not (pytester.path / ".millrun").exists()
 
 
+@KERNELS
 def test_notebook_without_parameters_cell_warns_once(pytester: pytest.Pytester) -> None:
     write_notebook(pytester.path / "nbs" / "a.ipynb", ["print(x)"], params=None)
     write_params(pytester.path / "p.json", {"x": [1, 2, 3]})
@@ -171,6 +176,7 @@ def test_kernel_that_cannot_start_is_a_clear_failure(
     )
 
 
+@KERNELS
 def test_kernel_connection_is_private(pytester: pytest.Pytester) -> None:
     code = (
         "import json, os, stat\n"
@@ -186,6 +192,7 @@ def test_kernel_connection_is_private(pytester: pytest.Pytester) -> None:
     pytester.runpytest("--millrun", "nbs").assert_outcomes(passed=1)
 
 
+@KERNELS
 @pytest.mark.parametrize(
     ("sig", "xdist"),
     [(signal.SIGINT, []), (signal.SIGINT, ["-n", "2"]), (signal.SIGTERM, [])],

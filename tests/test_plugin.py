@@ -11,10 +11,8 @@ import pytest
 
 from conftest import assert_no_kernels_left, output_files, write_notebook, write_params
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.usefixtures("kernel_start"),
-]
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+KERNELS = pytest.mark.usefixtures("kernel_start")  # for tests that start kernels, in both modes
 
 
 @pytest.fixture
@@ -73,6 +71,7 @@ def test_ids_are_built_from_prepend_and_append_components(
     )
 
 
+@KERNELS
 def test_pass_and_fail_outcomes_and_every_output_saved(
     pytester: pytest.Pytester, project: Path
 ) -> None:
@@ -91,6 +90,7 @@ def test_pass_and_fail_outcomes_and_every_output_saved(
     assert "".join(printed[0]["text"]) == "sum 3\n"
 
 
+@KERNELS
 def test_failure_report_names_error_cell_source_traceback_and_output(
     pytester: pytest.Pytester, project: Path
 ) -> None:
@@ -114,6 +114,7 @@ def test_failure_report_names_error_cell_source_traceback_and_output(
     )
 
 
+@KERNELS
 def test_same_stem_in_two_folders_never_share_an_output(pytester: pytest.Pytester) -> None:
     write_notebook(pytester.path / "a" / "calc.ipynb")
     write_notebook(pytester.path / "b" / "calc.ipynb")
@@ -121,6 +122,7 @@ def test_same_stem_in_two_folders_never_share_an_output(pytester: pytest.Pyteste
     assert output_files(pytester.path / ".millrun") == ["a/0-calc.ipynb", "b/0-calc.ipynb"]
 
 
+@KERNELS
 def test_k_selects_variations_by_id(pytester: pytest.Pytester, project: Path) -> None:
     result = pytester.runpytest(
         "--millrun-params", "params.json", "nbs", "--millrun-prepend", "x", "-k", "45"
@@ -129,6 +131,7 @@ def test_k_selects_variations_by_id(pytester: pytest.Pytester, project: Path) ->
     assert output_files(project / ".millrun") == ["nbs/45-add.ipynb", "nbs/sub/45-divide.ipynb"]
 
 
+@KERNELS
 def test_xdist_gives_the_same_outcomes_and_report(pytester: pytest.Pytester, project: Path) -> None:
     result = pytester.runpytest_subprocess("--millrun-params", "params.json", "nbs", "-n", "2")
     result.assert_outcomes(passed=3, failed=1)
@@ -145,6 +148,7 @@ def test_header_names_params_file_count_and_output_dir(
     )
 
 
+@KERNELS
 def test_ini_options_are_used_and_the_command_line_wins(
     pytester: pytest.Pytester, project: Path
 ) -> None:
@@ -189,6 +193,7 @@ def test_missing_params_file_is_a_usage_error(pytester: pytest.Pytester, project
     assert "does not exist" in result.stderr.str()
 
 
+@KERNELS
 def test_checkpoints_and_outputs_are_never_collected(
     pytester: pytest.Pytester, project: Path
 ) -> None:
@@ -210,6 +215,7 @@ def test_checkpoints_and_outputs_are_never_collected(
     assert "copied-output" not in result.stdout.str()
 
 
+@KERNELS
 def test_unreadable_notebook_is_its_own_collection_error_and_others_run(
     pytester: pytest.Pytester, project: Path
 ) -> None:
@@ -219,6 +225,7 @@ def test_unreadable_notebook_is_its_own_collection_error_and_others_run(
     result.stdout.fnmatch_lines([f"Notebook {project / 'nbs' / 'broken.ipynb'} is not valid JSON*"])
 
 
+@KERNELS
 def test_hostile_parameter_value_stays_inside_the_output_dir(pytester: pytest.Pytester) -> None:
     write_notebook(pytester.path / "nb" / "calc.ipynb", ["print(name)"], params="name = 'a'")
     write_params(pytester.path / "p.json", [{"name": "../../x"}, {"name": "/etc/passwd"}])
@@ -244,6 +251,7 @@ def test_output_equal_to_an_input_notebook_is_refused(pytester: pytest.Pytester)
     assert (pytester.path / "nb" / "0-calc.ipynb").read_text() == before
 
 
+@KERNELS
 def test_output_path_goes_into_junitxml(pytester: pytest.Pytester, project: Path) -> None:
     pytester.runpytest("--millrun-params", "params.json", "nbs/add.ipynb", "--junitxml=report.xml")
     tree = ET.parse(pytester.path / "report.xml")
@@ -254,6 +262,7 @@ def test_output_path_goes_into_junitxml(pytester: pytest.Pytester, project: Path
     ]
 
 
+@KERNELS
 def test_no_kernel_process_is_left_after_the_run(
     pytester: pytest.Pytester, project: Path, kernel_tmp: Path
 ) -> None:
@@ -262,6 +271,7 @@ def test_no_kernel_process_is_left_after_the_run(
     assert_no_kernels_left(kernel_tmp, within=3)
 
 
+@KERNELS
 def test_kernel_runs_in_the_notebook_folder(pytester: pytest.Pytester) -> None:
     folder = pytester.path / "deep" / "folder"
     write_notebook(
@@ -270,6 +280,7 @@ def test_kernel_runs_in_the_notebook_folder(pytester: pytest.Pytester) -> None:
     pytester.runpytest("--millrun", "deep").assert_outcomes(passed=1)
 
 
+@KERNELS
 def test_millrun_flag_runs_each_notebook_once_with_defaults(pytester: pytest.Pytester) -> None:
     write_notebook(pytester.path / "calc.ipynb", ["assert (x, y) == (1, 2)"])
     result = pytester.runpytest("--millrun", "calc.ipynb", "-v")
