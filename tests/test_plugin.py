@@ -215,6 +215,20 @@ def test_checkpoints_and_outputs_are_never_collected(
     assert "copied-output" not in result.stdout.str()
 
 
+def test_checkpoints_are_skipped_even_where_pytest_would_recurse_into_them(
+    pytester: pytest.Pytester, project: Path
+) -> None:
+    # pytest's default norecursedirs (".*" among them) hides checkpoint folders by itself;
+    # with none, only millrun's own rule keeps them out.
+    pytester.makeini("[pytest]\nnorecursedirs =\n")
+    write_notebook(project / "nbs" / ".ipynb_checkpoints" / "add-checkpoint.ipynb")
+    write_notebook(project / "nbs" / "sub" / ".ipynb_checkpoints" / "divide-checkpoint.ipynb")
+    write_notebook(project / "nbs" / "sub" / ".hidden" / "kept.ipynb")  # pytest does recurse
+    result = pytester.runpytest("--millrun", "nbs", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["nbs/sub/.hidden/kept.ipynb::kept[[]0[]]", "3 tests collected*"])
+    assert "checkpoint" not in result.stdout.str()
+
+
 @KERNELS
 def test_unreadable_notebook_is_its_own_collection_error_and_others_run(
     pytester: pytest.Pytester, project: Path
@@ -289,8 +303,12 @@ def test_millrun_flag_runs_each_notebook_once_with_defaults(pytester: pytest.Pyt
 
 
 def test_plugin_can_be_disabled(pytester: pytest.Pytester, project: Path) -> None:
-    result = pytester.runpytest("-p", "no:millrun", "--collect-only", "nbs")
+    pytester.makeini("[pytest]\nmillrun = true\n")  # the plugin on would collect both
+    result = pytester.runpytest("nbs", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["nbs/add.ipynb::add[[]0[]]", "2 tests collected*"])
+    result = pytester.runpytest("-p", "no:millrun", "nbs", "--collect-only", "-q")
     result.assert_outcomes()
+    assert "ipynb" not in result.stdout.str()
 
 
 def test_help_lists_every_option_in_the_millrun_group(pytester: pytest.Pytester) -> None:
