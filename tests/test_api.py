@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 
 import millrun
@@ -114,6 +116,34 @@ def test_any_executor_can_run_the_jobs(folder: Path, tmp_path: Path) -> None:
 
 
 @KERNELS
+@KERNELS
+def test_a_process_pool_executor_runs_each_job_in_one_of_its_workers(tmp_path: Path) -> None:
+    notebook = write_notebook(
+        tmp_path / "nb" / "who.ipynb",
+        ["import os\nopen(f'launcher-{x}.txt', 'w').write(os.environ['JPY_PARENT_PID'])"],
+        params="x = 0",
+    )
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        results = execute_run(notebook, {"x": [1, 2]}, output_dir=tmp_path / "o", executor=pool)
+        launchers = {int((notebook.parent / f"launcher-{x}.txt").read_text()) for x in (1, 2)}
+        # every kernel was started by a worker of this pool, none by this process
+        assert {psutil.Process(pid).ppid() for pid in launchers} == {os.getpid()}
+    assert os.getpid() not in launchers
+    assert [r.status for r in results] == ["passed", "passed"]
+    assert output_files(tmp_path / "o") == ["0-who.ipynb", "1-who.ipynb"]
+
+
+def test_strict_params_refuses_an_undeclared_key_before_anything_runs(
+    folder: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="does not declare 'typo'"):
+        execute_run(
+            folder, {"x": [1], "y": [2], "typo": [3]}, output_dir=tmp_path / "out",
+            strict_params=True,
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 def test_execution_timeout_kwarg_is_the_per_cell_limit(tmp_path: Path) -> None:
     write_notebook(tmp_path / "slow.ipynb", ["import time\ntime.sleep(20)"])
     with pytest.raises(RunFailedError) as info:
@@ -121,7 +151,9 @@ def test_execution_timeout_kwarg_is_the_per_cell_limit(tmp_path: Path) -> None:
     [failure] = info.value.failures
     assert failure.error is not None
     assert failure.error.kind == "timeout"
-    assert failure.duration < 15
+    # the cell's own duration as papermill recorded it (the run's also holds the kernel start)
+    cells = json.loads((tmp_path / "o" / "0-slow.ipynb").read_text())["cells"]
+    assert cells[-1]["metadata"]["papermill"]["duration"] < 10
 
 
 def test_colliding_outputs_are_refused_before_running(tmp_path: Path) -> None:

@@ -91,6 +91,41 @@ def test_bad_usage_or_input_exits_2_without_traceback(
     assert "Traceback" not in done.stderr
 
 
+def test_recursive_exclude_and_kernel_options_choose_what_runs_and_how(tmp_path: Path) -> None:
+    write_notebook(tmp_path / "nbs" / "a.ipynb")
+    write_notebook(tmp_path / "nbs" / "skip_me.ipynb", ["raise RuntimeError('excluded')"])
+    write_notebook(tmp_path / "nbs" / "deep" / "b.ipynb", kernel="no-such-kernel")
+    write_notebook(tmp_path / "nbs" / "deep" / "skip_too.ipynb", ["raise RuntimeError('no')"])
+    write_params(tmp_path / "p.json", {"x": [1]})
+    done = run(
+        "nbs", "p.json", "--output-dir", "out", "--recursive", "--exclude-glob-pattern", "skip*",
+        "--kernel", "python3", "--workers", "1", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr  # b.ipynb's own kernel is missing
+    assert output_files(tmp_path / "out") == ["0-a.ipynb", "deep/0-b.ipynb"]
+
+
+def test_notebook_timeout_option_stops_the_notebook_and_keeps_its_output(
+    tmp_path: Path,
+) -> None:
+    write_notebook(tmp_path / "nbs" / "slow.ipynb", ["import time\ntime.sleep(60)"])
+    write_params(tmp_path / "p.json", {"x": [1]})
+    done = run("nbs", "p.json", "--output-dir", "out", "--notebook-timeout", "2", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "timed out after 2 s" in done.stdout
+    assert output_files(tmp_path / "out") == ["0-slow.ipynb"]
+
+
+def test_strict_params_option_refuses_an_undeclared_key_before_running(tmp_path: Path) -> None:
+    write_notebook(tmp_path / "nbs" / "a.ipynb")
+    write_params(tmp_path / "p.json", {"x": [1], "typo": [2]})
+    done = run("nbs", "p.json", "--output-dir", "out", "--strict-params", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "does not declare 'typo'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_help_documents_arguments_options_and_defaults(tmp_path: Path) -> None:
     done = run("--help", cwd=tmp_path)
     assert done.returncode == 0

@@ -214,6 +214,29 @@ def test_forked_kernels_fresh_or_spare_hold_no_descriptor_a_spawned_one_lacks(
             )  # fmt: skip
 
 
+@pytest.mark.parametrize("mode", ["fork", "spawn"])
+def test_environment_variable_decides_what_auto_means(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    log = tmp_path / "started.log"  # written by each kernel: see kernel_startup.py
+    monkeypatch.setenv("MILLRUN_TEST_START_LOG", str(log))
+    monkeypatch.setenv("MILLRUN_KERNEL_START", mode)
+    notebook = write_notebook(tmp_path / "nb" / "a.ipynb")
+    [result] = execute_run(notebook, [{}], output_dir=tmp_path / "out")  # kernel_start="auto"
+    assert result.passed
+    assert log.read_text().split() == [mode]
+
+
+def test_bad_environment_variable_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MILLRUN_KERNEL_START", "vfork")
+    notebook = write_notebook(tmp_path / "nb" / "a.ipynb")
+    with pytest.raises(ValueError, match="must be one of auto, fork, spawn, not 'vfork'"):
+        execute_run(notebook, [{}], output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_kernel_start_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
     write_notebook(pytester.path / "a.ipynb")
     result = pytester.runpytest("--millrun", "a.ipynb", "--millrun-kernel-start", "vfork")
