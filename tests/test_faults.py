@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,15 @@ def run_with_good_neighbour(
 ) -> pytest.RunResult:
     write_notebook(pytester.path / "nbs" / "fault.ipynb", cells)
     write_notebook(pytester.path / "nbs" / "good.ipynb", ["result = x + y"])
-    return pytester.runpytest_subprocess("--millrun", "nbs", *args)
+    return pytester.runpytest_subprocess("--millrun", "nbs", "--junitxml=report.xml", *args)
+
+
+def item_seconds(pytester: pytest.Pytester, name: str) -> float:
+    """How long pytest says the item took (setup, call and teardown), from the JUnit report:
+    unlike a clock around the whole run, no interpreter or worker start-up is in it."""
+    tree = ET.parse(pytester.path / "report.xml")
+    [case] = [c for c in tree.iter("testcase") if c.get("name") == name]
+    return float(case.get("time", "nan"))
 
 
 def saved_cells(pytester: pytest.Pytester) -> list[dict[str, object]]:
@@ -38,16 +47,17 @@ def saved_cells(pytester: pytest.Pytester) -> list[dict[str, object]]:
 def test_notebook_timeout_stops_the_kernel_and_keeps_the_cells_that_ran(
     pytester: pytest.Pytester, kernel_tmp: Path
 ) -> None:
-    started = time.monotonic()
+    # The limit's clock includes the kernel's start, which can take seconds on a busy
+    # machine: 8 s leaves the first cell time to run.
     result = run_with_good_neighbour(
         pytester,
         ["print('before')", "import time\ntime.sleep(60)"],
         "--millrun-notebook-timeout",
-        "3",
+        "8",
     )
-    assert time.monotonic() - started < 30
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["TimeoutError: timed out after 3 s in cell [[]3[]]"])
+    result.stdout.fnmatch_lines(["TimeoutError: timed out after 8 s in cell [[]3[]]"])
+    assert item_seconds(pytester, "fault[0]") < 40  # stopped, not left to sleep its 60 s
     printed = [o for c in saved_cells(pytester) for o in c.get("outputs", [])]  # type: ignore[attr-defined]
     assert any("before" in "".join(o.get("text", "")) for o in printed)
     assert_no_kernels_left(kernel_tmp)
@@ -77,13 +87,28 @@ def test_cell_timeout_fails_the_item_naming_the_cell(
 def test_dead_kernel_fails_its_item_within_seconds_saying_how(
     pytester: pytest.Pytester, kernel_tmp: Path, code: str, how: str
 ) -> None:
-    started = time.monotonic()
     result = run_with_good_neighbour(pytester, ["print('alive')", code])
-    assert time.monotonic() - started < 30
     result.assert_outcomes(passed=1, failed=1)
+    assert item_seconds(pytester, "fault[0]") < 30  # noticed, not waited on
     result.stdout.fnmatch_lines([f"DeadKernelError: the kernel died in cell*({how}*"])
     assert (pytester.path / ".millrun" / "nbs" / "0-fault.ipynb").exists()
     assert_no_kernels_left(kernel_tmp)
+
+
+@KERNELS
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 10 section 4: the report quotes the kernel's stderr only when the log is "
+    "complete in time (1 run in 8); the fix that waits for the log is on another branch",
+)
+def test_dead_kernel_report_quotes_its_last_stderr_lines(pytester: pytest.Pytester) -> None:
+    crash = "import os\nos.write(2, b'FATAL: the probe gave up here\\n')\nos._exit(3)"
+    write_notebook(pytester.path / "nbs" / "fault.ipynb", ["print('alive')", crash])
+    result = pytester.runpytest("--millrun", "nbs")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["DeadKernelError: the kernel died*", "*FATAL: the probe gave up here"]
+    )
 
 
 @KERNELS
