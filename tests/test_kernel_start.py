@@ -224,7 +224,7 @@ def test_environment_variable_decides_what_auto_means(
     notebook = write_notebook(tmp_path / "nb" / "a.ipynb")
     [result] = execute_run(notebook, [{}], output_dir=tmp_path / "out")  # kernel_start="auto"
     assert result.passed
-    assert log.read_text().split() == [mode]
+    assert set(log.read_text().split()) == {mode}  # a spare forked ahead logs too
 
 
 def test_bad_environment_variable_is_refused_naming_it(

@@ -232,7 +232,7 @@ def test_kernel_start_and_preload_ini_keys_take_effect(
         f"[pytest]\nmillrun = true\nmillrun_kernel_start = {mode}\nmillrun_preload = tabnanny\n"
     )
     pytester.runpytest("nbs").assert_outcomes(passed=1)
-    assert log.read_text().split() == [mode]
+    assert set(log.read_text().split()) == {mode}  # a spare forked ahead logs too
 
 
 def test_kernel_option_overrides_the_notebooks_kernel_and_the_ini_key(
