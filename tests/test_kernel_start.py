@@ -250,8 +250,14 @@ import psutil
 from pytest_millrun import RunFailedError, execute_run
 
 def templates():
-    return [p for p in psutil.Process().children()
-            if "millrun-fork-template" in " ".join(p.cmdline())]
+    found = []
+    for p in psutil.Process().children():
+        try:  # a child may exit while we look (a kernel, the killed template)
+            if "millrun-fork-template" in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
 
 def killer():  # crash the template once, while the run is under way
     while not templates():
