@@ -450,6 +450,8 @@ class _KernelSandbox:
                     sandbox.process = process
                     with _LIVE_LOCK:
                         _LIVE_KERNELS.add(process)
+                    if sandbox.timed_out:  # the limit ran out while it started: expire missed it
+                        sandbox.expire()
                 sandbox.started = True
 
             async def shutdown_kernel(  # type: ignore[override]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -22,9 +23,15 @@ from nbformat.v4 import new_code_cell, new_notebook
 # makes every in-process run share one copy, as a real pytest process does.
 import jupyter_client.manager  # noqa: F401  isort: skip
 import papermill  # noqa: F401  isort: skip
-import pytest_millrun.forkserver  # noqa: F401  isort: skip
+import pytest_millrun.execute  # isort: skip
+import pytest_millrun.forkserver  # isort: skip
 
 MakeNotebook = Callable[..., Path]
+
+#: Every kernel of the suite runs this at start-up (IPython runs ``$PYTHONSTARTUP`` in a
+#: kernel too); it logs how the kernel was started, for the ``kernel_start`` fixture.
+#: Set once for the whole session, so every fork template serves every test alike.
+os.environ["PYTHONSTARTUP"] = str(Path(__file__).with_name("kernel_startup.py"))
 
 
 def write_notebook(
@@ -94,11 +101,70 @@ def kernel_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @pytest.fixture(params=["fork", "spawn"])
-def kernel_start(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the test once per kernel start mode; results must not depend on it."""
+def kernel_start(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """Run the test once per kernel start mode; results must not depend on it.
+
+    Every kernel the test starts, in this process or any other, logs how it was really
+    started (``kernel_startup.py``). Afterwards at least one must have started, and all
+    the way asked: a fork-mode test that silently fell back to spawning, or a test that
+    starts no kernel at all (so running it twice proves nothing), is an error.
+    """
     mode: str = request.param
+    log = tmp_path_factory.mktemp("kernel-start") / "started.log"
     monkeypatch.setenv("MILLRUN_KERNEL_START", mode)
-    return mode
+    monkeypatch.setenv("MILLRUN_TEST_START_LOG", str(log))
+    yield mode
+    started = log.read_text().split() if log.exists() else []
+    assert started, "no kernel started: a test that starts none needs no kernel_start"
+    assert set(started) == {mode}, f"asked for {mode}, kernels started: {started}"
+
+
+@contextlib.contextmanager
+def kernels_not_logged() -> Iterator[None]:
+    """Around a reference run that starts a kernel of its own (papermill's own engine) in a
+    ``kernel_start`` test: that kernel is spawned whatever the mode under test."""
+    saved = os.environ.pop("MILLRUN_TEST_START_LOG", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MILLRUN_TEST_START_LOG"] = saved
+
+
+def fork_state_is_spoilt() -> bool:
+    """Whether fork mode, in this process, would not serve the next test as it would a
+    fresh process: given up (``_fork_broken``), a template remembered as broken, a
+    template that died, or a spare kernel left over."""
+    forkserver = pytest_millrun.forkserver
+    return bool(
+        pytest_millrun.execute._fork_broken.is_set()
+        or forkserver._BROKEN
+        or any(not template.alive() for template in forkserver._TEMPLATES.values())
+        or forkserver._SPARES.pending is not None
+    )
+
+
+def reset_fork_state() -> None:
+    """What a new process would start with: no templates, no spare, fork not given up."""
+    pytest_millrun.forkserver.shutdown_templates()  # also the spare and the broken marks
+    pytest_millrun.execute._fork_broken.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fork_state() -> Iterator[None]:
+    """In-process ``runpytest`` runs share this process's fork state: one fork failure would
+    silently turn every later fork-mode test in this worker into a spawn test. A healthy
+    template is kept (starting one per test would cost seconds); anything else is reset
+    before and after each test."""
+    if fork_state_is_spoilt():
+        reset_fork_state()
+    yield
+    if fork_state_is_spoilt():
+        reset_fork_state()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -19,7 +19,7 @@ import millrun
 from conftest import assert_no_kernels_left, output_files, write_notebook
 from pytest_millrun import RunFailedError, execute_run
 
-pytestmark = pytest.mark.usefixtures("kernel_start")
+KERNELS = pytest.mark.usefixtures("kernel_start")  # for tests that start kernels, in both modes
 
 
 @pytest.fixture
@@ -34,6 +34,7 @@ def test_import_millrun_is_the_same_api() -> None:
     assert millrun.execute_run is execute_run
 
 
+@KERNELS
 @pytest.mark.parametrize("use_multiprocessing", [False, True], ids=["sequential", "pool"])
 def test_every_pair_runs_and_failures_are_raised_after_all_work(
     folder: Path, tmp_path: Path, use_multiprocessing: bool
@@ -61,6 +62,7 @@ def test_every_pair_runs_and_failures_are_raised_after_all_work(
     assert all(r.duration > 0 for r in results)
 
 
+@KERNELS
 def test_list_of_dicts_and_outputs_beside_the_notebook_by_default(folder: Path) -> None:
     results = execute_run(folder / "add.ipynb", [{"x": 1, "y": 1}, {"x": 2, "y": 2}])
     assert [r.output for r in results] == [folder / "0-add.ipynb", folder / "1-add.ipynb"]
@@ -69,6 +71,7 @@ def test_list_of_dicts_and_outputs_beside_the_notebook_by_default(folder: Path) 
     assert [r.notebook.name for r in again] == ["add.ipynb"]
 
 
+@KERNELS
 def test_params_file_path_is_accepted(folder: Path, tmp_path: Path) -> None:
     params = tmp_path / "p.json"
     params.write_text(json.dumps({"x": [5], "y": [6]}))
@@ -76,6 +79,7 @@ def test_params_file_path_is_accepted(folder: Path, tmp_path: Path) -> None:
     assert result.passed
 
 
+@KERNELS
 def test_recursive_mirrors_folders_under_output_dir(folder: Path, tmp_path: Path) -> None:
     execute_run(
         folder, {"x": [1], "y": [3]}, output_dir=tmp_path / "out", recursive=True,
@@ -84,6 +88,7 @@ def test_recursive_mirrors_folders_under_output_dir(folder: Path, tmp_path: Path
     assert output_files(tmp_path / "out") == ["0-add.ipynb", "deep/0-inner.ipynb"]
 
 
+@KERNELS
 @pytest.mark.parametrize("use_multiprocessing", [False, True], ids=["sequential", "pool"])
 def test_papermill_kwargs_reach_every_execution(
     folder: Path, tmp_path: Path, use_multiprocessing: bool
@@ -105,6 +110,7 @@ def test_unknown_kwarg_is_an_error_before_anything_runs(folder: Path, tmp_path: 
     assert not (tmp_path / "out").exists()
 
 
+@KERNELS
 def test_any_executor_can_run_the_jobs(folder: Path, tmp_path: Path) -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = execute_run(
@@ -114,6 +120,34 @@ def test_any_executor_can_run_the_jobs(folder: Path, tmp_path: Path) -> None:
     assert [r.status for r in results] == ["passed"] * 3
 
 
+@KERNELS
+def test_a_process_pool_executor_runs_each_job_in_one_of_its_workers(tmp_path: Path) -> None:
+    notebook = write_notebook(
+        tmp_path / "nb" / "who.ipynb",
+        ["import os\nopen(f'launcher-{x}.txt', 'w').write(os.environ['JPY_PARENT_PID'])"],
+        params="x = 0",
+    )
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        results = execute_run(notebook, {"x": [1, 2]}, output_dir=tmp_path / "o", executor=pool)
+        launchers = {int((notebook.parent / f"launcher-{x}.txt").read_text()) for x in (1, 2)}
+        # every kernel was started by a worker of this pool, none by this process
+        assert {psutil.Process(pid).ppid() for pid in launchers} == {os.getpid()}
+    assert os.getpid() not in launchers
+    assert [r.status for r in results] == ["passed", "passed"]
+    assert output_files(tmp_path / "o") == ["0-who.ipynb", "1-who.ipynb"]
+
+
+def test_strict_params_refuses_an_undeclared_key_before_anything_runs(
+    folder: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="does not declare 'typo'"):
+        execute_run(
+            folder, {"x": [1], "y": [2], "typo": [3]}, output_dir=tmp_path / "out",
+            strict_params=True,
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 def test_execution_timeout_kwarg_is_the_per_cell_limit(tmp_path: Path) -> None:
     write_notebook(tmp_path / "slow.ipynb", ["import time\ntime.sleep(20)"])
     with pytest.raises(RunFailedError) as info:
@@ -121,7 +155,9 @@ def test_execution_timeout_kwarg_is_the_per_cell_limit(tmp_path: Path) -> None:
     [failure] = info.value.failures
     assert failure.error is not None
     assert failure.error.kind == "timeout"
-    assert failure.duration < 15
+    # the cell's own duration as papermill recorded it (the run's also holds the kernel start)
+    cells = json.loads((tmp_path / "o" / "0-slow.ipynb").read_text())["cells"]
+    assert cells[-1]["metadata"]["papermill"]["duration"] < 10
 
 
 def test_colliding_outputs_are_refused_before_running(tmp_path: Path) -> None:

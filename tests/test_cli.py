@@ -23,7 +23,7 @@ from conftest import (
 
 MILLRUN = [sys.executable, "-m", "pytest_millrun"]
 
-pytestmark = pytest.mark.usefixtures("kernel_start")
+KERNELS = pytest.mark.usefixtures("kernel_start")  # for tests that start kernels, in both modes
 
 
 def run(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -32,6 +32,7 @@ def run(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@KERNELS
 def test_seed_readme_example_works_as_written(tmp_path: Path) -> None:
     write_notebook(
         tmp_path / "Notebooks_Dir" / "special_calculation.ipynb",
@@ -53,6 +54,7 @@ def test_seed_readme_example_works_as_written(tmp_path: Path) -> None:
     assert "kernel" not in done.stderr.lower()
 
 
+@KERNELS
 def test_failures_exit_1_with_a_summary_of_each(tmp_path: Path) -> None:
     write_notebook(tmp_path / "nbs" / "divide.ipynb", ["result = x / (y - 2)"])
     write_params(tmp_path / "p.json", {"x": [1, 2], "y": [2, 3]})
@@ -89,6 +91,41 @@ def test_bad_usage_or_input_exits_2_without_traceback(
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_recursive_exclude_and_kernel_options_choose_what_runs_and_how(tmp_path: Path) -> None:
+    write_notebook(tmp_path / "nbs" / "a.ipynb")
+    write_notebook(tmp_path / "nbs" / "skip_me.ipynb", ["raise RuntimeError('excluded')"])
+    write_notebook(tmp_path / "nbs" / "deep" / "b.ipynb", kernel="no-such-kernel")
+    write_notebook(tmp_path / "nbs" / "deep" / "skip_too.ipynb", ["raise RuntimeError('no')"])
+    write_params(tmp_path / "p.json", {"x": [1]})
+    done = run(
+        "nbs", "p.json", "--output-dir", "out", "--recursive", "--exclude-glob-pattern", "skip*",
+        "--kernel", "python3", "--workers", "1", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr  # b.ipynb's own kernel is missing
+    assert output_files(tmp_path / "out") == ["0-a.ipynb", "deep/0-b.ipynb"]
+
+
+def test_notebook_timeout_option_stops_the_notebook_and_keeps_its_output(
+    tmp_path: Path,
+) -> None:
+    write_notebook(tmp_path / "nbs" / "slow.ipynb", ["import time\ntime.sleep(60)"])
+    write_params(tmp_path / "p.json", {"x": [1]})
+    done = run("nbs", "p.json", "--output-dir", "out", "--notebook-timeout", "2", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "timed out after 2 s" in done.stdout
+    assert output_files(tmp_path / "out") == ["0-slow.ipynb"]
+
+
+def test_strict_params_option_refuses_an_undeclared_key_before_running(tmp_path: Path) -> None:
+    write_notebook(tmp_path / "nbs" / "a.ipynb")
+    write_params(tmp_path / "p.json", {"x": [1], "typo": [2]})
+    done = run("nbs", "p.json", "--output-dir", "out", "--strict-params", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "does not declare 'typo'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_help_documents_arguments_options_and_defaults(tmp_path: Path) -> None:
@@ -152,6 +189,7 @@ def pool_workers(cli: psutil.Process, cli_cmdline: list[str]) -> list[tuple[int,
     return found
 
 
+@KERNELS
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupt_with_workers_stops_within_seconds_leaving_nothing_behind(
     tmp_path: Path, kernel_tmp: Path, how: str
@@ -174,6 +212,7 @@ def test_interrupt_with_workers_stops_within_seconds_leaving_nothing_behind(
     assert sorted(p.name for p in kernel_tmp.iterdir()) == []
 
 
+@KERNELS
 @pytest.mark.parametrize("kernel_start", ["fork"], indirect=True)  # the same in spawn mode
 @pytest.mark.parametrize(
     ("quick", "runs", "workers", "last"),
@@ -206,6 +245,7 @@ def test_interrupted_summary_accounts_for_every_planned_run(
     assert_no_kernels_left(kernel_tmp, within=5)
 
 
+@KERNELS
 @pytest.mark.parametrize("kernel_start", ["fork"], indirect=True)
 def test_pool_starts_no_more_workers_than_runs(tmp_path: Path, kernel_tmp: Path) -> None:
     write_notebook(tmp_path / "nbs" / "slow.ipynb", ["import time\ntime.sleep(4)"])

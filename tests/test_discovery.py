@@ -42,8 +42,10 @@ def test_directory_gives_sorted_notebooks_without_outputs_or_checkpoints(tree: P
     assert names(discover_notebooks(tree), tree) == ["a.ipynb", "b.ipynb", "skip_me.ipynb"]
 
 
-def test_recursive_includes_subfolders(tree: Path) -> None:
-    assert "sub/c.ipynb" in names(discover_notebooks(tree, recursive=True), tree)
+def test_recursive_includes_subfolders_but_no_checkpoints_at_any_depth(tree: Path) -> None:
+    write_notebook(tree / "sub" / ".ipynb_checkpoints" / "c-checkpoint.ipynb")
+    found = names(discover_notebooks(tree, recursive=True), tree)
+    assert found == ["a.ipynb", "b.ipynb", "skip_me.ipynb", "sub/c.ipynb"]
 
 
 def test_exclude_glob_removes_matches(tree: Path) -> None:

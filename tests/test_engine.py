@@ -15,7 +15,7 @@ import papermill
 import papermill.iorw
 import pytest
 
-from conftest import write_notebook
+from conftest import kernels_not_logged, write_notebook
 from pytest_millrun.execute import execute_notebook
 
 pytestmark = pytest.mark.usefixtures("kernel_start")
@@ -52,7 +52,7 @@ def test_output_is_the_one_papermills_own_engine_writes(
     ours = execute_notebook(notebook, tmp_path / "ours.ipynb", {"x": 5})
     assert ours.status == status
     theirs = tmp_path / "theirs.ipynb"
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception), kernels_not_logged():
         papermill.execute_notebook(
             str(notebook), str(theirs), parameters={"x": 5}, progress_bar=False
         )
@@ -122,7 +122,7 @@ def test_a_dead_kernel_leaves_the_cells_before_it_as_papermills_engine_does(
     assert result.error is not None
     assert result.error.kind == "kernel-died"
     theirs = tmp_path / "theirs.ipynb"
-    with pytest.raises(Exception, match="Kernel died"):
+    with pytest.raises(Exception, match="Kernel died"), kernels_not_logged():
         papermill.execute_notebook(
             str(notebook), str(theirs), parameters={"x": 1}, progress_bar=False
         )
@@ -136,7 +136,10 @@ def test_papermill_metadata_is_what_a_plain_papermill_call_records(tmp_path: Pat
     output = tmp_path / "out" / "0-nb.ipynb"
     assert execute_notebook(notebook, output, {"x": 5}).passed
     ours = json.loads(output.read_text())
-    papermill.execute_notebook(str(notebook), str(output), parameters={"x": 5}, progress_bar=False)
+    with kernels_not_logged():
+        papermill.execute_notebook(
+            str(notebook), str(output), parameters={"x": 5}, progress_bar=False
+        )
     theirs = json.loads(output.read_text())
     times = {"start_time", "end_time", "duration"}
 

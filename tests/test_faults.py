@@ -9,16 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from conftest import assert_no_kernels_left, write_notebook, write_params
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.usefixtures("kernel_start"),
-]
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+KERNELS = pytest.mark.usefixtures("kernel_start")  # for tests that start kernels, in both modes
 
 
 def run_with_good_neighbour(
@@ -26,7 +25,15 @@ def run_with_good_neighbour(
 ) -> pytest.RunResult:
     write_notebook(pytester.path / "nbs" / "fault.ipynb", cells)
     write_notebook(pytester.path / "nbs" / "good.ipynb", ["result = x + y"])
-    return pytester.runpytest_subprocess("--millrun", "nbs", *args)
+    return pytester.runpytest_subprocess("--millrun", "nbs", "--junitxml=report.xml", *args)
+
+
+def item_seconds(pytester: pytest.Pytester, name: str) -> float:
+    """How long pytest says the item took (setup, call and teardown), from the JUnit report:
+    unlike a clock around the whole run, no interpreter or worker start-up is in it."""
+    tree = ET.parse(pytester.path / "report.xml")
+    [case] = [c for c in tree.iter("testcase") if c.get("name") == name]
+    return float(case.get("time", "nan"))
 
 
 def saved_cells(pytester: pytest.Pytester) -> list[dict[str, object]]:
@@ -36,24 +43,27 @@ def saved_cells(pytester: pytest.Pytester) -> list[dict[str, object]]:
     return cells
 
 
+@KERNELS
 def test_notebook_timeout_stops_the_kernel_and_keeps_the_cells_that_ran(
     pytester: pytest.Pytester, kernel_tmp: Path
 ) -> None:
-    started = time.monotonic()
+    # The limit's clock includes the kernel's start, which can take seconds on a busy
+    # machine: 8 s leaves the first cell time to run.
     result = run_with_good_neighbour(
         pytester,
         ["print('before')", "import time\ntime.sleep(60)"],
         "--millrun-notebook-timeout",
-        "3",
+        "8",
     )
-    assert time.monotonic() - started < 30
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["TimeoutError: timed out after 3 s in cell [[]3[]]"])
+    result.stdout.fnmatch_lines(["TimeoutError: timed out after 8 s in cell [[]3[]]"])
+    assert item_seconds(pytester, "fault[0]") < 40  # stopped, not left to sleep its 60 s
     printed = [o for c in saved_cells(pytester) for o in c.get("outputs", [])]  # type: ignore[attr-defined]
     assert any("before" in "".join(o.get("text", "")) for o in printed)
     assert_no_kernels_left(kernel_tmp)
 
 
+@KERNELS
 def test_cell_timeout_fails_the_item_naming_the_cell(
     pytester: pytest.Pytester, kernel_tmp: Path
 ) -> None:
@@ -65,6 +75,7 @@ def test_cell_timeout_fails_the_item_naming_the_cell(
     assert_no_kernels_left(kernel_tmp)
 
 
+@KERNELS
 @pytest.mark.parametrize(
     ("code", "how"),
     [
@@ -76,15 +87,35 @@ def test_cell_timeout_fails_the_item_naming_the_cell(
 def test_dead_kernel_fails_its_item_within_seconds_saying_how(
     pytester: pytest.Pytester, kernel_tmp: Path, code: str, how: str
 ) -> None:
-    started = time.monotonic()
     result = run_with_good_neighbour(pytester, ["print('alive')", code])
-    assert time.monotonic() - started < 30
     result.assert_outcomes(passed=1, failed=1)
+    assert item_seconds(pytester, "fault[0]") < 30  # noticed, not waited on
     result.stdout.fnmatch_lines([f"DeadKernelError: the kernel died in cell*({how}*"])
     assert (pytester.path / ".millrun" / "nbs" / "0-fault.ipynb").exists()
     assert_no_kernels_left(kernel_tmp)
 
 
+@KERNELS
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 10 section 4: on main the report quotes the kernel's stderr only when its "
+    "log is complete in time (here 1 spawned run in 6 through the CLI); the fix that waits "
+    "for the log is on another branch",
+)
+def test_dead_kernel_report_quotes_its_last_stderr_lines_every_time(tmp_path: Path) -> None:
+    crash = "import os\nos.write(2, b'FATAL: the probe gave up here\\n')\nos._exit(3)"
+    write_notebook(tmp_path / "nbs" / "fault.ipynb", ["print('alive')", crash], params="x = 0")
+    write_params(tmp_path / "p.json", {"x": [1, 2, 3, 4]})
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_millrun", "nbs", "p.json", "--output-dir", "out",
+         "--workers", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.count("FATAL: the probe gave up here") == 4, done.stdout
+
+
+@KERNELS
 @pytest.mark.parametrize(
     ("code", "outcome", "headline"),
     [
@@ -112,6 +143,7 @@ def test_unknown_kernel_name_is_a_clear_failure(pytester: pytest.Pytester) -> No
     )
 
 
+@KERNELS
 def test_notebook_for_a_language_without_kernel_fails_alone(pytester: pytest.Pytester) -> None:
     write_notebook(
         pytester.path / "nbs" / "r.ipynb", ["x <- 1"], params=None, kernel="ir", language="R"
@@ -122,6 +154,7 @@ def test_notebook_for_a_language_without_kernel_fails_alone(pytester: pytest.Pyt
     result.stdout.fnmatch_lines(["No kernel named 'ir' is installed*"])
 
 
+@KERNELS
 def test_undeclared_parameter_warns_naming_keys_and_notebook(pytester: pytest.Pytester) -> None:
     write_notebook(pytester.path / "nbs" / "a.ipynb")
     write_params(pytester.path / "p.json", {"x": [1], "typo": [2]})
@@ -141,6 +174,7 @@ def test_strict_params_refuses_before_anything_runs(pytester: pytest.Pytester) -
     assert not (pytester.path / ".millrun").exists()
 
 
+@KERNELS
 def test_notebook_without_parameters_cell_warns_once(pytester: pytest.Pytester) -> None:
     write_notebook(pytester.path / "nbs" / "a.ipynb", ["print(x)"], params=None)
     write_params(pytester.path / "p.json", {"x": [1, 2, 3]})
@@ -171,6 +205,7 @@ def test_kernel_that_cannot_start_is_a_clear_failure(
     )
 
 
+@KERNELS
 def test_kernel_connection_is_private(pytester: pytest.Pytester) -> None:
     code = (
         "import json, os, stat\n"
@@ -186,6 +221,7 @@ def test_kernel_connection_is_private(pytester: pytest.Pytester) -> None:
     pytester.runpytest("--millrun", "nbs").assert_outcomes(passed=1)
 
 
+@KERNELS
 @pytest.mark.parametrize(
     ("sig", "xdist"),
     [(signal.SIGINT, []), (signal.SIGINT, ["-n", "2"]), (signal.SIGTERM, [])],

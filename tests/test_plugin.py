@@ -11,10 +11,8 @@ import pytest
 
 from conftest import assert_no_kernels_left, output_files, write_notebook, write_params
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.usefixtures("kernel_start"),
-]
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+KERNELS = pytest.mark.usefixtures("kernel_start")  # for tests that start kernels, in both modes
 
 
 @pytest.fixture
@@ -73,6 +71,7 @@ def test_ids_are_built_from_prepend_and_append_components(
     )
 
 
+@KERNELS
 def test_pass_and_fail_outcomes_and_every_output_saved(
     pytester: pytest.Pytester, project: Path
 ) -> None:
@@ -91,6 +90,7 @@ def test_pass_and_fail_outcomes_and_every_output_saved(
     assert "".join(printed[0]["text"]) == "sum 3\n"
 
 
+@KERNELS
 def test_failure_report_names_error_cell_source_traceback_and_output(
     pytester: pytest.Pytester, project: Path
 ) -> None:
@@ -114,6 +114,7 @@ def test_failure_report_names_error_cell_source_traceback_and_output(
     )
 
 
+@KERNELS
 def test_same_stem_in_two_folders_never_share_an_output(pytester: pytest.Pytester) -> None:
     write_notebook(pytester.path / "a" / "calc.ipynb")
     write_notebook(pytester.path / "b" / "calc.ipynb")
@@ -121,6 +122,7 @@ def test_same_stem_in_two_folders_never_share_an_output(pytester: pytest.Pyteste
     assert output_files(pytester.path / ".millrun") == ["a/0-calc.ipynb", "b/0-calc.ipynb"]
 
 
+@KERNELS
 def test_k_selects_variations_by_id(pytester: pytest.Pytester, project: Path) -> None:
     result = pytester.runpytest(
         "--millrun-params", "params.json", "nbs", "--millrun-prepend", "x", "-k", "45"
@@ -129,6 +131,7 @@ def test_k_selects_variations_by_id(pytester: pytest.Pytester, project: Path) ->
     assert output_files(project / ".millrun") == ["nbs/45-add.ipynb", "nbs/sub/45-divide.ipynb"]
 
 
+@KERNELS
 def test_xdist_gives_the_same_outcomes_and_report(pytester: pytest.Pytester, project: Path) -> None:
     result = pytester.runpytest_subprocess("--millrun-params", "params.json", "nbs", "-n", "2")
     result.assert_outcomes(passed=3, failed=1)
@@ -145,6 +148,7 @@ def test_header_names_params_file_count_and_output_dir(
     )
 
 
+@KERNELS
 def test_ini_options_are_used_and_the_command_line_wins(
     pytester: pytest.Pytester, project: Path
 ) -> None:
@@ -159,6 +163,85 @@ def test_ini_options_are_used_and_the_command_line_wins(
     result = pytester.runpytest("nbs/add.ipynb", "--millrun-append", "x")
     result.assert_outcomes(passed=2)
     assert output_files(project / "runs") == ["nbs/add-1.ipynb", "nbs/add-45.ipynb"]
+
+
+@pytest.mark.parametrize(
+    ("ini", "expected"),
+    [
+        (
+            "millrun = true",
+            ["nbs/add.ipynb::add[[]0[]]", "nbs/sub/divide.ipynb::divide[[]0[]]", "2 tests*"],
+        ),
+        (
+            "millrun_params = params.json\nmillrun_prepend = x",
+            ["nbs/add.ipynb::add[[]1[]]", "nbs/add.ipynb::add[[]45[]]", "4 tests collected*"],
+        ),
+    ],
+    ids=["millrun", "millrun_prepend"],
+)
+def test_collection_ini_keys_take_effect(
+    pytester: pytest.Pytester, project: Path, ini: str, expected: list[str]
+) -> None:
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    result = pytester.runpytest("nbs", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(expected)
+
+
+def test_ini_strict_params_refuses_an_undeclared_key(
+    pytester: pytest.Pytester, project: Path
+) -> None:
+    write_params(project / "typo.json", {"x": [1], "typo": [2]})
+    pytester.makeini("[pytest]\nmillrun_params = typo.json\nmillrun_strict_params = true\n")
+    result = pytester.runpytest("nbs", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "does not declare 'typo'" in result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    ("ini", "line"),
+    [
+        ("millrun_timeout = 2", "TimeoutError: the per-cell time limit ran out in cell [[]2[]]"),
+        # its clock includes the kernel start, so on a busy machine no cell may have run yet
+        ("millrun_notebook_timeout = 2", "TimeoutError: timed out after 2 s*"),
+        ("millrun_kernel = nosuchkernel", "NoSuchKernel: nosuchkernel"),
+    ],
+    ids=["millrun_timeout", "millrun_notebook_timeout", "millrun_kernel"],
+)
+def test_execution_ini_keys_take_effect(pytester: pytest.Pytester, ini: str, line: str) -> None:
+    write_notebook(pytester.path / "nbs" / "slow.ipynb", ["import time\ntime.sleep(60)"])
+    pytester.makeini(f"[pytest]\nmillrun = true\n{ini}\n")
+    result = pytester.runpytest("nbs")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([line])
+
+
+@pytest.mark.parametrize("mode", ["fork", "spawn"])
+def test_kernel_start_and_preload_ini_keys_take_effect(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mode: str
+) -> None:
+    log = tmp_path / "started.log"  # written by each kernel: see kernel_startup.py
+    monkeypatch.setenv("MILLRUN_TEST_START_LOG", str(log))
+    # the ini key is explicit, so it wins over the variable that only "auto" consults
+    monkeypatch.setenv("MILLRUN_KERNEL_START", "spawn" if mode == "fork" else "fork")
+    preloaded = mode == "fork"  # nothing else imports tabnanny; only a template preloads
+    write_notebook(
+        pytester.path / "nbs" / "probe.ipynb",
+        [f"import sys\nassert ('tabnanny' in sys.modules) is {preloaded}"],
+    )
+    pytester.makeini(
+        f"[pytest]\nmillrun = true\nmillrun_kernel_start = {mode}\nmillrun_preload = tabnanny\n"
+    )
+    pytester.runpytest("nbs").assert_outcomes(passed=1)
+    assert set(log.read_text().split()) == {mode}  # a spare forked ahead logs too
+
+
+def test_kernel_option_overrides_the_notebooks_kernel_and_the_ini_key(
+    pytester: pytest.Pytester,
+) -> None:
+    write_notebook(pytester.path / "nbs" / "a.ipynb", kernel="notebook-kernel")
+    pytester.makeini("[pytest]\nmillrun_kernel = ini-kernel\n")
+    result = pytester.runpytest("--millrun", "nbs", "--millrun-kernel", "python3")
+    result.assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize(
@@ -189,6 +272,7 @@ def test_missing_params_file_is_a_usage_error(pytester: pytest.Pytester, project
     assert "does not exist" in result.stderr.str()
 
 
+@KERNELS
 def test_checkpoints_and_outputs_are_never_collected(
     pytester: pytest.Pytester, project: Path
 ) -> None:
@@ -210,6 +294,21 @@ def test_checkpoints_and_outputs_are_never_collected(
     assert "copied-output" not in result.stdout.str()
 
 
+def test_checkpoints_are_skipped_even_where_pytest_would_recurse_into_them(
+    pytester: pytest.Pytester, project: Path
+) -> None:
+    # pytest's default norecursedirs (".*" among them) hides checkpoint folders by itself;
+    # with none, only millrun's own rule keeps them out.
+    pytester.makeini("[pytest]\nnorecursedirs =\n")
+    write_notebook(project / "nbs" / ".ipynb_checkpoints" / "add-checkpoint.ipynb")
+    write_notebook(project / "nbs" / "sub" / ".ipynb_checkpoints" / "divide-checkpoint.ipynb")
+    write_notebook(project / "nbs" / "sub" / ".hidden" / "kept.ipynb")  # pytest does recurse
+    result = pytester.runpytest("--millrun", "nbs", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["nbs/sub/.hidden/kept.ipynb::kept[[]0[]]", "3 tests collected*"])
+    assert "checkpoint" not in result.stdout.str()
+
+
+@KERNELS
 def test_unreadable_notebook_is_its_own_collection_error_and_others_run(
     pytester: pytest.Pytester, project: Path
 ) -> None:
@@ -219,6 +318,7 @@ def test_unreadable_notebook_is_its_own_collection_error_and_others_run(
     result.stdout.fnmatch_lines([f"Notebook {project / 'nbs' / 'broken.ipynb'} is not valid JSON*"])
 
 
+@KERNELS
 def test_hostile_parameter_value_stays_inside_the_output_dir(pytester: pytest.Pytester) -> None:
     write_notebook(pytester.path / "nb" / "calc.ipynb", ["print(name)"], params="name = 'a'")
     write_params(pytester.path / "p.json", [{"name": "../../x"}, {"name": "/etc/passwd"}])
@@ -244,6 +344,7 @@ def test_output_equal_to_an_input_notebook_is_refused(pytester: pytest.Pytester)
     assert (pytester.path / "nb" / "0-calc.ipynb").read_text() == before
 
 
+@KERNELS
 def test_output_path_goes_into_junitxml(pytester: pytest.Pytester, project: Path) -> None:
     pytester.runpytest("--millrun-params", "params.json", "nbs/add.ipynb", "--junitxml=report.xml")
     tree = ET.parse(pytester.path / "report.xml")
@@ -254,14 +355,16 @@ def test_output_path_goes_into_junitxml(pytester: pytest.Pytester, project: Path
     ]
 
 
+@KERNELS
 def test_no_kernel_process_is_left_after_the_run(
     pytester: pytest.Pytester, project: Path, kernel_tmp: Path
 ) -> None:
     result = pytester.runpytest_subprocess("--millrun-params", "params.json", "nbs", "-n", "2")
     result.assert_outcomes(passed=3, failed=1)
-    assert_no_kernels_left(kernel_tmp, within=3)
+    assert_no_kernels_left(kernel_tmp, within=10)  # generous: the point is that none stays
 
 
+@KERNELS
 def test_kernel_runs_in_the_notebook_folder(pytester: pytest.Pytester) -> None:
     folder = pytester.path / "deep" / "folder"
     write_notebook(
@@ -270,6 +373,7 @@ def test_kernel_runs_in_the_notebook_folder(pytester: pytest.Pytester) -> None:
     pytester.runpytest("--millrun", "deep").assert_outcomes(passed=1)
 
 
+@KERNELS
 def test_millrun_flag_runs_each_notebook_once_with_defaults(pytester: pytest.Pytester) -> None:
     write_notebook(pytester.path / "calc.ipynb", ["assert (x, y) == (1, 2)"])
     result = pytester.runpytest("--millrun", "calc.ipynb", "-v")
@@ -278,8 +382,12 @@ def test_millrun_flag_runs_each_notebook_once_with_defaults(pytester: pytest.Pyt
 
 
 def test_plugin_can_be_disabled(pytester: pytest.Pytester, project: Path) -> None:
-    result = pytester.runpytest("-p", "no:millrun", "--collect-only", "nbs")
+    pytester.makeini("[pytest]\nmillrun = true\n")  # the plugin on would collect both
+    result = pytester.runpytest("nbs", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["nbs/add.ipynb::add[[]0[]]", "2 tests collected*"])
+    result = pytester.runpytest("-p", "no:millrun", "nbs", "--collect-only", "-q")
     result.assert_outcomes()
+    assert "ipynb" not in result.stdout.str()
 
 
 def test_help_lists_every_option_in_the_millrun_group(pytester: pytest.Pytester) -> None:
