@@ -34,7 +34,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
@@ -134,6 +134,10 @@ class ExecutionResult:
     error: Failure | None = None
     #: What a person should know about a run that is not a failure (the kernel it defaulted to).
     notes: tuple[str, ...] = ()
+    #: name -> plain JSON value (nan/inf as floats); see :mod:`pytest_millrun.recording`
+    recorded: Mapping[str, Any] = field(default_factory=dict)
+    #: name -> why that scrap or variable is not (exactly) recorded
+    record_notes: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
