@@ -215,12 +215,14 @@ class Recorder:
         self.missing: list[str] = []
         self.kernel_error = ""
         self.variables: dict[str, Any] = {}
+        self.asked = False
         self.finished = False
 
     def read_variables(self, client: Any) -> None:
         """Ask the kernel for the named variables with one silent request (no cell, no count)."""
         if not self.names:
             return
+        self.asked = True
         msg_id = client.kc.execute(
             "",
             silent=True,
@@ -274,7 +276,7 @@ class Recorder:
                 f"Recording variables needs a Python (IPython) kernel; glue values with "
                 f"scrapbook in other kernels.",
             )
-        if not self.finished and not self.variables:
+        if not self.asked:
             return (
                 "the variables to record were not read",
                 f"The variables to record ({', '.join(self.names)}) were not read from "
@@ -282,7 +284,7 @@ class Recorder:
                 f"so leave engine_name unset.",
             )
         if self.missing:
-            listed = ", ".join(self.missing)
+            listed = ", ".join(repr(name) for name in self.missing)
             plural = "s" if len(self.missing) > 1 else ""
             return (
                 f"{listed} not defined at the end of {notebook.name}",
