@@ -115,8 +115,8 @@ def read_scraps(nb: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     values: dict[str, Any] = {}
     notes: dict[str, str] = {}
     displayed: list[str] = []
-    for cell in nb.get("cells", ()):
-        for output in cell.get("outputs", ()) if isinstance(cell, Mapping) else ():
+    for cell in _items(nb.get("cells")):
+        for output in _items(cell.get("outputs")) if isinstance(cell, Mapping) else ():
             if not isinstance(output, Mapping):
                 continue
             data = output.get("data")
@@ -133,6 +133,10 @@ def read_scraps(nb: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         if name not in values and name not in notes:
             notes[name] = "a display-only scrap: glued for display, no data recorded"
     return values, notes
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _scraps_of(mimetype: str, payload: Any) -> Iterable[tuple[str, Any, str | None]]:

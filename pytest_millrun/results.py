@@ -172,14 +172,15 @@ def render(rows: Sequence[ResultRow], suffix: str) -> str:
     suffix = suffix.lower()
     if suffix == ".csv":
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+        writer = csv.writer(buffer)  # excel dialect: \r\n, so a \r or \n in a cell is quoted
         writer.writerow(names)
         for cells in table:
             writer.writerow([_csv_cell(cells.get(name)) for name in names])
         return buffer.getvalue()
     objects = [{name: encode(_jsonable(cells.get(name))) for name in names} for cells in table]
     if suffix == ".jsonl":
-        return "".join(json.dumps(o, ensure_ascii=False, allow_nan=False) + "\n" for o in objects)
+        # ASCII: no U+2028 or U+0085 inside a line for a reader that splits on them
+        return "".join(json.dumps(o, allow_nan=False) + "\n" for o in objects)
     return json.dumps(objects, ensure_ascii=False, allow_nan=False, indent=1) + "\n"
 
 
