@@ -8,9 +8,11 @@ gives them back as attributes there.  The controller (or the only process,
 without xdist) gathers them in ``pytest_runtest_logreport`` and writes the
 table once at the end of the session, in collection order, whatever happened.
 
-An item cut short by Ctrl-C or SIGTERM has no report (pytest re-raises the
-interrupt before making one), so its row is taken from the interruption
-itself; on an xdist worker it goes to the controller in ``workeroutput``.
+An item cut short by Ctrl-C or SIGTERM has no call report (pytest re-raises
+the interrupt before making one), so its row is taken from the interruption
+itself; on an xdist worker it goes to the controller in ``workeroutput``.  The
+setup report carries a provisional ``interrupted`` row, which is all a
+controller interrupted together with its workers may get.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class ResultsTable:
     ) -> Generator[None, Any, None]:
         outcome = yield
         report = outcome.get_result()
-        if call.when == "call" or (call.when == "setup" and report.outcome != "passed"):
+        if call.when in ("setup", "call"):
             row = self._row(item, report, call)
             if row is not None:
                 setattr(report, ROW_ATTRIBUTE, row.to_json())
@@ -58,6 +60,17 @@ class ResultsTable:
         root = self.config.rootpath
         if item.result is not None and call.when == "call":
             return ResultRow.from_result(item.result, root)
+        if call.when == "setup" and report.outcome == "passed":
+            # provisional, until the call's report replaces it: what an xdist controller
+            # keeps of an item whose worker is interrupted before it can report
+            return ResultRow(
+                notebook=relative(item.path, root),
+                variation=item.variation_id,
+                status="interrupted",
+                output=relative(item.output, root),
+                error="interrupted: cut short before it finished",
+                params=dict(item.variation),
+            )
         error = ""
         if report.outcome == "failed" and call.excinfo is not None:
             error = call.excinfo.exconly().strip().splitlines()[0]
@@ -82,7 +95,7 @@ class ResultsTable:
         if excinfo is not None and isinstance(excinfo[1], ExecutionInterrupted):
             row = ResultRow.from_result(excinfo[1].result, self.config.rootpath).to_json()
             self.interrupted[item.nodeid] = row
-            self.rows.setdefault(item.nodeid, row)
+            self.rows[item.nodeid] = row
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.order = [item.nodeid for item in session.items]
@@ -100,8 +113,7 @@ class ResultsTable:
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         output = getattr(node, "workeroutput", None) or {}
-        for nodeid, row in output.get("millrun_interrupted", {}).items():
-            self.rows.setdefault(nodeid, row)
+        self.rows.update(output.get("millrun_interrupted", {}))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.worker:
