@@ -23,6 +23,8 @@ them as ``{"$float": "nan"}``, ``{"$float": "inf"}`` and ``{"$float": "-inf"}``
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 import keyword
 import math
@@ -198,10 +200,18 @@ def kernel_expression(names: Sequence[str]) -> str:
     )
 
 
+@functools.cache
 def _kernel_source() -> str:
+    """The kernel module's code without its docstrings: less to send and compile each time."""
     from . import kernel_record
 
-    return Path(kernel_record.__file__).read_text(encoding="utf-8")
+    tree = ast.parse(Path(kernel_record.__file__).read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
 
 
 class Recorder:
