@@ -192,11 +192,13 @@ def kernel_expression(names: Sequence[str]) -> str:
     its own, reading the user's through ``globals()``, so nothing is left behind.
     """
     source = _kernel_source() + "\n_millrun_out = Text(read(_millrun_user, _millrun_names))\n"
+    # builtins reached through the module, so a notebook's own `compile` or `exec` is no matter
     return (
-        "(lambda ns: (exec(compile(ns['_millrun_src'], '<millrun-record>', 'exec'), ns), "
+        "(lambda b, ns: (b.exec(b.compile(ns['_millrun_src'], '<millrun-record>', 'exec'), ns), "
         "ns['_millrun_out'])[1])"
-        f"({{'_millrun_src': {source!r}, '_millrun_names': {list(names)!r}, "
-        "'_millrun_user': globals(), '__name__': 'millrun_record'})"
+        f"(__import__('builtins'), {{'_millrun_src': {source!r}, "
+        f"'_millrun_names': {list(names)!r}, '_millrun_user': __import__('builtins').globals(), "
+        "'__name__': 'millrun_record'})"
     )
 
 

@@ -179,9 +179,11 @@ def test_self_containing_and_huge_reprs_are_bounded() -> None:
 
 def test_the_kernel_expression_reads_names_and_leaves_nothing_behind() -> None:
     namespace: dict[str, Any] = {"rmse": np.float64(0.25), "grid": np.eye(2), "label": "a"}
+    namespace |= {"compile": "a notebook's own", "exec": 1, "globals": None, "json": 2}
     before = set(namespace)
     answer = eval(recording.kernel_expression(["rmse", "grid", "missing"]), namespace)
     assert set(namespace) - before <= {"__builtins__"}  # eval adds it; a kernel has it already
+    assert namespace["compile"] == "a notebook's own"
     found = json.loads(repr(answer))
     assert found == {
         "values": {"rmse": 0.25, "grid": [[1.0, 0.0], [0.0, 1.0]]},
