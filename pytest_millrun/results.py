@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .discovery import absolute
 from .recording import decode, dumps, encode
 
 if TYPE_CHECKING:
@@ -115,14 +116,19 @@ def relative(path: str | Path, root: Path | None) -> str:
     """``path`` relative to ``root`` when it lies under it, else as it is."""
     path = Path(path)
     if root is not None:
-        with contextlib.suppress(ValueError):
-            return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+        # where it sits first (a symlinked notebook is named where the link is), then resolved
+        for mine, base in (
+            (absolute(path), absolute(root)),
+            (path.resolve(), Path(root).resolve()),
+        ):
+            with contextlib.suppress(ValueError):
+                return mine.relative_to(base).as_posix()
     return str(path)
 
 
 def common_root(results: Iterable[ExecutionResult]) -> Path | None:
     """The folder all the results' notebooks share (the API's default root)."""
-    folders = [str(r.notebook.resolve().parent) for r in results]
+    folders = [str(absolute(r.notebook).parent) for r in results]
     return Path(os.path.commonpath(folders)) if folders else None
 
 
