@@ -251,6 +251,10 @@ class Runner:
     label: str
     kind: RunnerKind
     workers: int
+    #: more options; ``{run}`` is the row's own folder
+    extra: tuple[str, ...] = ()
+    #: the corpora it runs on (all when empty)
+    corpora: tuple[str, ...] = ()
 
     @property
     def has_modes(self) -> bool:
@@ -263,7 +267,12 @@ RUNNERS = (
     Runner("plugin-n0", "pytest -n 0", "pytest", 0),
     Runner("plugin-n2", "pytest -n 2", "pytest", 2),
     Runner("cli-w2", "millrun --workers 2", "cli", 2),
-)
+    # the cost of recorded values and the results table: compare with pytest -n 0
+    Runner("plugin-n0-record", "pytest -n 0 --millrun-record y", "pytest", 0,
+           ("--millrun-record", "y"), ("a",)),
+    Runner("plugin-n0-results", "pytest -n 0 --millrun-results", "pytest", 0,
+           ("--millrun-results", "{run}/results.csv"), ("a",)),
+)  # fmt: skip
 
 #: How each front end spells the kernel start mode option.
 KERNEL_START_FLAG: dict[RunnerKind, str] = {
@@ -325,6 +334,7 @@ def build_command(
             "--millrun-output-dir",
             str(out),
             *mode_args,
+            *(arg.replace("{run}", str(out.parent)) for arg in runner.extra),
             str(corpus.folder),
             "-n",
             str(runner.workers),
@@ -810,6 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tries: dict[tuple[str, str], list[Row]] = {}
         for round_ in range(max(1, args.repeat)):
             for runner, mode in plan:
+                if runner.corpora and corpus.key not in runner.corpora:
+                    continue
                 print(
                     f"[{corpus.key}] {runner.label} ({mode}): {corpus.executions} executions"
                     f"{f' (round {round_ + 1})' if args.repeat > 1 else ''} ...",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .api import RunFailedError, RunInterrupted, execute_run
 from .execute import ExecutionResult, Failure
 from .params import ParamsError
+from .results import write_results
 
 __version__ = "0.1.0"
 
@@ -20,4 +21,5 @@ __all__ = [
     "RunInterrupted",
     "__version__",
     "execute_run",
+    "write_results",
 ]

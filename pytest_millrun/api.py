@@ -50,6 +50,7 @@ from .execute import (
 from .failures import API_OPTION_NAMES, OptionNames
 from .naming import check_output_folder, mirrored_folder, name_variations, safe_output_path
 from .params import BulkParams, Variation
+from .recording import parse_names
 from .stale import handle_stale_outputs
 from .suite import MillrunSuiteWarning, Suite, pick_components, resolve_suite
 
@@ -76,6 +77,7 @@ class RunOptions:
     notebook_timeout: float | None = None
     kernel_start: KernelStart = "auto"
     preload: tuple[str, ...] = ()
+    record: tuple[str, ...] = ()
     papermill_kwargs: Mapping[str, Any] = field(default_factory=dict)
     #: How the front end spells the options a failure's advice names.
     option_names: OptionNames = API_OPTION_NAMES
@@ -251,6 +253,7 @@ def execute_run(
     strict_params: bool = False,
     kernel_start: KernelStart = "auto",
     preload: Sequence[str] = (),
+    record: Sequence[str] = (),
     on_result: Callable[[ExecutionResult], None] | None = None,
     clean_output: bool = False,
     **kwargs: Any,
@@ -272,6 +275,9 @@ def execute_run(
     ``clean_output`` removes, before the run, outputs of these notebooks that
     earlier runs wrote beside this run's and this run does not write (only
     files carrying millrun's output marker).
+    ``record`` names variables read after each notebook's last cell into
+    ``ExecutionResult.recorded``, with its scrapbook scraps; write the table with
+    :func:`write_results`.
     """
     target = Path(notebook_dir_or_file)
     variations = resolve_suite(bulk_params, target if target.is_dir() else target.parent)
@@ -283,6 +289,7 @@ def execute_run(
         notebook_timeout=notebook_timeout,
         kernel_start=kernel_start,
         preload=tuple(preload),
+        record=parse_names(record, "record"),
         papermill_kwargs=papermill_kwargs,
     )
     jobs = plan_run(
@@ -324,6 +331,7 @@ def run_job(job: Job, options: RunOptions) -> ExecutionResult:
         kernel_start=options.kernel_start,
         preload=options.preload,
         option_names=options.option_names,
+        record=options.record,
         **options.papermill_kwargs,
     )
 

@@ -17,12 +17,15 @@ from typing import Any, TextIO
 
 import click
 
+from . import recording
 from .api import RunInterrupted, RunOptions, plan_run, planned_outputs, run_in_pool, run_jobs
 from .discovery import MillrunParameterWarning, UndeclaredParameterError
 from .execute import ExecutionResult, cell_words, resolve_kernel_start
 from .failures import OptionNames
 from .naming import OutputPathError
 from .params import ParamsError
+from .recording import parse_names
+from .results import check_results_path, write_results
 from .stale import handle_stale_outputs
 from .suite import MillrunSuiteWarning, load_suite
 
@@ -117,6 +120,19 @@ text is kept as is; with no components the variation's index is prepended.""",
     help="Comma-separated modules the fork template imports once, e.g. numpy,pandas.",
 )
 @click.option(
+    "--record",
+    metavar="NAMES",
+    help="Comma-separated variables read after each notebook's last cell and recorded "
+    "with its scrapbook scraps.",
+)
+@click.option(
+    "--results",
+    "results_file",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Write a table of every run (status, parameters, recorded values): .csv, .json or .jsonl.",
+)
+@click.option(
     "--strict-params",
     is_flag=True,
     help="Refuse parameters a notebook's parameters cell does not declare.",
@@ -144,6 +160,8 @@ def main(
     notebook_timeout: float | None,
     kernel_start: str,
     preload: str | None,
+    record: str | None,
+    results_file: Path | None,
     strict_params: bool,
     clean: bool,
     no_progress: bool,
@@ -171,6 +189,9 @@ def main(
                 include_glob_pattern=include_glob_pattern,
                 strict_params=strict_params,
             )
+        names = parse_names(record, "--record")
+        if results_file is not None:
+            results_file = check_results_path(results_file, [job.notebook for job in jobs])
     except (
         ParamsError,
         FileNotFoundError,
@@ -190,7 +211,9 @@ def main(
         kernel_start=resolve_kernel_start(kernel_start),
         preload=tuple(_components(preload)),
         option_names=OPTION_NAMES,
+        record=names,
     )
+    root = notebook_dir_or_file if notebook_dir_or_file.is_dir() else notebook_dir_or_file.parent
     progress = _Progress(len(jobs), min(workers, len(jobs)), bar=not no_progress and _is_tty())
     started = time.monotonic()
     try:
@@ -200,18 +223,39 @@ def main(
             results = run_in_pool(jobs, options, workers, progress.update)
     except RunInterrupted as exc:
         progress.close()
+        _write_table(exc.results, results_file, root)
         _stale_line(stale)
         _summary(exc.results, time.monotonic() - started, planned=len(jobs))
         sys.exit(EXIT_INTERRUPTED)
     progress.close()
+    table_written = _write_table(results, results_file, root)
     _stale_line(stale)
     _summary(results, time.monotonic() - started)
+    if not table_written:
+        sys.exit(EXIT_USAGE)
     sys.exit(0 if all(r.passed for r in results) else EXIT_FAILED)
 
 
 def _stale_line(message: str | None) -> None:
     if message:
         click.secho(f"\n{message}", fg="yellow")
+
+
+def _write_table(ran: Sequence[ExecutionResult], path: Path | None, root: Path) -> bool:
+    """The results table, before the summary, whose last line accounts for every planned run.
+
+    A table that cannot be written is reported and makes the exit status 2, after the
+    summary, so the runs' own outcome is still shown.
+    """
+    if path is None:
+        return True
+    try:
+        write_results(ran, path, root=root)
+    except OSError as exc:
+        click.secho(f"Error: could not write the results table {path}: {exc}", fg="red", err=True)
+        return False
+    click.echo(f"results: {len(ran)} row{'s' if len(ran) != 1 else ''} written to {path}")
+    return True
 
 
 def _fail_usage(message: str) -> None:
@@ -290,6 +334,8 @@ def _summary(
             for line in error.summary_lines() if error is not None else ():
                 click.echo(f"    {line}")
             click.echo(f"    output: {r.output or 'none written'}")
+            for line in recording.report_lines(r.recorded, r.record_notes):
+                click.echo(f"    {line.strip()}")
     for note in sorted({note for r in results for note in r.notes}):
         click.secho(f"note: {note}", fg="yellow")
     parts = [f"{passed} passed", f"{len(failures)} failed"]

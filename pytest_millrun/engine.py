@@ -120,16 +120,71 @@ def _engine_class() -> type:
                 log_output=log_output,
                 autosave_cell_every=autosave_cell_every,
             )
+            recorder = kwargs.pop("millrun_recorder", None)
             nb_man.notebook_start()
             try:
-                cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+                cls.execute_managed_notebook(
+                    nb_man, kernel_name, log_output=log_output, recorder=recorder, **kwargs
+                )
                 nb_man.ended_normally = True  # papermill.execute_notebook writes it next
             except BaseException:
                 nb_man.mark_stopped_cell()
                 raise
             finally:
                 nb_man.cleanup_pbar()
+                if recorder is not None:  # in the metadata of every later save
+                    recorder.finish(nb_man.nb)
                 nb_man.notebook_complete()
             return nb_man.nb
 
+        @classmethod
+        def execute_managed_notebook(
+            cls, nb_man: Any, kernel_name: str | None, recorder: Any = None, **kwargs: Any
+        ) -> Any:
+            if recorder is None or not recorder.names:
+                return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+            # papermill's own body, with a client that reads the recorded variables
+            return _recording_client(nb_man, kernel_name, recorder, **kwargs).execute()
+
     return OncePerCellEngine
+
+
+def _recording_client(
+    nb_man: Any,
+    kernel_name: str | None,
+    recorder: Any,
+    log_output: bool = False,
+    stdout_file: Any = None,
+    stderr_file: Any = None,
+    start_timeout: float = 60,
+    execution_timeout: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """papermill's ``NBClientEngine.execute_managed_notebook`` client, reading variables last.
+
+    After the last cell, if every cell ran, the kernel is asked for the variables
+    to record (see :class:`pytest_millrun.recording.Recorder`) before it shuts down.
+    """
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import logger
+    from papermill.utils import merge_kwargs, remove_args
+
+    class RecordingClient(PapermillNotebookClient):  # type: ignore[misc]
+        def papermill_execute_cells(self) -> None:
+            super().papermill_execute_cells()
+            if not self.nb.metadata.get("papermill", {}).get("exception"):
+                recorder.read_variables(self)
+
+    kwargs = remove_args(["input_path"], **kwargs)
+    safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
+    final_kwargs = merge_kwargs(
+        safe_kwargs,
+        timeout=execution_timeout if execution_timeout else kwargs.get("timeout"),
+        startup_timeout=start_timeout,
+        kernel_name=kernel_name,
+        log=logger,
+        log_output=log_output,
+        stdout_file=stdout_file,
+        stderr_file=stderr_file,
+    )
+    return RecordingClient(nb_man, **final_kwargs)

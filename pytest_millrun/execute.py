@@ -34,11 +34,11 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
-from . import engine, expected_errors, failures, kernel_faulthandler
+from . import engine, expected_errors, failures, kernel_faulthandler, recording
 from .discovery import (
     OUTPUT_MARKER,
     NotebookError,
@@ -134,6 +134,10 @@ class ExecutionResult:
     error: Failure | None = None
     #: What a person should know about a run that is not a failure (the kernel it defaulted to).
     notes: tuple[str, ...] = ()
+    #: name -> plain JSON value (nan/inf as floats); see :mod:`pytest_millrun.recording`
+    recorded: Mapping[str, Any] = field(default_factory=dict)
+    #: name -> why that scrap or variable is not (exactly) recorded
+    record_notes: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -168,6 +172,7 @@ def execute_notebook(
     kernel_start: KernelStart = "auto",
     preload: Sequence[str] = (),
     option_names: OptionNames = API_OPTION_NAMES,
+    record: Sequence[str] = (),
     **papermill_kwargs: Any,
 ) -> ExecutionResult:
     """Run ``notebook`` with ``parameters`` through papermill and save it to ``output``.
@@ -184,7 +189,8 @@ def execute_notebook(
     ``preload`` names modules the fork template imports once.  A notebook
     whose metadata names no kernel runs on :data:`DEFAULT_KERNEL` (the result
     notes it).  ``option_names`` are the calling front end's spellings of the
-    options that a failure's advice names.
+    options that a failure's advice names.  ``record`` names variables read
+    after the last cell (see :mod:`pytest_millrun.recording`).
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -193,6 +199,7 @@ def execute_notebook(
     notebook = absolute(notebook)
     output = Path(output)
     notes: list[str] = []
+    recorder = recording.Recorder(record)
 
     def finish(status: Status, error: Failure | None = None) -> ExecutionResult:
         return ExecutionResult(
@@ -204,6 +211,8 @@ def execute_notebook(
             duration=time.monotonic() - started,
             error=error,
             notes=tuple(notes),
+            recorded=recorder.values,
+            record_notes=recorder.notes,
         )
 
     try:
@@ -238,6 +247,7 @@ def execute_notebook(
         }
         if engine_kwargs["engine_name"] == engine.ENGINE_NAME:  # the paths papermill would record
             engine_kwargs["millrun_paths"] = (str(notebook), str(output))
+            engine_kwargs["millrun_recorder"] = recorder
         if cell_timeout is not None:
             engine_kwargs["execution_timeout"] = cell_timeout
         watchdog = None
@@ -277,17 +287,23 @@ def execute_notebook(
             if watchdog is not None:
                 watchdog.cancel()
             _keep_partial(partial, output, checked=error is not None or interrupted or retry)
+            foreign = engine_kwargs["engine_name"] != engine.ENGINE_NAME
+            if foreign and output.exists():  # another engine ran it: its scraps at least
+                with contextlib.suppress(NotebookError):
+                    recorder.finish(read_notebook_json(output))
     if retry:  # the fork template could not serve: run this one again the usual way
         again = execute_notebook(
             notebook, output, parameters, variation_id=variation_id, kernel_name=kernel_name,
             cell_timeout=cell_timeout, notebook_timeout=notebook_timeout, kernel_start="spawn",
-            option_names=option_names, **papermill_kwargs,
+            option_names=option_names, record=record, **papermill_kwargs,
         )  # fmt: skip
         return dataclasses.replace(again, notes=(*notes, *again.notes))
     if interrupted:
         raise ExecutionInterrupted(
             finish("interrupted", Failure("interrupted", "Interrupted by a signal."))
         )
+    if error is None and (problem := recorder.problem(notebook)):
+        error = Failure("record", problem[1], ename="RecordError", evalue=problem[0])
     return finish("failed" if error else "passed", error)
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .discovery import NotebookError, read_notebook_json
 from .params import Variation
+from .recording import report_lines
 
 if TYPE_CHECKING:
     from .execute import ExecutionResult
@@ -103,6 +104,7 @@ def format_failure(result: ExecutionResult) -> str:
         lines += ["Traceback:", indent("\n".join(error.traceback)), ""]
     if error.kind != "cell" and error.ename:
         lines += [error.message, ""]
+    lines += report_lines(result.recorded, result.record_notes)
     lines.append(f"Notebook:  {result.notebook}")
     lines.append(f"Variation: [{result.variation_id}] {short_params(result.parameters)}")
     if result.output is not None and result.output.exists():

@@ -72,6 +72,8 @@ class Settings:
     #: The params file read as a suite (seed forms too); None without a params file.
     suite: Suite | None = None
     clean_output: bool = False
+    record: tuple[str, ...] = ()
+    results: Path | None = None
 
 
 settings_key = pytest.StashKey[Settings]()
@@ -154,6 +156,18 @@ _OPTIONS = (
         flag=True,
     ),
     _Option(
+        "record",
+        "Comma-separated variables read after the last cell of every notebook and recorded "
+        "with its scrapbook scraps (a name not defined then fails that variation)",
+        metavar="NAMES",
+    ),
+    _Option(
+        "results",
+        "Write a table of every variation (status, parameters, recorded values) to FILE; "
+        ".csv, .json or .jsonl",
+        metavar="FILE",
+    ),
+    _Option(
         "strict-params",
         "Make a variation key that the notebook's parameters cell does not declare "
         "a collection error instead of a warning",
@@ -201,6 +215,9 @@ def pytest_configure(config: pytest.Config) -> None:
         # One unreadable notebook is that file's collection error; the others still run.
         config.option.continue_on_collection_errors = True
         _stop_on_sigterm(config)
+        from .results_plugin import ResultsTable
+
+        config.pluginmanager.register(ResultsTable(config, settings.results), "millrun-results")
 
 
 def _stop_on_sigterm(config: pytest.Config) -> None:
@@ -269,6 +286,23 @@ def resolve_settings(config: pytest.Config) -> Settings:
         mode: KernelStart = value
         return mode
 
+    def results() -> Path | None:
+        from .results import ResultsPathError, check_results_path
+
+        target = path("results")
+        try:
+            return check_results_path(target) if target is not None else None
+        except ResultsPathError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    def record() -> tuple[str, ...]:
+        from .recording import RecordNameError, parse_names
+
+        try:
+            return parse_names(raw("record")[0] or "")
+        except RecordNameError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
     params_file = path("params")
     enabled = bool(raw("")[0]) or params_file is not None
     variations: list[Variation] = [{}]
@@ -300,6 +334,8 @@ def resolve_settings(config: pytest.Config) -> Settings:
         preload=components("preload"),
         suite=suite,
         clean_output=bool(raw("clean-output")[0]),
+        record=record(),
+        results=results(),
     )
 
 
@@ -578,6 +614,7 @@ class NotebookItem(pytest.Item):
         self.variation = variation
         self.variation_id = variation_id
         self.output = output
+        self.result: Any = None  # the ExecutionResult, once run
 
     def runtest(self) -> None:
         from .api import Job, RunOptions, run_job
@@ -591,9 +628,11 @@ class NotebookItem(pytest.Item):
             kernel_start=settings.kernel_start,
             preload=settings.preload,
             option_names=_option_names(),
+            record=settings.record,
         )
         self._start_next_kernel_ahead(settings)
         result = run_job(Job(self.path, self.variation, self.variation_id, self.output), options)
+        self.result = result
         for note in result.notes:
             self.add_report_section("call", NOTES_SECTION, note)
         if not result.passed:

@@ -1,0 +1,271 @@
+"""The results table: one row per (notebook, variation), what it was given and what it computed.
+
+Columns: ``notebook`` (relative to the run's root), ``variation``, ``status``
+(``passed``, ``failed``, ``interrupted``, ``skipped``), ``duration_s``,
+``output``, ``error`` (the failure's headline), then ``param.<key>`` for every
+parameter and ``value.<name>`` for every recorded value, the union over all
+rows in first-seen order, empty where a row has none.  The format follows the
+file's suffix: ``.csv``, ``.json`` (a list of row objects) or ``.jsonl`` (one
+row object per line).  JSON cells hold JSON values, non-finite floats tagged
+as in :mod:`pytest_millrun.recording`; a CSV cell holds text, a nested value
+as compact JSON, ``nan``/``inf``/``-inf`` as such and ``None`` as nothing.
+
+The file is replaced atomically (a temporary name in the same folder, then a
+rename), so a reader never sees half a table.  The three front ends share
+:func:`write_results`; the pytest plugin builds rows on the workers
+(:meth:`ResultRow.to_json` travels in the test report) and writes on the
+controller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .discovery import absolute
+from .recording import decode, dumps, encode
+
+if TYPE_CHECKING:
+    from .execute import ExecutionResult
+
+FORMATS = (".csv", ".json", ".jsonl")
+BASE_COLUMNS = ("notebook", "variation", "status", "duration_s", "output", "error")
+
+
+class ResultsPathError(ValueError):
+    """The results file cannot be written where it was asked for; a usage error."""
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One row of the table, independent of where the run happened."""
+
+    notebook: str
+    variation: str
+    status: str
+    duration_s: float | None = None
+    output: str = ""
+    error: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, result: ExecutionResult, root: Path | None = None) -> ResultRow:
+        return cls(
+            notebook=relative(result.notebook, root),
+            variation=result.variation_id,
+            status=result.status,
+            duration_s=round(result.duration, 3),
+            output=relative(result.output, root) if result.output is not None else "",
+            error=result.error.headline if result.error is not None else "",
+            params=dict(result.parameters),
+            values=dict(result.recorded),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Standard-JSON data (for an xdist report, or a line of ``.jsonl``)."""
+        return {
+            "notebook": self.notebook,
+            "variation": self.variation,
+            "status": self.status,
+            "duration_s": self.duration_s,
+            "output": self.output,
+            "error": self.error,
+            "params": encode(_jsonable(self.params)),
+            "values": encode(dict(self.values)),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ResultRow:
+        return cls(
+            notebook=data["notebook"],
+            variation=data["variation"],
+            status=data["status"],
+            duration_s=data.get("duration_s"),
+            output=data.get("output", ""),
+            error=data.get("error", ""),
+            params=decode(data.get("params", {})),
+            values=decode(data.get("values", {})),
+        )
+
+    def cells(self) -> dict[str, Any]:
+        """The row as column -> value (parameters and values prefixed)."""
+        row: dict[str, Any] = {
+            "notebook": self.notebook,
+            "variation": self.variation,
+            "status": self.status,
+            "duration_s": self.duration_s,
+            "output": self.output,
+            "error": self.error,
+        }
+        row.update((f"param.{key}", value) for key, value in self.params.items())
+        row.update((f"value.{name}", value) for name, value in self.values.items())
+        return row
+
+
+def relative(path: str | Path, root: Path | None) -> str:
+    """``path`` relative to ``root`` when it lies under it, else as it is."""
+    path = Path(path)
+    if root is not None:
+        # where it sits first (a symlinked notebook is named where the link is), then resolved
+        for mine, base in (
+            (absolute(path), absolute(root)),
+            (path.resolve(), Path(root).resolve()),
+        ):
+            with contextlib.suppress(ValueError):
+                return mine.relative_to(base).as_posix()
+    return str(path)
+
+
+def common_root(results: Iterable[ExecutionResult]) -> Path | None:
+    """The folder all the results' notebooks share (the API's default root)."""
+    folders = [str(absolute(r.notebook).parent) for r in results]
+    return Path(os.path.commonpath(folders)) if folders else None
+
+
+def columns(rows: Sequence[ResultRow]) -> list[str]:
+    """The base columns, then every parameter and every value in first-seen order."""
+    params: dict[str, None] = {}
+    values: dict[str, None] = {}
+    for row in rows:
+        params.update(dict.fromkeys(f"param.{key}" for key in row.params))
+        values.update(dict.fromkeys(f"value.{name}" for name in row.values))
+    return [*BASE_COLUMNS, *params, *values]
+
+
+def check_results_path(path: str | Path, inputs: Iterable[Path] = ()) -> Path:
+    """The results file as an absolute path, or :class:`ResultsPathError` saying what to fix."""
+    target = Path(path).absolute()
+    if target.suffix == ".ipynb" or target.resolve() in {Path(p).resolve() for p in inputs}:
+        raise ResultsPathError(
+            f"The results file {path} is a notebook; writing the table there would replace "
+            f"it. Name a file ending in .csv, .json or .jsonl."
+        )
+    if target.is_dir():
+        raise ResultsPathError(
+            f"The results file {path} is a directory. Name a file in it ending in .csv, "
+            f".json or .jsonl (e.g. {Path(path) / 'results.csv'})."
+        )
+    if target.suffix.lower() not in FORMATS:
+        raise ResultsPathError(
+            f"The results file {path} must end in .csv, .json or .jsonl (the suffix chooses "
+            f"the format), not {target.suffix or 'nothing'!r}."
+        )
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ResultsPathError(
+                    f"The results file {path} cannot be created: {parent} is a file, not a "
+                    f"folder. Choose another path."
+                )
+            break
+    return target
+
+
+def render(rows: Sequence[ResultRow], suffix: str) -> str:
+    """The table's text in the format of ``suffix``."""
+    names = columns(rows)
+    table = [row.cells() for row in rows]
+    suffix = suffix.lower()
+    if suffix == ".csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)  # excel dialect: \r\n, so a \r or \n in a cell is quoted
+        writer.writerow(names)
+        for cells in table:
+            writer.writerow([_csv_cell(cells.get(name)) for name in names])
+        return buffer.getvalue()
+    objects = [{name: encode(_jsonable(cells.get(name))) for name in names} for cells in table]
+    if suffix == ".jsonl":
+        # ASCII: no U+2028 or U+0085 inside a line for a reader that splits on them
+        return "".join(json.dumps(o, allow_nan=False) + "\n" for o in objects)
+    return json.dumps(objects, ensure_ascii=False, allow_nan=False, indent=1) + "\n"
+
+
+def write_results(
+    results: Iterable[ExecutionResult | ResultRow],
+    path: str | Path,
+    *,
+    root: str | Path | None = None,
+) -> Path:
+    """Write the results table to ``path`` (format by suffix), atomically; return the path.
+
+    ``results`` are :class:`~pytest_millrun.execute.ExecutionResult` objects
+    (as ``execute_run`` returns them, or ``RunFailedError.results`` /
+    ``RunInterrupted.results``) in the order to write.  ``notebook`` and
+    ``output`` are given relative to ``root``: by default the folder the
+    notebooks share.
+    """
+    items = list(results)
+    target = check_results_path(path, _notebooks(items))
+    base = (
+        Path(root)
+        if root is not None
+        else common_root([r for r in items if not isinstance(r, ResultRow)])
+    )
+    rows = [r if isinstance(r, ResultRow) else ResultRow.from_result(r, base) for r in items]
+    atomic_write(target, render(rows, target.suffix))
+    return target
+
+
+def _notebooks(items: Sequence[ExecutionResult | ResultRow]) -> list[Path]:
+    return [r.notebook for r in items if not isinstance(r, ResultRow)]
+
+
+def atomic_write(target: Path, text: str) -> None:
+    """Replace ``target`` by ``text`` so that a reader sees the old file or the new, whole."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, _mode(target))
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _mode(target: Path) -> int:
+    """The mode the file had, or what a plain ``open`` would give (``mkstemp`` makes 0600)."""
+    with contextlib.suppress(OSError):
+        return target.stat().st_mode & 0o777
+    mask = 0o022
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        mask = int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    return 0o666 & ~mask
+
+
+def _jsonable(value: Any) -> Any:
+    """A parameter value as JSON data (the API accepts any object; JSON shows its repr)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return repr(value)
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    if isinstance(value, (int, str)):
+        return str(value)
+    return dumps(_jsonable(value))
