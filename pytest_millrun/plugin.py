@@ -586,6 +586,10 @@ class NotebookFile(pytest.File):
                 strict_flag="--millrun-strict-params",
             )
         except UndeclaredParameterError as exc:
+            if hasattr(self.config, "workerinput"):
+                # An xdist worker cannot refuse the run (a usage error there is an
+                # INTERNALERROR): the notebook's own collection error says it instead.
+                raise self.CollectError(str(exc)) from None
             self.config.stash[strict_problems_key].append(str(exc))
             return
         except ParameterNameError as exc:  # this file's error; also right on xdist workers

@@ -174,6 +174,20 @@ def test_strict_params_refuses_before_anything_runs(pytester: pytest.Pytester) -
     assert not (pytester.path / ".millrun").exists()
 
 
+def test_strict_params_under_xdist_is_the_notebooks_collection_error(
+    pytester: pytest.Pytester,
+) -> None:
+    write_notebook(pytester.path / "nbs" / "a.ipynb")
+    write_notebook(pytester.path / "nbs" / "b.ipynb", params="x = 1\ny = 2\ntypo = 0")
+    write_params(pytester.path / "p.json", {"x": [1], "typo": [2]})
+    result = pytester.runpytest(
+        "--millrun-params", "p.json", "nbs", "--millrun-strict-params", "-n", "2"
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR collecting nbs/a.ipynb*", "*does not declare 'typo'*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
 @KERNELS
 def test_notebook_without_parameters_cell_warns_once(pytester: pytest.Pytester) -> None:
     write_notebook(pytester.path / "nbs" / "a.ipynb", ["print(x)"], params=None)

@@ -312,5 +312,7 @@ def test_template_crash_fails_only_its_running_kernel_and_the_run_goes_on_spawni
     assert "spawn" in started, started
     first_spawn = started.index("spawn")
     assert "fork" not in started[first_spawn:], started  # never forked again
-    assert started.count("spawn") >= 15, started
+    # every run had a kernel: forked ones (a spare forked ahead may be one) before the crash,
+    # spawned ones after it
+    assert len(started) >= report["runs"], started
     assert_no_kernels_left(kernel_tmp)
