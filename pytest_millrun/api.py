@@ -249,6 +249,7 @@ def execute_run(
     *,
     workers: int | None = None,
     executor: Executor | None = None,
+    dask: Any = None,
     notebook_timeout: float | None = None,
     strict_params: bool = False,
     kernel_start: KernelStart = "auto",
@@ -269,7 +270,9 @@ def execute_run(
     ``execution_timeout``, ``log_output``, nbclient options ...).  With
     ``use_multiprocessing`` all pairs share one process pool of ``workers``
     processes (default: the CPU count); ``executor`` replaces that pool with
-    any ``concurrent.futures.Executor``.  ``kernel_start`` (``auto``, ``fork``,
+    any ``concurrent.futures.Executor``.  ``dask`` runs them on a Dask cluster:
+    ``"local"`` (``workers`` processes), a scheduler address or a ``Client``,
+    as does ``executor=client.get_executor()``.  ``kernel_start`` (``auto``, ``fork``,
     ``spawn``) and ``preload`` choose how kernels start; ``notebook_timeout``
     limits a whole notebook and ``strict_params`` refuses undeclared parameters.
     ``clean_output`` removes, before the run, outputs of these notebooks that
@@ -307,7 +310,12 @@ def execute_run(
         stale = handle_stale_outputs(planned_outputs(jobs), clean=True)
         for error in stale.errors:
             warnings.warn(error, stacklevel=2)
-    if executor is not None:
+    from .cluster import client_of, run_on_cluster
+
+    dask = dask if dask is not None else client_of(executor)
+    if dask is not None:
+        results = run_on_cluster(dask, workers or os.cpu_count() or 1, jobs, options, on_result)
+    elif executor is not None:
         results = run_jobs(jobs, options, executor, on_result)
     elif use_multiprocessing:
         results = run_in_pool(jobs, options, workers or os.cpu_count() or 1, on_result)

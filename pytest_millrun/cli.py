@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import click
 
 from . import recording
-from .api import RunInterrupted, RunOptions, plan_run, planned_outputs, run_in_pool, run_jobs
+from .api import Job, RunInterrupted, RunOptions, plan_run, planned_outputs, run_in_pool, run_jobs
 from .discovery import MillrunParameterWarning, UndeclaredParameterError
 from .execute import ExecutionResult, cell_words, resolve_kernel_start
 from .failures import OptionNames
@@ -91,6 +91,12 @@ text is kept as is; with no components the variation's index is prepended.""",
     show_default=True,
     help="Notebook runs at once, over all notebooks and variations.",
 )
+@click.option(
+    "--dask",
+    metavar="ADDRESS|local",
+    help="Run on a Dask cluster: a scheduler address (tcp://host:8786), or local for a cluster "
+    "of --workers processes on this machine.  Needs pytest-millrun[dask].",
+)
 @click.option("--kernel", metavar="NAME", help="Kernel for every notebook.  [default: its own]")
 @click.option(
     "--timeout",
@@ -155,6 +161,7 @@ def main(
     exclude_glob_pattern: str | None,
     include_glob_pattern: str | None,
     workers: int,
+    dask: str | None,
     kernel: str | None,
     timeout: float | None,
     notebook_timeout: float | None,
@@ -217,7 +224,9 @@ def main(
     progress = _Progress(len(jobs), min(workers, len(jobs)), bar=not no_progress and _is_tty())
     started = time.monotonic()
     try:
-        if workers == 1:
+        if dask is not None:
+            results = _run_on_dask(dask, workers, jobs, options, progress)
+        elif workers == 1:
             results = run_jobs(jobs, options, None, progress.update)
         else:
             results = run_in_pool(jobs, options, workers, progress.update)
@@ -256,6 +265,23 @@ def _write_table(ran: Sequence[ExecutionResult], path: Path | None, root: Path) 
         return False
     click.echo(f"results: {len(ran)} row{'s' if len(ran) != 1 else ''} written to {path}")
     return True
+
+
+def _run_on_dask(
+    dask: str, workers: int, jobs: Sequence[Job], options: RunOptions, progress: _Progress
+) -> list[ExecutionResult]:
+    from .cluster import ClusterError, run_on_cluster
+
+    def on_start(slots: int) -> None:
+        progress.workers = min(slots, len(jobs))
+
+    try:
+        return run_on_cluster(dask, workers, jobs, options, progress.update, on_start)
+    except ClusterError as exc:
+        progress.close()
+        _fail_usage(str(exc))
+        raise  # not reached: _fail_usage exits
+
 
 
 def _fail_usage(message: str) -> None:

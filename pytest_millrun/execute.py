@@ -116,6 +116,9 @@ class ForkFallbackWarning(UserWarning):
     """Fork mode was asked for but could not serve; kernels are spawned instead."""
 
 
+#: The execution running in each thread, by thread id, so another thread can stop it.
+_RUNNING: dict[int, _KernelSandbox] = {}
+
 #: Kernels started by this process and not yet reaped; killed at exit whatever happens.
 _LIVE_KERNELS: set[KernelProcess] = set()
 _LIVE_LOCK = threading.Lock()
@@ -406,11 +409,17 @@ class _KernelSandbox:
         self.started = False
         self.timed_out = False
         self.shut_down_alive = False
+        self.stopped = False
+        self.lock = threading.Lock()
 
     def __enter__(self) -> _KernelSandbox:
+        with _LIVE_LOCK:
+            _RUNNING[threading.get_ident()] = self
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with _LIVE_LOCK:
+            _RUNNING.pop(threading.get_ident(), None)
         self.kill()
         if self.log is not None:
             self.log.close()
@@ -463,11 +472,14 @@ class _KernelSandbox:
                     self.provisioner, "forked", None
                 )
                 if process is not None:
-                    sandbox.process = process
+                    with sandbox.lock:
+                        sandbox.process = process
                     with _LIVE_LOCK:
                         _LIVE_KERNELS.add(process)
                     if sandbox.timed_out:  # the limit ran out while it started: expire missed it
                         sandbox.expire()
+                    if sandbox.stopped:  # stopped while its kernel was starting
+                        sandbox.stop()
                 sandbox.started = True
 
             async def shutdown_kernel(  # type: ignore[override]
@@ -509,7 +521,15 @@ class _KernelSandbox:
         """
         from nbclient.exceptions import DeadKernelError
 
+        if self.stopped:
+            return True
         return isinstance(exc, DeadKernelError) and self.shut_down_alive and not self.timed_out
+
+    def stop(self) -> None:
+        """Called from another thread (see :func:`stop_execution`): end it as a signal would."""
+        with self.lock:
+            self.stopped = True
+        self._signal(signal.SIGKILL)
 
     def expire(self) -> None:
         """Called by the watchdog: stop the kernel so nbclient gives up on the running cell."""
@@ -569,6 +589,22 @@ class _KernelSandbox:
         if not text:
             return ""
         return f" The kernel's last output was:\n{failures.indent(failures.crash_lines(text))}"
+
+
+def stop_execution(thread_id: int) -> bool:
+    """Stop the notebook that thread ``thread_id`` runs, as SIGINT stops one in the main thread.
+
+    Why: an execution in a worker thread (a Dask worker's) gets no signal; killing
+    its kernel ends the running cell, and the execution then saves its partial
+    output and raises :class:`ExecutionInterrupted` as after a signal.  False if
+    that thread runs no notebook.
+    """
+    with _LIVE_LOCK:
+        sandbox = _RUNNING.get(thread_id)
+    if sandbox is None:
+        return False
+    sandbox.stop()
+    return True
 
 
 def _reap(process: KernelProcess) -> None:

@@ -1,0 +1,238 @@
+"""Running a planned run's jobs on a Dask cluster: the client side, shared by the CLI and the API.
+
+Why Dask and not a scheduler of our own: ``distributed`` already places tasks,
+retries those whose worker died, and is what the scientific Python world runs
+its clusters with.  Each job is one task (:func:`~pytest_millrun.dask_worker.
+run_job_on_worker`); the workers read the notebooks and write the outputs at
+the client's paths, so they need a shared file system (or a local cluster).
+
+``distributed`` is imported only here and in :mod:`pytest_millrun.dask_worker`,
+and only when a run asks for Dask, so plain ``pytest`` and ``millrun`` never
+pay for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any
+
+from .api import Job, RunInterrupted, RunOptions
+from .execute import ExecutionResult, Failure, ForkFallbackWarning
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+#: How long stopped notebooks get to save their partial outputs after Ctrl-C.
+_GRACE_SECONDS = 5.0
+#: How long to wait for a scheduler to answer, and for a first worker to join it.
+_CONNECT_SECONDS = 10.0
+_WORKERS_SECONDS = 60.0
+
+INSTALL_HINT = "Install it with: pip install 'pytest-millrun[dask]'"
+
+
+class ClusterError(Exception):
+    """Dask is not installed, or the scheduler cannot be reached or has no workers."""
+
+
+def client_of(executor: Executor | None) -> Client | None:
+    """The Dask client behind ``client.get_executor()``, so such an executor runs as ``dask=``."""
+    if executor is None or not type(executor).__module__.startswith("distributed."):
+        return None
+    client = getattr(executor, "_client", None)
+    return client
+
+
+@contextlib.contextmanager
+def connect(dask: str | Client, workers: int) -> Iterator[Client]:
+    """A client for ``dask``: ``"local"`` (a cluster of ``workers`` processes, closed after),
+    a scheduler address (left running; only our client is closed), or a client (left open)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise ClusterError(
+            f"Running on Dask needs the distributed package. {INSTALL_HINT}"
+        ) from exc
+    if isinstance(dask, Client):
+        yield dask
+        return
+    if not isinstance(dask, str) or not dask:
+        raise ClusterError(
+            f"dask= takes 'local', a scheduler address such as tcp://host:8786, or a "
+            f"distributed.Client, not {dask!r}."
+        )
+    with contextlib.ExitStack() as stack:
+        if dask == "local":
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+            )
+            client = stack.enter_context(Client(cluster, set_as_default=False))
+        else:
+            try:
+                client = Client(dask, timeout=_CONNECT_SECONDS, set_as_default=False)
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise ClusterError(
+                    f"Cannot reach the Dask scheduler at {dask} ({exc}). Check the address "
+                    f"(tcp://host:8786) and that `dask scheduler` runs there, or use --dask "
+                    f"local (dask='local') for a cluster on this machine."
+                ) from None
+            stack.enter_context(client)
+        yield client
+
+
+def run_on_cluster(
+    dask: str | Client,
+    workers: int,
+    jobs: Sequence[Job],
+    options: RunOptions,
+    on_result: Callable[[ExecutionResult], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> list[ExecutionResult]:
+    """Run the jobs on Dask; results in plan order.  ``on_start`` hears the cluster's threads.
+
+    Raises :class:`~pytest_millrun.api.RunInterrupted` on Ctrl-C, after the
+    running notebooks saved their partial outputs, with the pending tasks
+    cancelled and the cluster usable (or closed, for ``local``).
+    """
+    with connect(dask, workers) as client:
+        from .dask_worker import PLUGIN_NAME, MillrunWorkerPlugin
+
+        client.register_plugin(MillrunWorkerPlugin(ignore_sigint=dask == "local"), PLUGIN_NAME)
+        try:
+            client.wait_for_workers(1, timeout=_WORKERS_SECONDS)
+        except TimeoutError:
+            raise ClusterError(
+                f"The Dask scheduler at {client.scheduler.address} has no workers "
+                f"(waited {_WORKERS_SECONDS:g} s). Start some with `dask worker "
+                f"{client.scheduler.address}`."
+            ) from None
+        if on_start is not None:
+            on_start(sum(client.nthreads().values()))
+        return _run(client, jobs, options, on_result)
+
+
+def _run(
+    client: Client,
+    jobs: Sequence[Job],
+    options: RunOptions,
+    on_result: Callable[[ExecutionResult], None] | None,
+) -> list[ExecutionResult]:
+    from distributed import as_completed
+
+    from .dask_worker import run_job_on_worker
+
+    run_id = uuid.uuid4().hex[:12]
+    keys = [f"millrun-{run_id}-{index}" for index in range(len(jobs))]
+    futures: list[Future] = client.map(
+        run_job_on_worker, jobs, options=options, run_id=run_id, key=keys, pure=False
+    )
+    index_of = {future.key: index for index, future in enumerate(futures)}
+    done: dict[int, ExecutionResult] = {}
+    noticed = False
+
+    def collect(future: Future) -> ExecutionResult | None:
+        nonlocal noticed
+        index = index_of[future.key]
+        if future.status != "finished":
+            return _task_failure(jobs[index], future.exception())
+        result, notice = future.result()
+        if notice and not noticed:
+            noticed = True
+            warnings.warn(notice, ForkFallbackWarning, stacklevel=1)
+        return result  # type: ignore[no-any-return]
+
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            result = collect(future)
+            if result is not None:
+                done[index_of[future.key]] = result
+                if on_result is not None:
+                    on_result(result)
+    except KeyboardInterrupt:
+        _stop(client, run_id, futures, done, collect)
+        ordered = [done[i] for i in sorted(done)]
+        raise RunInterrupted(ordered, len(jobs) - len(ordered)) from None
+    return [done[i] for i in sorted(done)]
+
+
+def _stop(
+    client: Client,
+    run_id: str,
+    futures: Sequence[Future],
+    done: dict[int, ExecutionResult],
+    collect: Callable[[Future], ExecutionResult | None],
+) -> None:
+    """Stop this run's notebooks on the workers, cancel its queued tasks, keep what was saved.
+
+    A worker cannot stop a task's thread, so the stop is ours: every worker
+    kills the kernels of this run's running jobs (which then save their
+    partial outputs and return) and returns at once from any of its tasks that
+    starts later.  Tasks not yet on a worker are cancelled.
+    """
+    from distributed import wait
+
+    from .dask_worker import stop_run
+
+    index_of = {future.key: index for index, future in enumerate(futures)}
+    with contextlib.suppress(Exception):
+        client.run(stop_run, run_id, on_error="ignore")
+    processing: set[Any] = set()
+    with contextlib.suppress(Exception):
+        processing = {key for keys in client.processing().values() for key in keys}
+    waiting = [f for f in futures if not f.done() and f.key in processing]
+    client.cancel([f for f in futures if not f.done() and f.key not in processing])
+    with contextlib.suppress(Exception):
+        wait(waiting, timeout=_GRACE_SECONDS)
+    for future in futures:
+        index = index_of[future.key]
+        if index in done or future.status != "finished":
+            continue
+        with contextlib.suppress(Exception):
+            result = collect(future)
+            if result is not None:
+                done[index] = result
+    client.cancel([f for f in futures if not f.done()])
+
+
+def _task_failure(job: Job, exc: BaseException | None) -> ExecutionResult:
+    """A task Dask could not complete: the job fails with the reason, it is never lost."""
+    from distributed import KilledWorker
+
+    if isinstance(exc, KilledWorker):
+        worker = getattr(exc.last_worker, "address", exc.last_worker)
+        message = (
+            f"The Dask worker running it died, and so did the workers that retried it "
+            f"(the last one {worker}); the scheduler gave up after {exc.allowed_failures} "
+            f"retries (distributed.scheduler.allowed-failures). A worker dies when it runs out "
+            f"of memory or is killed; the notebook's partial output, if any, is kept."
+        )
+        failure = Failure("worker-died", message, ename="KilledWorker", evalue="worker died")
+    else:
+        name = type(exc).__name__ if exc is not None else "CancelledError"
+        message = (
+            f"The Dask task running it failed: {name}: {exc}. Check that the workers have "
+            f"pytest-millrun installed, in the same version as the client."
+        )
+        failure = Failure("error", message, ename=name, evalue=str(exc))
+    output = job.output if job.output.exists() else None
+    return ExecutionResult(
+        notebook=job.notebook,
+        variation_id=job.variation_id,
+        parameters=dict(job.variation),
+        output=output,
+        status="failed",
+        duration=0.0,
+        error=failure,
+    )

@@ -1,0 +1,183 @@
+"""Runs inside a Dask worker process: the task that executes one job, and the worker plugin.
+
+Why a module of its own: Dask pickles tasks by reference, so what a worker
+runs must be importable there, and it must not drag the client's front ends
+(click, tqdm) into every worker.  A worker runs its tasks in threads (several
+at once with ``--nthreads``), never in its main thread, so nothing here may
+rely on signals: a stop request arrives as a call (:func:`stop_run`, sent with
+``Client.run``) and ends the running notebooks by killing their kernels, after
+which each execution saves its partial output as it would after Ctrl-C.
+
+Fork mode needs nothing special in threads: the template is a separate,
+single-threaded process that the worker talks to over a socket under a lock.
+What the worker must do is stop it, and the spare kernel, when it closes,
+because a worker process started by a nanny leaves without running ``atexit``:
+that is :class:`MillrunWorkerPlugin`'s ``teardown``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distributed import WorkerPlugin
+
+from .execute import (
+    ExecutionInterrupted,
+    ExecutionResult,
+    Failure,
+    _fork_broken,
+    kernels_ahead,
+    resolve_kernel_start,
+    stop_execution,
+)
+
+if TYPE_CHECKING:
+    from .api import Job, RunOptions
+
+#: Name under which the plugin is registered; registering it again is a no-op.
+PLUGIN_NAME = "pytest-millrun"
+
+#: How many stopped run ids a worker remembers (a task of a stopped run that starts late
+#: returns at once); a long-lived cluster sees many runs, so the oldest are forgotten.
+_REMEMBERED_STOPS = 64
+
+_lock = threading.Lock()
+_life = contextlib.ExitStack()
+_state: dict[str, Any] = {"spares": False, "fork_notice_sent": False}
+#: Thread ids of the jobs running here, by run id.
+_running: dict[str, set[int]] = {}
+_stopped: list[str] = []
+
+
+class MillrunWorkerPlugin(WorkerPlugin):  # type: ignore[misc]
+    """Stops this worker's spare kernel and fork templates when the worker closes.
+
+    ``ignore_sigint`` is for a cluster millrun started itself (``local``): its
+    worker processes share the terminal's process group, and the client, not
+    the terminal's Ctrl-C, decides how they stop.
+    """
+
+    idempotent = True
+    name = PLUGIN_NAME
+
+    def __init__(self, ignore_sigint: bool = False) -> None:
+        self.ignore_sigint = ignore_sigint
+
+    def setup(self, worker: Any) -> None:
+        if self.ignore_sigint and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def teardown(self, worker: Any) -> None:
+        close_worker()
+
+
+def close_worker() -> None:
+    """Discard the spare kernel and stop the fork templates of this process."""
+    with _lock:
+        _state["spares"] = False
+    _life.close()
+    forkserver = sys.modules.get(f"{__package__}.forkserver")
+    if forkserver is not None:
+        forkserver.shutdown_templates()
+
+
+def run_job_on_worker(job: Job, options: RunOptions, run_id: str) -> tuple[Any, str | None]:
+    """One job, on a Dask worker: ``(result, notice)``.
+
+    The result is ``None`` for a job of a run already stopped (it never ran).
+    ``notice`` is the first fork-fallback message of this worker, for the client
+    to show once: a warning raised here would only reach the worker's log.
+    """
+    from .api import run_job
+
+    with _lock:
+        if run_id in _stopped:
+            return None, None
+        _running.setdefault(run_id, set()).add(threading.get_ident())
+    try:
+        if not job.notebook.exists():
+            return _unseen(job), None
+        if resolve_kernel_start(options.kernel_start) == "fork":
+            _keep_spares()
+        try:
+            result = run_job(job, options)
+        except ExecutionInterrupted as exc:
+            result = exc.result
+        return result, _fork_notice()
+    finally:
+        with _lock:
+            mine = _running.get(run_id, set())
+            mine.discard(threading.get_ident())
+            if not mine:
+                _running.pop(run_id, None)
+
+
+def stop_run(run_id: str) -> int:
+    """Called with ``Client.run`` on Ctrl-C: stop this run's notebooks; later tasks return at once.
+
+    Returns how many running notebooks were stopped.  Other runs sharing the
+    worker are untouched.
+    """
+    with _lock:
+        if run_id not in _stopped:
+            _stopped.append(run_id)
+            del _stopped[:-_REMEMBERED_STOPS]
+        threads = sorted(_running.get(run_id, ()))
+    return sum(stop_execution(thread) for thread in threads)
+
+
+def _keep_spares() -> None:
+    """From the first fork-mode job on, start each next kernel ahead, for the worker's life."""
+    with _lock:
+        if _state["spares"]:
+            return
+        _state["spares"] = True
+        _life.enter_context(kernels_ahead("fork"))
+
+
+def _fork_notice() -> str | None:
+    with _lock:
+        if not _fork_broken.is_set() or _state["fork_notice_sent"]:
+            return None
+        _state["fork_notice_sent"] = True
+    return (
+        f"Fork kernel start is unavailable on Dask worker {worker_name()}; its kernels are "
+        f"spawned the usual way instead, which is slower but otherwise the same."
+    )
+
+
+def worker_name() -> str:
+    """The worker's address, host and pid, for messages the client shows."""
+    address = "?"
+    with contextlib.suppress(Exception):
+        from distributed import get_worker
+
+        address = str(get_worker().address)
+    return f"{address} (host {socket.gethostname()}, pid {os.getpid()})"
+
+
+def _unseen(job: Job) -> ExecutionResult:
+    """A notebook this worker cannot see: fail the job at once, saying where and why."""
+    folder = next((p for p in job.notebook.parents if p.exists()), Path("/"))
+    message = (
+        f"Dask worker {worker_name()} cannot see the notebook {job.notebook} (the nearest "
+        f"folder it sees is {folder}). Dask workers read the notebooks and write the outputs "
+        f"at the client's paths, so they need a shared file system mounted at the same path, "
+        f"or a local cluster (--dask local / dask='local')."
+    )
+    return ExecutionResult(
+        notebook=job.notebook,
+        variation_id=job.variation_id,
+        parameters=dict(job.variation),
+        output=None,
+        status="failed",
+        duration=0.0,
+        error=Failure("error", message, ename="FileNotFoundError", evalue=str(job.notebook)),
+    )
