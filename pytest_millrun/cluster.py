@@ -14,7 +14,9 @@ pay for it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +24,7 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from .api import Job, RunInterrupted, RunOptions
-from .execute import ExecutionResult, Failure, ForkFallbackWarning
+from .execute import ExecutionResult, Failure, ForkFallbackWarning, resolve_kernel_start
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -107,9 +109,9 @@ def run_on_cluster(
     cancelled and the cluster usable (or closed, for ``local``).
     """
     with connect(dask, workers) as client:
-        from .dask_worker import PLUGIN_NAME, MillrunWorkerPlugin
+        from .dask_worker import PLUGIN_NAME, MillrunWorkerPlugin, end_run
 
-        client.register_plugin(MillrunWorkerPlugin(ignore_sigint=dask == "local"), PLUGIN_NAME)
+        client.register_plugin(MillrunWorkerPlugin(local=dask == "local"), PLUGIN_NAME)
         try:
             client.wait_for_workers(1, timeout=_WORKERS_SECONDS)
         except TimeoutError:
@@ -120,7 +122,15 @@ def run_on_cluster(
             ) from None
         if on_start is not None:
             on_start(sum(client.nthreads().values()))
-        return _run(client, jobs, options, on_result)
+        # "auto" means the client's choice ($MILLRUN_KERNEL_START here), not each worker's
+        options = dataclasses.replace(
+            options, kernel_start=resolve_kernel_start(options.kernel_start)
+        )
+        try:
+            return _run(client, jobs, options, on_result)
+        finally:
+            with contextlib.suppress(Exception):
+                client.run(end_run, on_error="ignore")
 
 
 def _run(
@@ -181,8 +191,6 @@ def _stop(
     partial outputs and return) and returns at once from any of its tasks that
     starts later.  Tasks not yet on a worker are cancelled.
     """
-    from distributed import wait
-
     from .dask_worker import stop_run
 
     index_of = {future.key: index for index, future in enumerate(futures)}
@@ -193,8 +201,9 @@ def _stop(
         processing = {key for keys in client.processing().values() for key in keys}
     waiting = [f for f in futures if not f.done() and f.key in processing]
     client.cancel([f for f in futures if not f.done() and f.key not in processing])
-    with contextlib.suppress(Exception):
-        wait(waiting, timeout=_GRACE_SECONDS)
+    deadline = time.monotonic() + _GRACE_SECONDS
+    while any(not f.done() for f in waiting) and time.monotonic() < deadline:
+        time.sleep(0.05)
     for future in futures:
         index = index_of[future.key]
         if index in done or future.status != "finished":

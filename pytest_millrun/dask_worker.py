@@ -18,6 +18,7 @@ that is :class:`MillrunWorkerPlugin`'s ``teardown``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -59,20 +60,25 @@ _stopped: list[str] = []
 class MillrunWorkerPlugin(WorkerPlugin):  # type: ignore[misc]
     """Stops this worker's spare kernel and fork templates when the worker closes.
 
-    ``ignore_sigint`` is for a cluster millrun started itself (``local``): its
-    worker processes share the terminal's process group, and the client, not
-    the terminal's Ctrl-C, decides how they stop.
+    ``local`` is for a cluster millrun started itself: its worker processes
+    share the terminal's process group, and the client, not the terminal's
+    Ctrl-C, decides how they stop; and their log lines would only repeat, in
+    the user's terminal, what the client's report says.
     """
 
     idempotent = True
     name = PLUGIN_NAME
 
-    def __init__(self, ignore_sigint: bool = False) -> None:
-        self.ignore_sigint = ignore_sigint
+    def __init__(self, local: bool = False) -> None:
+        self.local = local
 
     def setup(self, worker: Any) -> None:
-        if self.ignore_sigint and threading.current_thread() is threading.main_thread():
+        if not self.local:
+            return
+        if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for name in ("papermill", "traitlets", "nbclient", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
     def teardown(self, worker: Any) -> None:
         close_worker()
@@ -131,6 +137,18 @@ def stop_run(run_id: str) -> int:
             del _stopped[:-_REMEMBERED_STOPS]
         threads = sorted(_running.get(run_id, ()))
     return sum(stop_execution(thread) for thread in threads)
+
+
+def end_run() -> None:
+    """Called with ``Client.run`` when a run ends: no spare kernel waits on an idle worker.
+
+    The template stays (it is cheap and the next run's first kernel needs it);
+    the worker plugin stops it when the worker closes.  Another run sharing
+    the worker only loses its head start on one kernel.
+    """
+    forkserver = sys.modules.get(f"{__package__}.forkserver")
+    if forkserver is not None:
+        forkserver.discard_spare()
 
 
 def _keep_spares() -> None:
