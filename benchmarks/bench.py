@@ -255,6 +255,8 @@ class Runner:
     extra: tuple[str, ...] = ()
     #: the corpora it runs on (all when empty)
     corpora: tuple[str, ...] = ()
+    #: modules it needs (the row is skipped without them)
+    needs: tuple[str, ...] = ()
 
     @property
     def has_modes(self) -> bool:
@@ -272,6 +274,8 @@ RUNNERS = (
            ("--millrun-record", "y"), ("a",)),
     Runner("plugin-n0-results", "pytest -n 0 --millrun-results", "pytest", 0,
            ("--millrun-results", "{run}/results.csv"), ("a",)),
+    Runner("cli-dask-w2", "millrun --dask local --workers 2", "cli", 2,
+           ("--dask", "local"), needs=("distributed",)),
 )  # fmt: skip
 
 #: How each front end spells the kernel start mode option.
@@ -346,6 +350,7 @@ def build_command(
             str(corpus.params),
             "--workers",
             str(runner.workers),
+            *runner.extra,
             "--no-progress",
             "--output-dir",
             str(out),
@@ -799,7 +804,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         corpora.append(write_corpus(specs[key], workdir / key))
 
-    runners = [r for r in RUNNERS if r.key in args.runners]
+    runners = []
+    for runner in (r for r in RUNNERS if r.key in args.runners):
+        missing = missing_modules(runner.needs)
+        if missing:
+            notes.append(f"{runner.label} skipped: {', '.join(missing)} not importable")
+        else:
+            runners.append(runner)
     supported = kernel_start_supported()
     plan = list(plan_rows(runners, args.modes, supported, notes))
     for note in notes:
