@@ -108,29 +108,47 @@ def run_on_cluster(
     running notebooks saved their partial outputs, with the pending tasks
     cancelled and the cluster usable (or closed, for ``local``).
     """
-    with connect(dask, workers) as client:
-        from .dask_worker import PLUGIN_NAME, MillrunWorkerPlugin, end_run
+    results: list[ExecutionResult] | None = None
+    try:
+        with connect(dask, workers) as client:
+            results = _run_with(client, dask == "local", jobs, options, on_result, on_start)
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:  # while the cluster started (nothing ran) or closed (all did)
+        if results is None:
+            raise RunInterrupted([], len(jobs)) from None
+    assert results is not None
+    return results
 
-        client.register_plugin(MillrunWorkerPlugin(local=dask == "local"), PLUGIN_NAME)
-        try:
-            client.wait_for_workers(1, timeout=_WORKERS_SECONDS)
-        except TimeoutError:
-            raise ClusterError(
-                f"The Dask scheduler at {client.scheduler.address} has no workers "
-                f"(waited {_WORKERS_SECONDS:g} s). Start some with `dask worker "
-                f"{client.scheduler.address}`."
-            ) from None
-        if on_start is not None:
-            on_start(sum(client.nthreads().values()))
-        # "auto" means the client's choice ($MILLRUN_KERNEL_START here), not each worker's
-        options = dataclasses.replace(
-            options, kernel_start=resolve_kernel_start(options.kernel_start)
-        )
-        try:
-            return _run(client, jobs, options, on_result)
-        finally:
-            with contextlib.suppress(Exception):
-                client.run(end_run, on_error="ignore")
+
+def _run_with(
+    client: Client,
+    local: bool,
+    jobs: Sequence[Job],
+    options: RunOptions,
+    on_result: Callable[[ExecutionResult], None] | None,
+    on_start: Callable[[int], None] | None,
+) -> list[ExecutionResult]:
+    from .dask_worker import PLUGIN_NAME, MillrunWorkerPlugin, end_run
+
+    client.register_plugin(MillrunWorkerPlugin(local=local), PLUGIN_NAME)
+    try:
+        client.wait_for_workers(1, timeout=_WORKERS_SECONDS)
+    except TimeoutError:
+        raise ClusterError(
+            f"The Dask scheduler at {client.scheduler.address} has no workers "
+            f"(waited {_WORKERS_SECONDS:g} s). Start some with `dask worker "
+            f"{client.scheduler.address}`."
+        ) from None
+    if on_start is not None:
+        on_start(sum(client.nthreads().values()))
+    # "auto" means the client's choice ($MILLRUN_KERNEL_START here), not each worker's
+    options = dataclasses.replace(options, kernel_start=resolve_kernel_start(options.kernel_start))
+    try:
+        return _run(client, jobs, options, on_result)
+    finally:
+        with contextlib.suppress(Exception):
+            client.run(end_run, on_error="ignore")
 
 
 def _run(
@@ -156,7 +174,8 @@ def _run(
         nonlocal noticed
         index = index_of[future.key]
         if future.status != "finished":
-            return _task_failure(jobs[index], future.exception())
+            error = future.exception() if future.status == "error" else None
+            return _task_failure(jobs[index], error)
         result, notice = future.result()
         if notice and not noticed:
             noticed = True
