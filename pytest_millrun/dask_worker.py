@@ -131,12 +131,11 @@ def stop_run(run_id: str) -> int:
     Returns how many running notebooks were stopped.  Other runs sharing the
     worker are untouched.
     """
-    with _lock:
+    with _lock:  # held throughout, so no thread moves on to another run's job meanwhile
         if run_id not in _stopped:
             _stopped.append(run_id)
             del _stopped[:-_REMEMBERED_STOPS]
-        threads = sorted(_running.get(run_id, ()))
-    return sum(stop_execution(thread) for thread in threads)
+        return sum(stop_execution(thread) for thread in sorted(_running.get(run_id, ())))
 
 
 def end_run() -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import psutil
 import pytest
 
 from conftest import assert_no_kernels_left, output_files, write_notebook, write_params
@@ -48,6 +49,26 @@ def _private_tmp() -> Path:
     return Path(tempfile.mkdtemp(prefix="mrd-", dir="/tmp"))
 
 
+def assert_nothing_left(tmp: Path, within: float = 15.0) -> None:
+    """No process of the cluster is left: worker, fork template or kernel (all have ``tmp``
+    as TMPDIR, and a template's command line no longer says what it is)."""
+
+    def left() -> list[str]:
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            try:
+                if process.environ().get("TMPDIR") == str(tmp):
+                    found.append(" ".join(process.info["cmdline"] or ())[:80])
+            except psutil.Error:
+                continue
+        return found
+
+    deadline = time.monotonic() + within
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left() == []
+
+
 @pytest.fixture(scope="module")
 def local_client() -> Iterator[Any]:
     """A LocalCluster of 2 worker processes; a task whose worker died twice is given up."""
@@ -64,7 +85,7 @@ def local_client() -> Iterator[Any]:
     yield client
     client.close()
     cluster.close()
-    assert_no_kernels_left(tmp)
+    assert_nothing_left(tmp)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +119,7 @@ def remote_address() -> Iterator[tuple[str, Path]]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=5)
-    assert_no_kernels_left(tmp)
+    assert_nothing_left(tmp)
 
 
 @pytest.fixture
@@ -274,7 +295,7 @@ def test_ctrl_c_on_a_local_cluster_stops_promptly_and_closes_it(tmp_path: Path) 
     env = {**os.environ, "TMPDIR": str(_private_tmp())}
     _code, _stdout, took = interrupt_cli(tmp_path, env, "--dask", "local", "--workers", "2")
     assert took < 20
-    assert_no_kernels_left(Path(env["TMPDIR"]))
+    assert_nothing_left(Path(env["TMPDIR"]))  # the local cluster is closed
 
 
 def test_ctrl_c_on_an_existing_cluster_leaves_it_usable(
