@@ -283,7 +283,6 @@ def _run_on_dask(
         raise  # not reached: _fail_usage exits
 
 
-
 def _fail_usage(message: str) -> None:
     click.echo(f"Error: {message}", err=True)
     sys.exit(EXIT_USAGE)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
-from .api import Job, RunInterrupted, RunOptions
+from .api import Job, RunInterrupted, RunOptions, sigterm_as_interrupt
 from .execute import ExecutionResult, Failure, ForkFallbackWarning, resolve_kernel_start
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def run_on_cluster(
     """
     results: list[ExecutionResult] | None = None
     try:
-        with connect(dask, workers) as client:
+        with sigterm_as_interrupt(), connect(dask, workers) as client:
             results = _run_with(client, dask == "local", jobs, options, on_result, on_start)
     except RunInterrupted:
         raise
