@@ -286,7 +286,7 @@ def interrupt_cli(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[int,
     assert "2 interrupted, 2 not run" in stdout
     saved = output_files(tmp_path / "out")
     assert {"0-quick.ipynb", "1-quick.ipynb", "2-quick.ipynb", "3-quick.ipynb"} <= set(saved)
-    assert {"0-slow.ipynb", "1-slow.ipynb"} <= set(saved)  # partial outputs of the cut runs
+    assert "0-slow.ipynb" in saved  # the partial output of a run that was cut short
     assert not list((tmp_path / "out").glob(".*partial*"))
     return process.returncode, stdout, time.monotonic() - started
 
