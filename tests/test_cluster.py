@@ -280,7 +280,12 @@ def interrupt_cli(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[int,
     assert process.poll() is None
     started = time.monotonic()
     os.killpg(process.pid, signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    finally:  # never left running, even when it does not stop
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
     assert process.returncode == 130, stderr
     assert "Interrupted" in stdout
     assert "2 interrupted, 2 not run" in stdout
