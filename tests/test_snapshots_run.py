@@ -69,8 +69,13 @@ def test_changes_within_the_tolerance_pass_and_beyond_fail_with_the_table(
     pytester.runpytest().assert_outcomes(passed=2)
 
     scale.write_text("2.002")
-    result = pytester.runpytest()
+    result = pytester.runpytest("--millrun-results", "table.json")
     result.assert_outcomes(failed=2)
+    rows = json.loads((pytester.path / "table.json").read_text())
+    assert [(r["status"], r["error"][:25]) for r in rows] == [
+        ("failed", "Recorded values of [oslo]"),
+        ("failed", "Recorded values of [rome]"),
+    ]
     result.stdout.fnmatch_lines(
         [
             f"*Recorded values of ?rome? differ from the snapshot in {snap} (1 difference):",
