@@ -143,15 +143,14 @@ class SnapshotChecks:
 
     # ------------------------------------------------------ where items run
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        outcome = yield  # raises when the notebook failed: nothing to compare
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> None:
+        """After pytest's own ``runtest`` call; not reached when the notebook failed."""
         from .plugin import NotebookItem
 
         result = getattr(item, "result", None)
         if isinstance(item, NotebookItem) and result is not None and result.passed:
             self._check(item, result.recorded)
-        return outcome
 
     def _check(self, item: Any, recorded: Any) -> None:
         notebook = _notebook(item)
