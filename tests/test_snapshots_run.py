@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_notebook, write_params
-from pytest_millrun import execute_run
-from pytest_millrun.snapshots import MillrunSnapshotWarning, SnapshotMismatchError
+from millrun import MillrunSnapshotWarning, SnapshotMismatchError, execute_run
 
 #: The value depends on scale.txt beside the notebook, so a test can change what it computes.
 CELLS = ["scale = float(open('scale.txt').read())\ntotal = x * scale\nlabel = city"]
