@@ -290,6 +290,12 @@ def execute_run(
     target = Path(notebook_dir_or_file)
     variations = resolve_suite(bulk_params, target if target.is_dir() else target.parent)
     check_papermill_kwargs(kwargs)
+    if snapshots is not None or snapshot_update:
+        from .snapshots import tolerance_of
+
+        if snapshots is None:
+            raise ValueError("snapshot_update=True needs snapshots= (the folder of the snapshots).")
+        tolerance = tolerance_of(rtol, atol)  # a bad one is refused before anything runs
     papermill_kwargs = dict(kwargs)
     options = RunOptions(
         kernel_name=papermill_kwargs.pop("kernel_name", None),
@@ -324,7 +330,7 @@ def execute_run(
     if snapshots is not None:
         from .snapshots import snapshot_check
 
-        snapshot_check(results, snapshots, target, snapshot_update, rtol, atol)
+        snapshot_check(results, snapshots, target, snapshot_update, tolerance)
     if any(not r.passed for r in results):
         raise RunFailedError(results)
     return results

@@ -560,6 +560,14 @@ def check_results(
     return failures, Summary(unused=unused_entries(folder, used))
 
 
+def tolerance_of(rtol: float | None, atol: float | None) -> Tolerance:
+    """The API's tolerances, defaults for None; :class:`ToleranceError` for a bad one."""
+    return Tolerance(
+        rtol=DEFAULT_RTOL if rtol is None else check_tolerance(rtol, "rtol"),
+        atol=DEFAULT_ATOL if atol is None else check_tolerance(atol, "atol"),
+    )
+
+
 class MillrunSnapshotWarning(UserWarning):
     """Snapshot entries no variation of the run used."""
 
@@ -569,16 +577,11 @@ def snapshot_check(
     directory: str | Path,
     target: Path,
     update: bool,
-    rtol: float | None,
-    atol: float | None,
+    tolerance: Tolerance,
 ) -> None:
     """``execute_run``'s check: raise on differences, warn of unused entries."""
     import warnings
 
-    tolerance = Tolerance(
-        rtol=DEFAULT_RTOL if rtol is None else check_tolerance(rtol, "rtol"),
-        atol=DEFAULT_ATOL if atol is None else check_tolerance(atol, "atol"),
-    )
     root = target if target.is_dir() else target.parent
     failures, summary = check_results(
         results, directory, root, update=update, tolerance=tolerance,

@@ -146,6 +146,20 @@ def test_the_message_names_the_file_and_how_to_accept(tmp_path: Path) -> None:
     assert check_values({}, "a", {}, Tolerance(), path).state == "empty"
 
 
+def test_the_api_refuses_bad_tolerances_and_an_update_without_a_folder_before_running(
+    tmp_path: Path,
+) -> None:
+    from pytest_millrun import execute_run
+
+    notebook = tmp_path / "never_run.ipynb"
+    notebook.write_text("not even a notebook")
+    with pytest.raises(ToleranceError, match="rtol must be a number >= 0"):
+        execute_run(notebook, [{}], snapshots=tmp_path / "snaps", rtol=-1)
+    with pytest.raises(ValueError, match="snapshot_update=True needs snapshots="):
+        execute_run(notebook, [{}], snapshot_update=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["never_run.ipynb"]
+
+
 def test_bad_tolerances_are_refused() -> None:
     assert check_tolerance("1e-6", "--rtol") == 1e-6
     for bad in ("-1", "nan", "x", True):
