@@ -10,15 +10,18 @@ from .api import RunFailedError, RunInterrupted, execute_run
 from .execute import ExecutionResult, Failure
 from .params import ParamsError
 from .results import write_results
+from .snapshots import MillrunSnapshotWarning, SnapshotMismatchError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ExecutionResult",
     "Failure",
+    "MillrunSnapshotWarning",
     "ParamsError",
     "RunFailedError",
     "RunInterrupted",
+    "SnapshotMismatchError",
     "__version__",
     "execute_run",
     "write_results",

@@ -255,6 +255,10 @@ def execute_run(
     kernel_start: KernelStart = "auto",
     preload: Sequence[str] = (),
     record: Sequence[str] = (),
+    snapshots: str | Path | None = None,
+    snapshot_update: bool = False,
+    rtol: float | None = None,
+    atol: float | None = None,
     on_result: Callable[[ExecutionResult], None] | None = None,
     clean_output: bool = False,
     **kwargs: Any,
@@ -280,11 +284,21 @@ def execute_run(
     files carrying millrun's output marker).
     ``record`` names variables read after each notebook's last cell into
     ``ExecutionResult.recorded``, with its scrapbook scraps; write the table with
-    :func:`write_results`.
+    :func:`write_results`.  ``snapshots`` names a folder of snapshots the
+    recorded values are compared with (``rtol``/``atol``, see
+    :mod:`pytest_millrun.snapshots`); a difference raises
+    :class:`~pytest_millrun.snapshots.SnapshotMismatchError` with the table,
+    and ``snapshot_update`` writes them instead.
     """
     target = Path(notebook_dir_or_file)
     variations = resolve_suite(bulk_params, target if target.is_dir() else target.parent)
     check_papermill_kwargs(kwargs)
+    if snapshots is not None or snapshot_update:
+        from .snapshots import tolerance_of
+
+        if snapshots is None:
+            raise ValueError("snapshot_update=True needs snapshots= (the folder of the snapshots).")
+        tolerance = tolerance_of(rtol, atol)  # a bad one is refused before anything runs
     papermill_kwargs = dict(kwargs)
     options = RunOptions(
         kernel_name=papermill_kwargs.pop("kernel_name", None),
@@ -321,6 +335,10 @@ def execute_run(
         results = run_in_pool(jobs, options, workers or os.cpu_count() or 1, on_result)
     else:
         results = run_jobs(jobs, options, None, on_result)
+    if snapshots is not None:
+        from .snapshots import snapshot_check
+
+        snapshot_check(results, snapshots, target, snapshot_update, tolerance)
     if any(not r.passed for r in results):
         raise RunFailedError(results)
     return results

@@ -46,6 +46,12 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
     return value
 
 
+def _tolerance(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not 0 <= value < float("inf"):
+        raise click.BadParameter("must be a number >= 0")
+    return value
+
+
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="""\b
@@ -139,6 +145,28 @@ text is kept as is; with no components the variation's index is prepended.""",
     help="Write a table of every run (status, parameters, recorded values): .csv, .json or .jsonl.",
 )
 @click.option(
+    "--snapshots",
+    "snapshots_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    metavar="DIR",
+    help="Compare each run's recorded values with its snapshot in DIR; a difference fails.",
+)
+@click.option(
+    "--snapshot-update", is_flag=True, help="Write missing and changed snapshots instead."
+)
+@click.option(
+    "--rtol",
+    type=float,
+    callback=_tolerance,
+    help="Relative tolerance of snapshot numbers [default: 1e-9].",
+)
+@click.option(
+    "--atol",
+    type=float,
+    callback=_tolerance,
+    help="Absolute tolerance of snapshot numbers [default: 0].",
+)
+@click.option(
     "--strict-params",
     is_flag=True,
     help="Refuse parameters a notebook's parameters cell does not declare.",
@@ -169,6 +197,10 @@ def main(
     preload: str | None,
     record: str | None,
     results_file: Path | None,
+    snapshots_dir: Path | None,
+    snapshot_update: bool,
+    rtol: float | None,
+    atol: float | None,
     strict_params: bool,
     clean: bool,
     no_progress: bool,
@@ -180,6 +212,8 @@ def main(
     Exit status: 0 all passed, 1 some failed, 2 bad usage or input, 130 interrupted.
     """
     _quiet_libraries()
+    if snapshot_update and snapshots_dir is None:
+        _fail_usage("--snapshot-update needs --snapshots DIR (the folder of the snapshots).")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MillrunParameterWarning)
@@ -238,11 +272,41 @@ def main(
         sys.exit(EXIT_INTERRUPTED)
     progress.close()
     table_written = _write_table(results, results_file, root)
+    matched = _check_snapshots(results, snapshots_dir, root, snapshot_update, rtol, atol)
     _stale_line(stale)
     _summary(results, time.monotonic() - started)
     if not table_written:
         sys.exit(EXIT_USAGE)
-    sys.exit(0 if all(r.passed for r in results) else EXIT_FAILED)
+    sys.exit(0 if matched and all(r.passed for r in results) else EXIT_FAILED)
+
+
+def _check_snapshots(
+    ran: Sequence[ExecutionResult],
+    folder: Path | None,
+    root: Path,
+    update: bool,
+    rtol: float | None,
+    atol: float | None,
+) -> bool:
+    """The snapshot check, before the summary; False when a run differs from its snapshot."""
+    if folder is None:
+        return True
+    from .snapshots import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_results
+
+    tolerance = Tolerance(
+        rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol
+    )
+    try:
+        failures, summary = check_results(ran, folder, root, update=update, tolerance=tolerance)
+    except OSError as exc:
+        click.secho(f"Error: could not write the snapshots in {folder}: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    for failure in failures:
+        click.secho(failure, fg="red")
+        click.echo()
+    if update or summary.unused:
+        click.echo(summary.describe(update, "--snapshot-update"))
+    return not failures
 
 
 def _stale_line(message: str | None) -> None:

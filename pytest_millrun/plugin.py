@@ -204,6 +204,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 option.cli, default=None, dest=option.dest, metavar=option.metavar, help=option.help
             )
             parser.addini(option.ini, type="string", default="", help=option.help)
+    from .snapshots_plugin import add_options
+
+    add_options(group, parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -218,6 +221,10 @@ def pytest_configure(config: pytest.Config) -> None:
         from .results_plugin import ResultsTable
 
         config.pluginmanager.register(ResultsTable(config, settings.results), "millrun-results")
+    if settings.enabled:
+        from .snapshots_plugin import configure as configure_snapshots
+
+        configure_snapshots(config)
 
 
 def _stop_on_sigterm(config: pytest.Config) -> None:

@@ -17,6 +17,7 @@ controller interrupted together with its workers may get.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,12 @@ class ResultsTable:
             return None
         root = self.config.rootpath
         if item.result is not None and call.when == "call":
-            return ResultRow.from_result(item.result, root)
+            row = ResultRow.from_result(item.result, root)
+            if report.outcome == "failed" and row.status == "passed" and call.excinfo:
+                # the notebook ran, a check after it failed (a snapshot difference)
+                headline = str(call.excinfo.value).strip().splitlines()[0]
+                row = dataclasses.replace(row, status="failed", error=headline)
+            return row
         if call.when == "setup" and report.outcome == "passed":
             # provisional, until the call's report replaces it: what an xdist controller
             # keeps of an item whose worker is interrupted before it can report
