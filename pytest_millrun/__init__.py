@@ -9,6 +9,7 @@ from __future__ import annotations
 from .api import RunFailedError, RunInterrupted, execute_run
 from .execute import ExecutionResult, Failure
 from .params import ParamsError
+from .report import write_report
 from .results import write_results
 
 __version__ = "0.1.0"
@@ -21,5 +22,6 @@ __all__ = [
     "RunInterrupted",
     "__version__",
     "execute_run",
+    "write_report",
     "write_results",
 ]

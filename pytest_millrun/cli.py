@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -25,6 +26,7 @@ from .failures import OptionNames
 from .naming import OutputPathError
 from .params import ParamsError
 from .recording import parse_names
+from .report import check_report_path, write_report
 from .results import check_results_path, write_results
 from .stale import handle_stale_outputs
 from .suite import MillrunSuiteWarning, load_suite
@@ -133,6 +135,13 @@ text is kept as is; with no components the variation's index is prepended.""",
     help="Write a table of every run (status, parameters, recorded values): .csv, .json or .jsonl.",
 )
 @click.option(
+    "--report",
+    "report_file",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Write a self-contained HTML report of every run (grid, table, failures, charts).",
+)
+@click.option(
     "--strict-params",
     is_flag=True,
     help="Refuse parameters a notebook's parameters cell does not declare.",
@@ -162,6 +171,7 @@ def main(
     preload: str | None,
     record: str | None,
     results_file: Path | None,
+    report_file: Path | None,
     strict_params: bool,
     clean: bool,
     no_progress: bool,
@@ -192,6 +202,8 @@ def main(
         names = parse_names(record, "--record")
         if results_file is not None:
             results_file = check_results_path(results_file, [job.notebook for job in jobs])
+        if report_file is not None:
+            report_file = check_report_path(report_file, [job.notebook for job in jobs])
     except (
         ParamsError,
         FileNotFoundError,
@@ -224,14 +236,16 @@ def main(
     except RunInterrupted as exc:
         progress.close()
         _write_table(exc.results, results_file, root)
+        _write_report(exc.results, report_file, root, params)
         _stale_line(stale)
         _summary(exc.results, time.monotonic() - started, planned=len(jobs))
         sys.exit(EXIT_INTERRUPTED)
     progress.close()
     table_written = _write_table(results, results_file, root)
+    report_written = _write_report(results, report_file, root, params)
     _stale_line(stale)
     _summary(results, time.monotonic() - started)
-    if not table_written:
+    if not (table_written and report_written):
         sys.exit(EXIT_USAGE)
     sys.exit(0 if all(r.passed for r in results) else EXIT_FAILED)
 
@@ -255,6 +269,22 @@ def _write_table(ran: Sequence[ExecutionResult], path: Path | None, root: Path) 
         click.secho(f"Error: could not write the results table {path}: {exc}", fg="red", err=True)
         return False
     click.echo(f"results: {len(ran)} row{'s' if len(ran) != 1 else ''} written to {path}")
+    return True
+
+
+def _write_report(
+    ran: Sequence[ExecutionResult], path: Path | None, root: Path, params: Path
+) -> bool:
+    """The HTML report from the same rows, written as the table is (see :func:`_write_table`)."""
+    if path is None:
+        return True
+    command = " ".join(shlex.quote(arg) for arg in ["millrun", *sys.argv[1:]])
+    try:
+        write_report(ran, path, root=root, command=command, params_file=params)
+    except OSError as exc:
+        click.secho(f"Error: could not write the HTML report {path}: {exc}", fg="red", err=True)
+        return False
+    click.echo(f"report: written to {path}")
     return True
 
 
