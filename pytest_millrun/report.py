@@ -38,6 +38,7 @@ SYMBOLS = {"passed": "✓", "failed": "✗", "interrupted": "!", "skipped": "○
 MAX_RENDERED = 50
 #: above this many points a chart's markers are drawn as one embedded image inside the SVG
 RASTER_POINTS = 2000
+MARKERS = "osD^vPX<>*"
 #: a grid with at most this many distinct variation ids gets one column per id
 GRID_COLUMNS = 60
 EXTRA = "pip install 'pytest-millrun[report]'"
@@ -151,10 +152,8 @@ def render_page(
         "@@CHARTS@@": charts,
         "@@DATA@@": _script_json(data),
     }
-    page = _template()
-    for key, value in replacements.items():
-        page = page.replace(key, value, 1)
-    return page
+    # one pass, so a notebook name or a command holding "@@DATA@@" stays text
+    return re.sub(r"@@[A-Z_]+@@", lambda m: replacements[m.group(0)], _template())
 
 
 def _template() -> str:
@@ -214,8 +213,7 @@ def _cell(index: int, row: ResultRow) -> str:
     label = html.escape(f"{row.notebook} [{row.variation}]: {row.status}", quote=True)
     status = row.status if row.status in SYMBOLS else "failed"
     return (
-        f'<a class="cell s-{status}" href="#r{index}" title="{label}" '
-        f'aria-label="{label}">{SYMBOLS[status]}</a>'
+        f'<a class="cell s-{status}" href="#r{index}" title="{label}">{SYMBOLS[status]}</a>'
     )
 
 
@@ -282,18 +280,21 @@ def _charts(rows: Sequence[ResultRow], notes: list[str]) -> str:
             FigureCanvasSVG(figure)
             axes = list(figure.subplots(lines, columns, squeeze=False).flat)
             for ax, param in zip(axes, params, strict=False):
-                for notebook in notebooks:
-                    points = [
-                        (r.params[param], r.values[value])
-                        for r in rows
-                        if r.notebook == notebook
-                        and _finite(r.params.get(param))
-                        and _finite(r.values.get(value))
-                    ]
+                series: dict[str, list[tuple[Any, Any]]] = {n: [] for n in notebooks}
+                for r in rows:
+                    x, y = r.params.get(param), r.values.get(value)
+                    if _finite(x) and _finite(y):
+                        series[r.notebook].append((x, y))
+                # many markers as vector paths make a slow, heavy page: draw them as one image
+                raster = sum(map(len, series.values())) > RASTER_POINTS
+                for shape, (notebook, points) in enumerate(series.items()):
                     if points:
-                        xs, ys = zip(*sorted(points), strict=True)
-                        ax.plot(xs, ys, "o", ms=4, alpha=0.75, label=notebook,
-                                rasterized=len(points) > RASTER_POINTS)
+                        xs, ys = zip(*points, strict=True)
+                        # hollow markers of a shape per notebook: coinciding series stay visible
+                        marker = MARKERS[shape % len(MARKERS)]
+                        ax.plot(xs, ys, marker, ls="none", ms=5, mfc="none", alpha=0.8,
+                                color=f"C{shape % 10}", label=notebook, rasterized=raster)
+                ax.locator_params(nbins=4)
                 ax.set_xlabel(param)
                 ax.set_ylabel(value)
                 ax.grid(alpha=0.3)
@@ -301,8 +302,9 @@ def _charts(rows: Sequence[ResultRow], notes: list[str]) -> str:
                 ax.set_visible(False)
             handles, labels = figure.axes[0].get_legend_handles_labels()
             if handles:
+                wide = max(map(len, labels)) > 120 / min(len(labels), 4)
                 figure.legend(handles, labels, loc="outside lower center",
-                              ncols=min(len(labels), 4), frameon=False)
+                              ncols=1 if wide else min(len(labels), 4), frameon=False)
             buffer = io.StringIO()
             figure.savefig(buffer, format="svg", dpi=72)
         # the page needs the drawing alone: no XML prolog, no RDF metadata (date, tool URLs)

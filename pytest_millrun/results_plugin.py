@@ -154,7 +154,9 @@ class ResultsTable:
             path,
             root=self.config.rootpath,
             command=f"pytest {args}".strip(),
-            params_file=settings.params_file,
+            params_file=relative(settings.params_file, self.config.rootpath)
+            if settings.params_file
+            else None,
         )
 
     def table(self) -> list[ResultRow]:
