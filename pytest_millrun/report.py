@@ -191,7 +191,7 @@ def _header(rows: Sequence[ResultRow], command: str, params_file: str, notes: li
         f'<span class="s-{s}">{SYMBOLS[s]} {counts[s]} {s}</span>' for s in STATUSES if counts[s]
     )
     meta = [
-        ("variations", f"{len(rows)} in {len({r.notebook for r in rows})} notebooks"),
+        ("variations", f"{len(rows)} in {_plural(len({r.notebook for r in rows}), 'notebook')}"),
         ("total duration", f"{sum(durations):.1f} s" if durations else "none"),
         ("median duration", f"{statistics.median(durations):.3f} s" if durations else "none"),
         ("written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")),
@@ -207,6 +207,10 @@ def _header(rows: Sequence[ResultRow], command: str, params_file: str, notes: li
     )
     boxes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
     return f'<p class="counts">{spans or "no variations"}</p><dl class="meta">{items}</dl>{boxes}'
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
 
 
 def _cell(index: int, row: ResultRow) -> str:

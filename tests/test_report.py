@@ -59,6 +59,7 @@ def test_the_page_holds_every_row_with_its_failure_detail_and_relative_links(
     assert "○ 1 skipped" in page
     assert "<code>pytest -n 2</code>" in page
     assert "median duration</dt><dd>1.500 s" in page
+    assert "variations</dt><dd>4 in 2 notebooks" in page
 
 
 def test_the_grid_links_each_notebook_and_variation_to_its_row(tmp_path: Path) -> None:
