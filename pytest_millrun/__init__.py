@@ -9,6 +9,7 @@ from __future__ import annotations
 from .api import RunFailedError, RunInterrupted, execute_run
 from .execute import ExecutionResult, Failure
 from .params import ParamsError
+from .report import write_report
 from .results import write_results
 from .snapshots import MillrunSnapshotWarning, SnapshotMismatchError
 
@@ -24,5 +25,6 @@ __all__ = [
     "SnapshotMismatchError",
     "__version__",
     "execute_run",
+    "write_report",
     "write_results",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -25,6 +26,7 @@ from .failures import OptionNames
 from .naming import OutputPathError
 from .params import ParamsError
 from .recording import parse_names
+from .report import check_report_path, write_report
 from .results import check_results_path, write_results
 from .stale import handle_stale_outputs
 from .suite import MillrunSuiteWarning, load_suite
@@ -167,6 +169,13 @@ text is kept as is; with no components the variation's index is prepended.""",
     help="Absolute tolerance of snapshot numbers [default: 0].",
 )
 @click.option(
+    "--report",
+    "report_file",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Write a self-contained HTML report of every run (grid, table, failures, charts).",
+)
+@click.option(
     "--strict-params",
     is_flag=True,
     help="Refuse parameters a notebook's parameters cell does not declare.",
@@ -201,6 +210,7 @@ def main(
     snapshot_update: bool,
     rtol: float | None,
     atol: float | None,
+    report_file: Path | None,
     strict_params: bool,
     clean: bool,
     no_progress: bool,
@@ -233,6 +243,8 @@ def main(
         names = parse_names(record, "--record")
         if results_file is not None:
             results_file = check_results_path(results_file, [job.notebook for job in jobs])
+        if report_file is not None:
+            report_file = check_report_path(report_file, [job.notebook for job in jobs])
     except (
         ParamsError,
         FileNotFoundError,
@@ -267,15 +279,17 @@ def main(
     except RunInterrupted as exc:
         progress.close()
         _write_table(exc.results, results_file, root)
+        _write_report(exc.results, report_file, root, params)
         _stale_line(stale)
         _summary(exc.results, time.monotonic() - started, planned=len(jobs))
         sys.exit(EXIT_INTERRUPTED)
     progress.close()
     table_written = _write_table(results, results_file, root)
     matched = _check_snapshots(results, snapshots_dir, root, snapshot_update, rtol, atol)
+    report_written = _write_report(results, report_file, root, params)
     _stale_line(stale)
     _summary(results, time.monotonic() - started)
-    if not table_written:
+    if not (table_written and report_written):
         sys.exit(EXIT_USAGE)
     sys.exit(0 if matched and all(r.passed for r in results) else EXIT_FAILED)
 
@@ -345,6 +359,20 @@ def _run_on_dask(
         progress.close()
         _fail_usage(str(exc))
         raise  # not reached: _fail_usage exits
+def _write_report(
+    ran: Sequence[ExecutionResult], path: Path | None, root: Path, params: Path
+) -> bool:
+    """The HTML report from the same rows, written as the table is (see :func:`_write_table`)."""
+    if path is None:
+        return True
+    command = " ".join(shlex.quote(arg) for arg in ["millrun", *sys.argv[1:]])
+    try:
+        write_report(ran, path, root=root, command=command, params_file=params)
+    except OSError as exc:
+        click.secho(f"Error: could not write the HTML report {path}: {exc}", fg="red", err=True)
+        return False
+    click.echo(f"report: written to {path}")
+    return True
 
 
 def _fail_usage(message: str) -> None:

@@ -74,6 +74,7 @@ class Settings:
     clean_output: bool = False
     record: tuple[str, ...] = ()
     results: Path | None = None
+    report: Path | None = None
 
 
 settings_key = pytest.StashKey[Settings]()
@@ -168,6 +169,12 @@ _OPTIONS = (
         metavar="FILE",
     ),
     _Option(
+        "report",
+        "Write a self-contained HTML report of every variation (status grid, table, "
+        "failures, charts) to FILE",
+        metavar="FILE",
+    ),
+    _Option(
         "strict-params",
         "Make a variation key that the notebook's parameters cell does not declare "
         "a collection error instead of a warning",
@@ -225,6 +232,9 @@ def pytest_configure(config: pytest.Config) -> None:
         from .snapshots_plugin import configure as configure_snapshots
 
         configure_snapshots(config)
+        config.pluginmanager.register(
+            ResultsTable(config, settings.results, settings.report), "millrun-results"
+        )
 
 
 def _stop_on_sigterm(config: pytest.Config) -> None:
@@ -302,6 +312,16 @@ def resolve_settings(config: pytest.Config) -> Settings:
         except ResultsPathError as exc:
             raise pytest.UsageError(str(exc)) from None
 
+    def report() -> Path | None:
+        from .report import check_report_path
+        from .results import ResultsPathError
+
+        target = path("report")
+        try:
+            return check_report_path(target) if target is not None else None
+        except ResultsPathError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
     def record() -> tuple[str, ...]:
         from .recording import RecordNameError, parse_names
 
@@ -343,6 +363,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         clean_output=bool(raw("clean-output")[0]),
         record=record(),
         results=results(),
+        report=report(),
     )
 
 

@@ -57,6 +57,9 @@ class ResultRow:
     error: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
     values: Mapping[str, Any] = field(default_factory=dict)
+    #: a failure's cell source and traceback (or message), for the HTML report; not a column
+    source: str = ""
+    traceback: str = ""
 
     @classmethod
     def from_result(cls, result: ExecutionResult, root: Path | None = None) -> ResultRow:
@@ -69,6 +72,8 @@ class ResultRow:
             error=result.error.headline if result.error is not None else "",
             params=dict(result.parameters),
             values=dict(result.recorded),
+            source=result.error.source if result.error is not None else "",
+            traceback=_failure_detail(result),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -82,6 +87,8 @@ class ResultRow:
             "error": self.error,
             "params": encode(_jsonable(self.params)),
             "values": encode(dict(self.values)),
+            **({"source": self.source} if self.source else {}),
+            **({"traceback": self.traceback} if self.traceback else {}),
         }
 
     @classmethod
@@ -95,6 +102,8 @@ class ResultRow:
             error=data.get("error", ""),
             params=decode(data.get("params", {})),
             values=decode(data.get("values", {})),
+            source=data.get("source", ""),
+            traceback=data.get("traceback", ""),
         )
 
     def cells(self) -> dict[str, Any]:
@@ -110,6 +119,17 @@ class ResultRow:
         row.update((f"param.{key}", value) for key, value in self.params.items())
         row.update((f"value.{name}", value) for name, value in self.values.items())
         return row
+
+
+def _failure_detail(result: ExecutionResult) -> str:
+    """The traceback, and for a failure outside a cell (timeout, dead kernel) its message."""
+    error = result.error
+    if error is None:
+        return ""
+    lines = "\n".join(error.traceback)
+    if error.kind != "cell":
+        lines = f"{lines}\n\n{error.message}".strip()
+    return lines
 
 
 def relative(path: str | Path, root: Path | None) -> str:

@@ -6,7 +6,8 @@ attribute ``millrun_row``, plain JSON data: pytest-xdist serialises a report's
 attributes to the controller the way it does ``user_properties``, and pytest
 gives them back as attributes there.  The controller (or the only process,
 without xdist) gathers them in ``pytest_runtest_logreport`` and writes the
-table once at the end of the session, in collection order, whatever happened.
+table once at the end of the session, in collection order, whatever happened;
+the HTML report (:mod:`pytest_millrun.report`) is made from the same rows.
 
 An item cut short by Ctrl-C or SIGTERM has no call report (pytest re-raises
 the interrupt before making one), so its row is taken from the interruption
@@ -32,9 +33,13 @@ ROW_ATTRIBUTE = "millrun_row"
 class ResultsTable:
     """Registered by the plugin when it is on; writes only when a results file was asked for."""
 
-    def __init__(self, config: pytest.Config, path: Path | None) -> None:
+    def __init__(
+        self, config: pytest.Config, path: Path | None, report: Path | None = None
+    ) -> None:
         self.config = config
         self.path = path
+        self.report = report
+        self.report_written: Path | None = None
         self.worker = hasattr(config, "workerinput")
         self.order: list[str] = []
         self.rows: dict[str, dict[str, Any]] = {}
@@ -88,6 +93,7 @@ class ResultsTable:
             output=relative(item.output, root) if item.output.exists() else "",
             error=error,
             params=dict(item.variation),
+            traceback=str(report.longrepr) if error else "",
         )
 
     @pytest.hookimpl(hookwrapper=True)
@@ -127,14 +133,37 @@ class ResultsTable:
             if workeroutput is not None and self.interrupted:
                 workeroutput["millrun_interrupted"] = dict(self.interrupted)
             return
-        if self.path is None:
-            return
+        table = self.table() if self.path is not None or self.report is not None else []
         try:
-            self.written = write_results(self.table(), self.path)
+            if self.path is not None:
+                self.written = write_results(table, self.path)
         except OSError as exc:
             self.write_error = f"could not write the results table {self.path}: {exc}"
-            if session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+        try:
+            if self.report is not None:
+                self.report_written = self._write_report(table, self.report)
+        except OSError as exc:
+            self.write_error = f"could not write the HTML report {self.report}: {exc}"
+        if self.write_error and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+
+    def _write_report(self, table: list[ResultRow], path: Path) -> Path:
+        import shlex
+
+        from .plugin import settings_key
+        from .report import write_report
+
+        settings = self.config.stash[settings_key]
+        args = " ".join(shlex.quote(str(a)) for a in self.config.invocation_params.args)
+        return write_report(
+            table,
+            path,
+            root=self.config.rootpath,
+            command=f"pytest {args}".strip(),
+            params_file=relative(settings.params_file, self.config.rootpath)
+            if settings.params_file
+            else None,
+        )
 
     def table(self) -> list[ResultRow]:
         """The rows in collection order (any row of an unknown item last)."""
@@ -145,8 +174,10 @@ class ResultsTable:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.write_error:
             terminalreporter.write_line(f"millrun: {self.write_error}", red=True, bold=True)
-        elif self.written is not None:
-            count = len(self.rows)
+        count = len(self.rows)
+        if self.written is not None:
             terminalreporter.write_line(
                 f"millrun: {count} row{'s' if count != 1 else ''} written to {self.written}"
             )
+        if self.report_written is not None:
+            terminalreporter.write_line(f"millrun: HTML report written to {self.report_written}")

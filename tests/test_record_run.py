@@ -305,11 +305,12 @@ def test_an_interrupted_run_writes_the_rows_it_has(
     write_params(tmp_path / "p.json", {"x": [1, 2]})
     if front == "command":
         argv = [sys.executable, "-m", "pytest_millrun", "nbs", "p.json", "--workers", "1",
-                "--output-dir", "out", "--record", "v", "--results", "r.csv"]  # fmt: skip
+                "--output-dir", "out", "--record", "v", "--results", "r.csv",
+                "--report", "r.html"]  # fmt: skip
     else:
         argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--millrun-params",
                 "p.json", "nbs", "--millrun-output-dir", "out", "--millrun-record", "v",
-                "--millrun-results", "r.csv"]  # fmt: skip
+                "--millrun-results", "r.csv", "--millrun-report", "r.html"]  # fmt: skip
         argv += ["-n", "2"] if front == "xdist" else []
     (tmp_path / "pytest.ini").write_text("[pytest]\n")  # the rootdir, for the pytest front end
     process = subprocess.Popen(
@@ -332,4 +333,8 @@ def test_an_interrupted_run_writes_the_rows_it_has(
     ], output
     # under xdist the other worker may have started the last one too; nothing else
     assert rows[3:] in ([], [(f"{folder}b_slow.ipynb", "1", "interrupted", "")]), output
+    # the HTML report is made from the same rows
+    page = (tmp_path / "r.html").read_text()
+    blob = json.loads(page.split('id="millrun-data">', 1)[1].split("</script>", 1)[0])
+    assert [(r[1], r[2], r[3]) for r in blob] == [row[:3] for row in rows]
     assert_no_kernels_left(kernel_tmp)
