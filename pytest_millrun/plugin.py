@@ -226,15 +226,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.continue_on_collection_errors = True
         _stop_on_sigterm(config)
         from .results_plugin import ResultsTable
-
-        config.pluginmanager.register(ResultsTable(config, settings.results), "millrun-results")
-    if settings.enabled:
         from .snapshots_plugin import configure as configure_snapshots
 
-        configure_snapshots(config)
         config.pluginmanager.register(
             ResultsTable(config, settings.results, settings.report), "millrun-results"
         )
+        configure_snapshots(config)
 
 
 def _stop_on_sigterm(config: pytest.Config) -> None:
