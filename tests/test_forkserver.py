@@ -417,7 +417,7 @@ def _remove_ipc_folders() -> Iterator[None]:
 
 
 def waiting_spare_pid() -> int:
-    pending = forkserver._SPARES.pending
+    pending = forkserver.spares._SPARES.pending
     assert pending is not None, "a spare should have been forked"
     spare = pending.result(timeout=30)
     assert spare is not None
@@ -436,8 +436,8 @@ def test_spare_kernel_is_taken_by_the_next_matching_launch_and_none_outlives_the
                     seen.append(await probe(kc))
                     seen[-1]["provisioner_pid"] = kernel_pid(km)
                     spares.append(waiting_spare_pid())
-            assert forkserver._SPARES.pending is not None
-        assert forkserver._SPARES.pending is None  # the last spare went with the block
+            assert forkserver.spares._SPARES.pending is not None
+        assert forkserver.spares._SPARES.pending is None  # the last spare went with the block
         assert wait_gone(spares[-1])
         return [*seen, {"spares": spares}]
 
@@ -504,7 +504,7 @@ def test_adopted_spare_starts_from_the_connection_file_it_was_forked_with(
         with forkserver.spare_kernels():
             async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (_km, kc):
                 await probe(kc)
-                pending = forkserver._SPARES.pending
+                pending = forkserver.spares._SPARES.pending
                 assert pending is not None
             # adopted the moment the spare is forked, as when notebooks are short
             async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (km, kc):
@@ -549,7 +549,7 @@ def test_told_there_is_no_next_launch_no_spare_is_forked(tmp_path: Path) -> None
             try:
                 async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (_km, kc):
                     await probe(kc)
-                    assert forkserver._SPARES.pending is None
+                    assert forkserver.spares._SPARES.pending is None
             finally:
                 forkserver.expect_next_launch()
 
@@ -703,7 +703,27 @@ def test_templates_beyond_the_cap_replace_the_least_recently_used_idle_one() -> 
     assert len(alive) == 4
 
 
-def test_module_is_importable_in_the_template_by_path() -> None:
-    """The template loads this file outside its package: it must use absolute imports only."""
-    text = Path(forkserver.__file__).read_text()
-    assert "from ." not in text
+def test_template_side_modules_load_without_the_package(tmp_path: Path) -> None:
+    """The template imports its modules under a private name, not as ``pytest_millrun``: they
+    must work there (relative imports within the template side only) and bring in nothing of
+    the parent's side."""
+    probe = tmp_path / "probe.py"
+    # The bootstrap's loading step on its own: everything up to ``template.serve``.
+    loading = forkserver.client.BOOTSTRAP.split("    before = set(sys.modules)\n", 1)[1]
+    loading = loading.split("    added = ", 1)[0]
+    probe.write_text(
+        "import importlib, importlib.machinery, importlib.util, json, sys\n"
+        "def load():\n" + loading + "    return template\n"
+        "template = load()\n"
+        "assert callable(template.serve)\n"
+        "print(json.dumps(sorted(name for name in sys.modules if 'millrun' in name)))\n"
+    )
+    package_dir = os.path.dirname(forkserver.client.__file__)
+    out = subprocess.run(
+        [sys.executable, str(probe), package_dir],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    ).stdout
+    template_side = ["child", "proctitle", "protocol", "template"]
+    assert json.loads(out) == ["_millrun_forkserver"] + [
+        f"_millrun_forkserver.{name}" for name in template_side
+    ]
