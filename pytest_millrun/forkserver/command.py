@@ -13,7 +13,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 #: Interpreter options that may precede ``-m ipykernel_launcher`` in a kernelspec; the
 #: template is started with the same ones, since they cannot change after start-up.
@@ -90,29 +90,3 @@ def platform_supports_fork() -> bool:
         and hasattr(socket, "send_fds")
         and hasattr(socket, "AF_UNIX")
     )
-
-
-def fork_available(kernel_spec: Any) -> bool:
-    """Whether kernels of ``kernel_spec`` can be forked from a template here.
-
-    True on Linux when the spec's ``argv`` runs ``ipykernel_launcher`` (or
-    ``ipykernel``) with the running interpreter and the spec does not ask for a
-    provisioner of its own.  ``kernel_spec`` is a jupyter_client ``KernelSpec``
-    (or anything with ``argv``), or an argv list.
-    """
-    if not platform_supports_fork() or kernel_spec is None:
-        return False
-    if isinstance(kernel_spec, (list, tuple)):
-        argv = list(kernel_spec)
-    else:
-        argv = list(getattr(kernel_spec, "argv", None) or [])
-        metadata = getattr(kernel_spec, "metadata", None) or {}
-        wanted = metadata.get("kernel_provisioner") if isinstance(metadata, dict) else None
-        if isinstance(wanted, dict) and wanted.get("provisioner_name") not in (
-            None,
-            "local-provisioner",
-        ):
-            return False
-    if not all(isinstance(arg, str) for arg in argv):
-        return False
-    return parse_kernel_argv(argv) is not None

@@ -3,10 +3,10 @@
 Why: the template is a warm interpreter (ipykernel, IPython, zmq and preloads
 imported) whose only job is to fork kernels on request.  The bootstrap
 (:data:`.client.BOOTSTRAP`) imports the kernel's modules first and then this
-module by path, under a private package name and without ``pytest_millrun``, so
-this module and the ones it imports (:mod:`.protocol`, :mod:`.proctitle`,
-:mod:`.child`) use the standard library only.  It stays single-threaded: only
-then is fork safe.
+module from the package's folder as ``_millrun_forkserver.template``, without
+``pytest_millrun``: this module and the ones it imports (:mod:`.protocol`,
+:mod:`.proctitle`, :mod:`.child`) use the standard library only.  It stays
+single-threaded: only then is fork safe.
 """
 
 from __future__ import annotations
