@@ -139,12 +139,12 @@ def fork_state_is_spoilt() -> bool:
     """Whether fork mode, in this process, would not serve the next test as it would a
     fresh process: given up (``_fork_broken``), a template remembered as broken, a
     template that died, or a spare kernel left over."""
-    forkserver = pytest_millrun.forkserver
+    templates = pytest_millrun.forkserver.templates
     return bool(
         pytest_millrun.execute._fork_broken.is_set()
-        or forkserver._BROKEN
-        or any(not template.alive() for template in forkserver._TEMPLATES.values())
-        or forkserver._SPARES.pending is not None
+        or templates._BROKEN
+        or any(not template.alive() for template in templates._TEMPLATES.values())
+        or pytest_millrun.forkserver.spares._SPARES.pending is not None
     )
 
 

@@ -9,32 +9,38 @@ checked where the user's code would look.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import multiprocessing
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import jupyter_client.connect
 import nbformat
 import psutil
 import pytest
-from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from nbformat.v4 import new_code_cell, new_notebook
 
+from forkserver_kernels import (
+    ForkKernelManager,
+    NumpyForkKernelManager,
+    fd_kinds,
+    gone,
+    is_template,
+    kernel,
+    kernel_pid,
+    no_templates_left,  # noqa: F401  (autouse, module scope)
+    probe,
+    run_code,
+    wait_gone,
+)
 from pytest_millrun import forkserver
 from pytest_millrun.forkserver import (
     ForkProvisioner,
@@ -46,138 +52,6 @@ from pytest_millrun.forkserver import (
 )
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork mode is Linux")
-
-
-class ForkKernelManager(AsyncKernelManager):
-    """What the execution layer does in fork mode: install the provisioner before the start."""
-
-    preload: tuple[str, ...] = ()
-
-    async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
-        self.provisioner = make_provisioner(self, preload=self.preload)
-        return await super()._async_pre_start_kernel(**kw)
-
-
-class NumpyForkKernelManager(ForkKernelManager):
-    preload = ("numpy",)
-
-
-PROBE = r"""
-import gc, json, os, random, sys, threading
-def _target(fd):
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return None
-_fds = {fd: _target(fd) for fd in os.listdir("/proc/self/fd")}
-print(json.dumps({
-    "pid": os.getpid(),
-    "ppid": os.getppid(),
-    "sid": os.getsid(0),
-    "cwd": os.getcwd(),
-    "random": random.random(),
-    "numpy_random": float(sys.modules["numpy"].random.random()) if "numpy" in sys.modules else None,
-    "env": dict(os.environ),
-    "fds": {fd: target for fd, target in _fds.items() if target is not None},
-    "threads": sorted(type(t).__name__ for t in threading.enumerate()),
-    "argv": sys.argv,
-    "orig_argv": sys.orig_argv,
-    "path": sys.path,
-    "modules": sorted(sys.modules),
-    "main_file": getattr(sys.modules["__main__"], "__file__", None),
-    "umask": next(l.split()[1] for l in open("/proc/self/status") if l.startswith("Umask:")),
-    "gc": [gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()],
-}))
-"""
-
-
-async def run_code(kc: AsyncKernelClient, code: str, timeout: float = 30.0) -> tuple[str, Any]:
-    """Execute ``code``; return (stdout, error name or None)."""
-    msg_id = kc.execute(code)
-    out: list[str] = []
-    error = None
-    deadline = time.monotonic() + timeout
-    while True:
-        msg = await kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
-            out.append(msg["content"]["text"])
-        elif msg["msg_type"] == "error":
-            error = msg["content"]["ename"]
-        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return "".join(out), error
-
-
-async def probe(kc: AsyncKernelClient) -> dict[str, Any]:
-    out, error = await run_code(kc, PROBE)
-    assert error is None, out
-    result: dict[str, Any] = json.loads(out)
-    return result
-
-
-@contextlib.asynccontextmanager
-async def kernel(
-    km_class: type[AsyncKernelManager] = ForkKernelManager, **start: Any
-) -> AsyncIterator[tuple[AsyncKernelManager, AsyncKernelClient]]:
-    km = km_class(kernel_name="python3")
-    await km.start_kernel(**start)
-    kc = km.client()
-    kc.start_channels()
-    try:
-        await kc.wait_for_ready(timeout=60)
-        yield km, kc
-    finally:
-        kc.stop_channels()
-        await km.shutdown_kernel(now=True)
-
-
-def kernel_pid(km: AsyncKernelManager) -> int:
-    provisioner = km.provisioner
-    assert isinstance(provisioner, ForkProvisioner)
-    assert provisioner.forked is not None
-    return provisioner.forked.pid
-
-
-def fd_kinds(fds: dict[str, str]) -> list[str]:
-    """Targets of descriptors above 2, inode numbers and IPython's history files left out."""
-    return sorted(
-        re.sub(r"\[\d+\]", "", target)
-        for fd, target in fds.items()
-        if int(fd) > 2 and ".ipython" not in target
-    )
-
-
-def gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie waiting for a reaper that is not ours."""
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
-
-
-def wait_gone(pid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while not gone(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_templates_left() -> Iterator[None]:
-    yield
-    templates = [p for p in psutil.Process().children() if _is_template(p)]
-    shutdown_templates()
-    for process in templates:
-        assert wait_gone(process.pid, 5)
-
-
-def _is_template(process: psutil.Process) -> bool:
-    with contextlib.suppress(psutil.Error):
-        return "millrun-fork-template" in " ".join(process.cmdline())
-    return False  # pragma: no cover
 
 
 # ------------------------------------------------------------------------------------
@@ -392,171 +266,6 @@ def test_non_ipykernel_command_is_refused() -> None:
 
 
 # ------------------------------------------------------------------------------------
-# Spare kernels
-# ------------------------------------------------------------------------------------
-
-
-_IPC_FOLDERS: list[str] = []
-
-
-class IpcForkKernelManager(ForkKernelManager):
-    """Private ipc sockets in a folder of their own, as the execution layer's kernels have."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.transport = "ipc"
-        _IPC_FOLDERS.append(tempfile.mkdtemp(prefix="millrun-test-"))  # short socket paths
-        self.ip = os.path.join(_IPC_FOLDERS[-1], "ipc")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _remove_ipc_folders() -> Iterator[None]:
-    yield
-    for folder in _IPC_FOLDERS:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def waiting_spare_pid() -> int:
-    pending = forkserver._SPARES.pending
-    assert pending is not None, "a spare should have been forked"
-    spare = pending.result(timeout=30)
-    assert spare is not None
-    return spare.kernel.pid
-
-
-def test_spare_kernel_is_taken_by_the_next_matching_launch_and_none_outlives_the_run(
-    tmp_path: Path,
-) -> None:
-    async def main() -> list[dict[str, Any]]:
-        seen = []
-        spares = []
-        with forkserver.spare_kernels():
-            for _ in range(3):
-                async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (km, kc):
-                    seen.append(await probe(kc))
-                    seen[-1]["provisioner_pid"] = kernel_pid(km)
-                    spares.append(waiting_spare_pid())
-            assert forkserver._SPARES.pending is not None
-        assert forkserver._SPARES.pending is None  # the last spare went with the block
-        assert wait_gone(spares[-1])
-        return [*seen, {"spares": spares}]
-
-    *seen, extra = asyncio.run(main())
-    spares = extra["spares"]
-    # the second and third kernels are the spares forked while the one before ran
-    assert [s["pid"] for s in seen[1:]] == spares[:2]
-    assert all(s["pid"] == s["provisioner_pid"] for s in seen)
-    assert len({s["pid"] for s in seen}) == 3
-    assert len({s["random"] for s in seen}) == 3
-    assert all(s["cwd"] == str(tmp_path) for s in seen)
-    assert all(wait_gone(s["pid"]) for s in seen)
-
-
-def test_spare_kernel_for_another_environment_or_folder_is_not_used(tmp_path: Path) -> None:
-    other = tmp_path / "other"
-    other.mkdir()
-
-    async def main() -> list[tuple[dict[str, Any], int]]:
-        runs = []
-        with forkserver.spare_kernels():
-            async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (_km, kc):
-                await probe(kc)
-                spare = waiting_spare_pid()
-            env = dict(os.environ, MILLRUN_FORK_TEST="changed")
-            async with kernel(IpcForkKernelManager, cwd=str(tmp_path), env=env) as (_km, kc):
-                runs.append((await probe(kc), spare))
-                spare = waiting_spare_pid()
-            async with kernel(IpcForkKernelManager, cwd=str(other), env=env) as (_km, kc):
-                runs.append((await probe(kc), spare))
-        return runs
-
-    (changed_env, spare1), (changed_cwd, spare2) = asyncio.run(main())
-    assert changed_env["pid"] != spare1
-    assert changed_env["env"]["MILLRUN_FORK_TEST"] == "changed"
-    assert changed_cwd["pid"] != spare2
-    assert changed_cwd["cwd"] == str(other)
-    assert wait_gone(spare1)
-    assert wait_gone(spare2)
-
-
-_SECURE_WRITE = jupyter_client.connect.secure_write
-
-
-def test_adopted_spare_starts_from_the_connection_file_it_was_forked_with(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A spare starts, reading its connection file, while the kernel before it runs. A
-    # manager that wrote the file again on adopting it (jupyter_core's secure_write: remove,
-    # create empty, fill) would leave it empty for an instant under a spare still starting;
-    # here that instant lasts half a second, and every write is recorded.
-    written: list[str] = []
-
-    @contextlib.contextmanager
-    def held_empty(fname: str, binary: bool = False) -> Iterator[Any]:
-        written.append(fname)
-        with _SECURE_WRITE(fname, binary) as file:
-            time.sleep(0.5)
-            yield file
-
-    monkeypatch.setattr(jupyter_client.connect, "secure_write", held_empty)
-
-    async def main() -> tuple[Any, dict[str, Any], str]:
-        with forkserver.spare_kernels():
-            async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (_km, kc):
-                await probe(kc)
-                pending = forkserver._SPARES.pending
-                assert pending is not None
-            # adopted the moment the spare is forked, as when notebooks are short
-            async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (km, kc):
-                seen = await probe(kc)  # a spare that read an empty file never answers
-                connection_file = km.connection_file
-        return pending.result(timeout=30), seen, connection_file
-
-    spare, seen, connection_file = asyncio.run(main())
-    log = (spare.folder / "kernel.log").read_text(errors="replace")
-    shutil.rmtree(spare.folder, ignore_errors=True)
-    assert seen["pid"] == spare.kernel.pid, f"the spare died, not adopted:\n{log[-600:]}"
-    assert connection_file == spare.connection_file
-    assert written.count(spare.connection_file) == 1  # by the spare's preparation only
-
-
-def test_restart_keeps_its_connection_and_leaves_the_spare_for_the_next_launch(
-    tmp_path: Path,
-) -> None:
-    # The client stays connected across a restart: a spare's other ports and key would
-    # leave it talking to no one.
-    async def main() -> tuple[int, int, int]:
-        with forkserver.spare_kernels():
-            async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (km, kc):
-                await probe(kc)
-                spare = waiting_spare_pid()
-                await km.restart_kernel(now=True)
-                await kc.wait_for_ready(timeout=30)
-                restarted = (await probe(kc))["pid"]
-            async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (_km, kc):
-                following = (await probe(kc))["pid"]
-        return spare, restarted, following
-
-    spare, restarted, following = asyncio.run(main())
-    assert restarted != spare
-    assert following == spare
-
-
-def test_told_there_is_no_next_launch_no_spare_is_forked(tmp_path: Path) -> None:
-    async def main() -> None:
-        with forkserver.spare_kernels():
-            forkserver.expect_next_launch(last=True)
-            try:
-                async with kernel(IpcForkKernelManager, cwd=str(tmp_path)) as (_km, kc):
-                    await probe(kc)
-                    assert forkserver._SPARES.pending is None
-            finally:
-                forkserver.expect_next_launch()
-
-    asyncio.run(main())
-
-
-# ------------------------------------------------------------------------------------
 # Template lifetime
 # ------------------------------------------------------------------------------------
 
@@ -699,11 +408,34 @@ def test_templates_beyond_the_cap_replace_the_least_recently_used_idle_one() -> 
     pids = [start_template(preload).pid for preload in preloads]
     assert len(set(pids)) == 5
     assert wait_gone(pids[0], 5), "the oldest idle template made room"
-    alive = [p for p in psutil.Process().children() if _is_template(p)]
+    alive = [p for p in psutil.Process().children() if is_template(p)]
     assert len(alive) == 4
 
 
-def test_module_is_importable_in_the_template_by_path() -> None:
-    """The template loads this file outside its package: it must use absolute imports only."""
-    text = Path(forkserver.__file__).read_text()
-    assert "from ." not in text
+def test_template_side_modules_load_without_the_package(tmp_path: Path) -> None:
+    """The template imports its modules under a private name, not as ``pytest_millrun``: they
+    must work there (relative imports within the template side only) and bring in nothing of
+    the parent's side."""
+    probe = tmp_path / "probe.py"
+    # The bootstrap's loading step on its own: everything up to ``template.serve``.
+    loading = forkserver.client.BOOTSTRAP.split("    before = set(sys.modules)\n", 1)[1]
+    loading = loading.split("    added = ", 1)[0]
+    probe.write_text(
+        "import importlib, importlib.machinery, importlib.util, json, sys\n"
+        "def load():\n" + loading + "    return template\n"
+        "template = load()\n"
+        "assert callable(template.serve)\n"
+        "print(json.dumps(sorted(name for name in sys.modules if 'millrun' in name)))\n"
+    )
+    package_dir = os.path.dirname(forkserver.client.__file__)
+    out = subprocess.run(
+        [sys.executable, str(probe), package_dir],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    template_side = ["child", "proctitle", "protocol", "template"]
+    assert json.loads(out) == ["_millrun_forkserver"] + [
+        f"_millrun_forkserver.{name}" for name in template_side
+    ]
