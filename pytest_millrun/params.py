@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 Variation = dict[str, Any]
@@ -30,34 +29,6 @@ class ParamsError(ValueError):
     """
 
 
-def load_params_file(path: str | Path) -> list[Variation]:
-    """Read a JSON params file and return its variations."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ParamsError(
-            f"Params file {path} does not exist. Check the path (relative paths are taken "
-            f"from the current directory, or from the ini file's folder for an ini setting)."
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParamsError(f"Params file {path} cannot be read: {exc}.") from None
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        raise ParamsError(
-            f"Params file {path} nests lists or dicts too deeply to read. Flatten the values: "
-            f"a parameter value is meant to be a number, a string or a small structure."
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise ParamsError(
-            f"Params file {path} is not valid JSON: {exc.msg} at line {exc.lineno}, "
-            f"column {exc.colno}. Fix the JSON there (a trailing comma or single quotes "
-            f"are the usual causes). {_FORMS}"
-        ) from None
-    return normalize_params(data, source=f"Params file {path}")
-
-
 def normalize_params(data: Any, source: str = "The parameters") -> list[Variation]:
     """Turn either accepted form into a list of variation dicts.
 
@@ -75,13 +46,6 @@ def normalize_params(data: Any, source: str = "The parameters") -> list[Variatio
         )
     _check_encodable(variations, source)
     return variations
-
-
-def resolve_bulk_params(bulk_params: BulkParams | str | Path) -> list[Variation]:
-    """Accept the API's three forms: a path to a JSON file, a list of dicts, a dict of lists."""
-    if isinstance(bulk_params, (str, Path)):
-        return load_params_file(bulk_params)
-    return normalize_params(bulk_params, source="bulk_params")
 
 
 def _check_list_of_dicts(data: Sequence[Any], source: str) -> list[Variation]:
