@@ -41,13 +41,13 @@ from .execute import (
     ExecutionInterrupted,
     ExecutionResult,
     Failure,
-    KernelStart,
     OverwriteError,
     check_output_target,
     execute_notebook,
     kernels_ahead,
 )
 from .failures import API_OPTION_NAMES, OptionNames
+from .kernels import KernelStart
 from .naming import check_output_folder, mirrored_folder, name_variations, safe_output_path
 from .params import BulkParams, Variation
 from .recording import parse_names

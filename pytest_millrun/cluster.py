@@ -24,7 +24,8 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from .api import Job, RunInterrupted, RunOptions, sigterm_as_interrupt
-from .execute import ExecutionResult, Failure, ForkFallbackWarning, resolve_kernel_start
+from .execute import ExecutionResult, Failure, resolve_kernel_start
+from .kernels import ForkFallbackWarning
 
 if TYPE_CHECKING:
     from distributed import Client, Future

@@ -33,11 +33,10 @@ from .execute import (
     ExecutionInterrupted,
     ExecutionResult,
     Failure,
-    _fork_broken,
     kernels_ahead,
     resolve_kernel_start,
-    stop_execution,
 )
+from .kernels import fork_broken, stop_execution
 
 if TYPE_CHECKING:
     from .api import Job, RunOptions
@@ -161,7 +160,7 @@ def _keep_spares() -> None:
 
 def _fork_notice() -> str | None:
     with _lock:
-        if not _fork_broken.is_set() or _state["fork_notice_sent"]:
+        if not fork_broken.is_set() or _state["fork_notice_sent"]:
             return None
         _state["fork_notice_sent"] = True
     return (

@@ -30,8 +30,9 @@ from .discovery import (
     is_output_notebook,
     read_notebook_json,
 )
-from .execute import KERNEL_START_MODES, KernelStart
+from .execute import KERNEL_START_MODES
 from .failures import OptionNames
+from .kernels import KernelStart
 from .marking import (
     check_mark_names,
     configure_marks,

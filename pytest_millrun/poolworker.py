@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .execute import ExecutionInterrupted, ExecutionResult, kernels_ahead
+from .kernels import kill_leftover_kernels
 
 if TYPE_CHECKING:
     from .api import Job, RunOptions
@@ -103,9 +104,7 @@ def _exit_cleanup() -> None:
     if forkserver is not None:
         with contextlib.suppress(Exception):
             forkserver.shutdown_templates()
-    from .execute import _kill_leftover_kernels
-
-    _kill_leftover_kernels()
+    kill_leftover_kernels()
 
 
 def run_job_in_worker(job: Job, options: RunOptions) -> ExecutionResult:
