@@ -1,8 +1,9 @@
 """The pytest plugin: every notebook times every parameter variation is a test item.
 
-Thin glue: options resolve once into :class:`Settings`, notebooks become
-:class:`NotebookFile` collectors, variations become :class:`NotebookItem`
-tests, and running one is a call to :func:`pytest_millrun.execute.execute_notebook`.
+Thin glue: options (see :mod:`pytest_millrun.options`) resolve once into
+:class:`Settings`, notebooks become :class:`NotebookFile` collectors,
+variations become :class:`NotebookItem` tests, and running one is a call to
+:func:`pytest_millrun.execute.execute_notebook`.
 Nothing heavy is imported unless ``--millrun``/``--millrun-params`` (or their
 ini keys) switch the plugin on, so a plain ``pytest`` run stays fast.
 """
@@ -14,7 +15,6 @@ import signal
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,6 @@ from .discovery import (
     is_output_notebook,
     read_notebook_json,
 )
-from .execute import KERNEL_START_MODES
-from .failures import OptionNames
-from .kernels import KernelStart
 from .marking import (
     check_mark_names,
     configure_marks,
@@ -49,34 +46,10 @@ from .naming import (
     name_variations,
     safe_output_path,
 )
+from .options import OPTIONS, Settings, option_names, resolve_settings
 from .params import ParamsError, Variation
 from .stale import StaleOutputs, handle_stale_outputs
-from .suite import Suite, load_suite, pick_components
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The plugin's options, resolved once: command line, then ini, then default."""
-
-    enabled: bool
-    params_file: Path | None
-    variations: list[Variation]
-    output_dir: Path
-    prepend: tuple[str, ...]
-    append: tuple[str, ...]
-    kernel: str | None
-    timeout: float | None
-    notebook_timeout: float | None
-    strict_params: bool
-    kernel_start: KernelStart = "auto"
-    preload: tuple[str, ...] = ()
-    #: The params file read as a suite (seed forms too); None without a params file.
-    suite: Suite | None = None
-    clean_output: bool = False
-    record: tuple[str, ...] = ()
-    results: Path | None = None
-    report: Path | None = None
-
+from .suite import pick_components
 
 settings_key = pytest.StashKey[Settings]()
 #: Strict-params violations found while collecting, refused together before anything runs.
@@ -89,119 +62,13 @@ next_item_key = pytest.StashKey[pytest.Item | None]()
 stale_key = pytest.StashKey[StaleOutputs]()
 
 
-@dataclass(frozen=True)
-class _Option:
-    name: str  # the part after --millrun-, and after millrun_ in the ini key
-    help: str
-    flag: bool = False
-    metavar: str | None = None
-
-    @property
-    def cli(self) -> str:
-        return f"--millrun-{self.name}" if self.name else "--millrun"
-
-    @property
-    def ini(self) -> str:
-        return f"millrun_{self.name.replace('-', '_')}" if self.name else "millrun"
-
-    @property
-    def dest(self) -> str:
-        return self.ini
-
-
-_OPTIONS = (
-    _Option("", "Collect *.ipynb notebooks and run each once with its own defaults", flag=True),
-    _Option(
-        "params",
-        "JSON or YAML file of parameter variations (a list of dicts, a dict of equal-length "
-        "lists, or a suite with per-notebook variations); implies --millrun",
-        metavar="FILE",
-    ),
-    _Option(
-        "output-dir",
-        "Folder for the executed notebooks, mirroring the notebooks' folders "
-        "(default: .millrun under the rootdir)",
-        metavar="DIR",
-    ),
-    _Option(
-        "prepend",
-        "Comma-separated components put before the notebook stem in ids and output names: "
-        "a parameter name gives its value, anything else is literal",
-        metavar="A,B",
-    ),
-    _Option("append", "Comma-separated components put after the notebook stem", metavar="C,D"),
-    _Option(
-        "kernel", "Kernel to run every notebook with (default: each notebook's own)", metavar="NAME"
-    ),
-    _Option("timeout", "Per-cell time limit in seconds (default: none)", metavar="SECONDS"),
-    _Option(
-        "notebook-timeout",
-        "Whole-notebook time limit in seconds; the partial output is kept (default: none)",
-        metavar="SECONDS",
-    ),
-    _Option(
-        "kernel-start",
-        "How kernels start: fork (from a warm template, the default where the kernelspec "
-        "runs ipykernel on this interpreter), spawn (as papermill does) or auto",
-        metavar="MODE",
-    ),
-    _Option(
-        "preload",
-        "Comma-separated modules the fork template imports once, so each kernel has them "
-        "at no cost (e.g. numpy,pandas)",
-        metavar="MODULES",
-    ),
-    _Option(
-        "clean-output",
-        "Before the run, remove outputs of the notebooks under test that earlier runs "
-        "wrote and this run does not (only files carrying millrun's output marker)",
-        flag=True,
-    ),
-    _Option(
-        "record",
-        "Comma-separated variables read after the last cell of every notebook and recorded "
-        "with its scrapbook scraps (a name not defined then fails that variation)",
-        metavar="NAMES",
-    ),
-    _Option(
-        "results",
-        "Write a table of every variation (status, parameters, recorded values) to FILE; "
-        ".csv, .json or .jsonl",
-        metavar="FILE",
-    ),
-    _Option(
-        "report",
-        "Write a self-contained HTML report of every variation (status grid, table, "
-        "failures, charts) to FILE",
-        metavar="FILE",
-    ),
-    _Option(
-        "strict-params",
-        "Make a variation key that the notebook's parameters cell does not declare "
-        "a collection error instead of a warning",
-        flag=True,
-    ),
-)
-
-
-def _option_names() -> OptionNames:
-    """The flags a failure's advice names, as this plugin spells them."""
-    cli = {option.name: option.cli for option in _OPTIONS}
-    return OptionNames(
-        timeout=cli["timeout"],
-        notebook_timeout=cli["notebook-timeout"],
-        kernel=cli["kernel"],
-        output_dir=cli["output-dir"],
-    )
-
-
 #: The report section that carries a run's notes (e.g. the kernel it defaulted to).
 NOTES_SECTION = "millrun"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("millrun", "run notebooks over parameter variations (pytest-millrun)")
-    for option in _OPTIONS:
+    for option in OPTIONS:
         if option.flag:
             group.addoption(
                 option.cli, action="store_true", default=None, dest=option.dest, help=option.help
@@ -254,115 +121,6 @@ def _stop_on_sigterm(config: pytest.Config) -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     config.add_cleanup(restore)
-
-
-def resolve_settings(config: pytest.Config) -> Settings:
-    """Command line over ini over default; paths relative to where each was given."""
-    cli_base = config.invocation_params.dir
-    ini_base = config.inipath.parent if config.inipath else config.rootpath
-
-    def raw(name: str) -> tuple[Any, Path]:
-        option = next(o for o in _OPTIONS if o.name == name)
-        value = config.getoption(option.dest)
-        if value is not None:
-            return value, cli_base
-        return config.getini(option.ini), ini_base
-
-    def path(name: str) -> Path | None:
-        value, base = raw(name)
-        return (base / value).resolve() if value else None
-
-    def number(name: str) -> float | None:
-        value, _ = raw(name)
-        if value in (None, ""):
-            return None
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = -1.0
-        if seconds <= 0:
-            raise pytest.UsageError(
-                f"--millrun-{name} / millrun_{name.replace('-', '_')} must be a positive number "
-                f"of seconds, not {value!r}."
-            )
-        return seconds
-
-    def components(name: str) -> tuple[str, ...]:
-        value, _ = raw(name)
-        return tuple(part.strip() for part in (value or "").split(",") if part.strip())
-
-    def kernel_start() -> KernelStart:
-        value = raw("kernel-start")[0] or "auto"
-        if value not in KERNEL_START_MODES:
-            raise pytest.UsageError(
-                f"--millrun-kernel-start / millrun_kernel_start must be one of "
-                f"{', '.join(KERNEL_START_MODES)}, not {value!r}."
-            )
-        mode: KernelStart = value
-        return mode
-
-    def results() -> Path | None:
-        from .results import ResultsPathError, check_results_path
-
-        target = path("results")
-        try:
-            return check_results_path(target) if target is not None else None
-        except ResultsPathError as exc:
-            raise pytest.UsageError(str(exc)) from None
-
-    def report() -> Path | None:
-        from .report import check_report_path
-        from .results import ResultsPathError
-
-        target = path("report")
-        try:
-            return check_report_path(target) if target is not None else None
-        except ResultsPathError as exc:
-            raise pytest.UsageError(str(exc)) from None
-
-    def record() -> tuple[str, ...]:
-        from .recording import RecordNameError, parse_names
-
-        try:
-            return parse_names(raw("record")[0] or "")
-        except RecordNameError as exc:
-            raise pytest.UsageError(str(exc)) from None
-
-    params_file = path("params")
-    enabled = bool(raw("")[0]) or params_file is not None
-    variations: list[Variation] = [{}]
-    suite = None
-    if params_file is not None:
-        try:
-            suite = load_suite(params_file)
-        except ParamsError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        variations = list(suite.top.variations)
-    output_dir = path("output-dir") or config.rootpath / ".millrun"
-    if enabled:
-        try:
-            check_output_folder(output_dir, "--millrun-output-dir")
-        except OutputPathError as exc:
-            raise pytest.UsageError(str(exc)) from None
-    return Settings(
-        enabled=enabled,
-        params_file=params_file,
-        variations=variations,
-        output_dir=output_dir,
-        prepend=components("prepend"),
-        append=components("append"),
-        kernel=raw("kernel")[0] or None,
-        timeout=number("timeout"),
-        notebook_timeout=number("notebook-timeout"),
-        strict_params=bool(raw("strict-params")[0]),
-        kernel_start=kernel_start(),
-        preload=components("preload"),
-        suite=suite,
-        clean_output=bool(raw("clean-output")[0]),
-        record=record(),
-        results=results(),
-        report=report(),
-    )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -657,7 +415,7 @@ class NotebookItem(pytest.Item):
             notebook_timeout=settings.notebook_timeout,
             kernel_start=settings.kernel_start,
             preload=settings.preload,
-            option_names=_option_names(),
+            option_names=option_names(),
             record=settings.record,
         )
         self._start_next_kernel_ahead(settings)
