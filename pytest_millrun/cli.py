@@ -359,6 +359,8 @@ def _run_on_dask(
         progress.close()
         _fail_usage(str(exc))
         raise  # not reached: _fail_usage exits
+
+
 def _write_report(
     ran: Sequence[ExecutionResult], path: Path | None, root: Path, params: Path
 ) -> bool:

@@ -216,9 +216,7 @@ def _plural(count: int, word: str) -> str:
 def _cell(index: int, row: ResultRow) -> str:
     label = html.escape(f"{row.notebook} [{row.variation}]: {row.status}", quote=True)
     status = row.status if row.status in SYMBOLS else "failed"
-    return (
-        f'<a class="cell s-{status}" href="#r{index}" title="{label}">{SYMBOLS[status]}</a>'
-    )
+    return f'<a class="cell s-{status}" href="#r{index}" title="{label}">{SYMBOLS[status]}</a>'
 
 
 def _grid(rows: Sequence[ResultRow]) -> str:
@@ -238,8 +236,10 @@ def _grid(rows: Sequence[ResultRow]) -> str:
         out.append("<tbody>")
         for notebook, cells in by_notebook.items():
             wrapped = "".join(cells.values())
-            out.append(f'<tr><th>{html.escape(notebook)}</th><td><div class="wrap">{wrapped}'
-                       f"</div></td></tr>")
+            out.append(
+                f'<tr><th>{html.escape(notebook)}</th><td><div class="wrap">{wrapped}'
+                f"</div></td></tr>"
+            )
     out.append("</tbody></table>")
     return "".join(out)
 
@@ -296,19 +296,34 @@ def _charts(rows: Sequence[ResultRow], notes: list[str]) -> str:
                         xs, ys = zip(*points, strict=True)
                         # hollow markers of a shape per notebook: coinciding series stay visible
                         marker = MARKERS[shape % len(MARKERS)]
-                        ax.plot(xs, ys, marker, ls="none", ms=5, mfc="none", alpha=0.8,
-                                color=f"C{shape % 10}", label=notebook, rasterized=raster)
+                        ax.plot(
+                            xs,
+                            ys,
+                            marker,
+                            ls="none",
+                            ms=5,
+                            mfc="none",
+                            alpha=0.8,
+                            color=f"C{shape % 10}",
+                            label=notebook,
+                            rasterized=raster,
+                        )
                 ax.locator_params(nbins=4)
                 ax.set_xlabel(param)
                 ax.set_ylabel(value)
                 ax.grid(alpha=0.3)
-            for ax in axes[len(params):]:
+            for ax in axes[len(params) :]:
                 ax.set_visible(False)
             handles, labels = figure.axes[0].get_legend_handles_labels()
             if handles:
                 wide = max(map(len, labels)) > 120 / min(len(labels), 4)
-                figure.legend(handles, labels, loc="outside lower center",
-                              ncols=1 if wide else min(len(labels), 4), frameon=False)
+                figure.legend(
+                    handles,
+                    labels,
+                    loc="outside lower center",
+                    ncols=1 if wide else min(len(labels), 4),
+                    frameon=False,
+                )
             buffer = io.StringIO()
             figure.savefig(buffer, format="svg", dpi=72)
         # the page needs the drawing alone: no XML prolog, no RDF metadata (date, tool URLs)
@@ -323,11 +338,7 @@ def _charts(rows: Sequence[ResultRow], notes: list[str]) -> str:
 
 
 def _finite(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _render_notebooks(
@@ -368,9 +379,10 @@ def _render_notebooks(
         except Exception as exc:  # a broken output notebook must not cost the whole report
             notes.append(f"{source.name} could not be rendered to HTML: {exc}")
             continue
-        atomic_write(page, _NOTEBOOK_PAGE.format(
-            title=html.escape(source.name), body=body, highlight=highlight
-        ))
+        atomic_write(
+            page,
+            _NOTEBOOK_PAGE.format(title=html.escape(source.name), body=body, highlight=highlight),
+        )
         pages[index] = page
     return pages
 
