@@ -19,7 +19,6 @@ import multiprocessing.forkserver
 import os
 import signal
 import sys
-import threading
 import time
 import types
 import warnings
@@ -47,6 +46,7 @@ from .execute import (
     kernels_ahead,
 )
 from .failures import API_OPTION_NAMES, OptionNames
+from .interrupts import sigterm_as_interrupt
 from .kernels import KernelStart
 from .naming import check_output_folder, mirrored_folder, name_variations, safe_output_path
 from .params import BulkParams, Variation
@@ -419,30 +419,6 @@ def run_in_pool(
         process_pool(max(1, min(workers, len(jobs))), options.kernel_start) as pool,
     ):
         return run_jobs(jobs, options, pool, on_result)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops a run as Ctrl-C does (partial outputs saved, kernels stopped).
-
-    Only where the handler is Python's default and we are in the main thread, so
-    a program's own SIGTERM handling is left alone; restored afterwards.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 if sys.platform != "win32":  # no forkserver on Windows: Python's default (spawn) there

@@ -23,8 +23,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
-from .api import Job, RunInterrupted, RunOptions, sigterm_as_interrupt
+from .api import Job, RunInterrupted, RunOptions
 from .execute import ExecutionResult, Failure, resolve_kernel_start
+from .interrupts import sigterm_as_interrupt
 from .kernels import ForkFallbackWarning
 
 if TYPE_CHECKING:

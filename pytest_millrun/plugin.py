@@ -11,8 +11,6 @@ ini keys) switch the plugin on, so a plain ``pytest`` run stays fast.
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -103,24 +101,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _stop_on_sigterm(config: pytest.Config) -> None:
-    """Treat SIGTERM like Ctrl-C, so a CI cancel saves partial outputs and stops kernels.
+    """Treat SIGTERM like Ctrl-C until unconfigure, so a CI cancel saves partial outputs."""
+    from .interrupts import sigterm_as_interrupt
 
-    Only where nobody else handles SIGTERM, only in the main thread, and undone
-    at unconfigure.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    signal.signal(signal.SIGTERM, interrupt)
-    config.add_cleanup(restore)
+    stack = contextlib.ExitStack()
+    stack.enter_context(sigterm_as_interrupt())
+    config.add_cleanup(stack.close)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
