@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
-from . import failures, kernel_faulthandler
+from . import failures, kernel_faulthandler, kernel_stderr
 
 KernelStart = Literal["auto", "fork", "spawn"]
 
@@ -257,6 +257,8 @@ class KernelSandbox:
         """The last lines the kernel wrote to stderr, for the report of a crash."""
         if self.log is not None:
             self.log.flush()
+        if self.process is not None and self.process.poll() is not None:
+            kernel_stderr.wait_for_relay(self.log_path)  # its last bytes may still be coming
         try:
             text = self.log_path.read_text(encoding="utf-8", errors="replace").strip()
         except OSError:
@@ -341,7 +343,9 @@ def _quick_ready_client_class() -> type:
                     continue  # IOPub not subscribed yet: ask again
                 self._handle_kernel_info_reply(reply)
                 if reply["content"].get("implementation") == "ipython":
-                    await self._silently(kernel_faulthandler.request_code(), deadline)
+                    # the faulthandler first: it takes the real stderr the relay then hides
+                    setup = (kernel_faulthandler.request_code(), kernel_stderr.request_code())
+                    await self._silently("\n".join(setup), deadline)
                 return
             raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
 

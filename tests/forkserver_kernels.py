@@ -53,6 +53,9 @@ print(json.dumps({
     "numpy_random": float(sys.modules["numpy"].random.random()) if "numpy" in sys.modules else None,
     "env": dict(os.environ),
     "fds": {fd: target for fd, target in _fds.items() if target is not None},
+    "stdio_copies": [
+        getattr(stream, "_original_stdstream_copy", None) for stream in (sys.stdout, sys.stderr)
+    ],
     "threads": sorted(type(t).__name__ for t in threading.enumerate()),
     "argv": sys.argv,
     "orig_argv": sys.orig_argv,
@@ -113,11 +116,17 @@ def kernel_pid(km: AsyncKernelManager) -> int:
     return provisioner.forked.pid
 
 
-def fd_kinds(fds: dict[str, str]) -> list[str]:
-    """Targets of descriptors above 2, inode numbers and IPython's history files left out."""
+def fd_kinds(probe: dict[str, Any]) -> list[str]:
+    """Targets of descriptors above 2, inode numbers and IPython's history files left out.
+
+    ipykernel keeps a copy of the stdout and stderr it was given (to echo the
+    output it captures from descriptors 1 and 2); those count as one kind, whatever
+    file each kernel was given.
+    """
+    copies = {str(fd) for fd in probe["stdio_copies"] if fd is not None}
     return sorted(
-        re.sub(r"\[\d+\]", "", target)
-        for fd, target in fds.items()
+        "copy of stdout or stderr" if fd in copies else re.sub(r"\[\d+\]", "", target)
+        for fd, target in probe["fds"].items()
         if int(fd) > 2 and ".ipython" not in target
     )
 

@@ -95,17 +95,33 @@ def test_dead_kernel_fails_its_item_within_seconds_saying_how(
     assert_no_kernels_left(kernel_tmp)
 
 
-@KERNELS
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 10 section 4: on main the report quotes the kernel's stderr only when its "
-    "log is complete in time (here 1 spawned run in 6 through the CLI); the fix that waits "
-    "for the log is on another branch",
+#: Holds ipykernel's relay thread for a second before it writes what it read, so a
+#: kernel that exits at once always loses those bytes unless something else relays them.
+SLOW_RELAY_THREAD = (
+    "import threading, time\n"
+    "_write = os.write\n"
+    "def write(fd, data):\n"
+    "    if threading.current_thread() is not threading.main_thread():\n"
+    "        time.sleep(1)\n"
+    "    return _write(fd, data)\n"
+    "os.write = write\n"
 )
-def test_dead_kernel_report_quotes_its_last_stderr_lines_every_time(tmp_path: Path) -> None:
-    crash = "import os\nos.write(2, b'FATAL: the probe gave up here\\n')\nos._exit(3)"
+
+
+@KERNELS
+@pytest.mark.parametrize("widened", [False, True], ids=["natural", "widened"])
+def test_dead_kernel_report_quotes_its_last_stderr_lines_every_time(
+    tmp_path: Path, widened: bool
+) -> None:
+    crash = (
+        "import os\n"
+        + (SLOW_RELAY_THREAD if widened else "")
+        + "os.write(2, b'FATAL: the probe gave up here\\n')\n"
+        + "os._exit(3)"
+    )
     write_notebook(tmp_path / "nbs" / "fault.ipynb", ["print('alive')", crash], params="x = 0")
     write_params(tmp_path / "p.json", {"x": [1, 2, 3, 4]})
+    assert "PYTEST_CURRENT_TEST" not in os.environ, "ipykernel captures no descriptor under it"
     done = subprocess.run(
         [sys.executable, "-m", "pytest_millrun", "nbs", "p.json", "--output-dir", "out",
          "--workers", "2"],

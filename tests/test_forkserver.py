@@ -166,7 +166,7 @@ def test_forked_kernel_is_a_fresh_process_like_a_spawned_one(tmp_path: Path) -> 
     assert not template_only & set(fds.values())
     # and otherwise only kinds of descriptors a spawned kernel has (zmq's sockets, eventfds
     # and epolls, IPython's history database); their number varies with zmq's timing
-    assert set(fd_kinds(fds)) <= set(fd_kinds(spawned["fds"])) | {"pipe:"}
+    assert set(fd_kinds(first)) <= set(fd_kinds(spawned)) | {"pipe:"}
 
     # gone after shutdown_kernel(now=True)
     assert wait_gone(after["pid"], 5)
