@@ -36,7 +36,7 @@ from .execute import (
     kernels_ahead,
     resolve_kernel_start,
 )
-from .kernels import fork_broken, stop_execution
+from .kernels import forget_stop, fork_broken, stop_execution
 
 if TYPE_CHECKING:
     from .api import Job, RunOptions
@@ -118,6 +118,7 @@ def run_job_on_worker(job: Job, options: RunOptions, run_id: str) -> tuple[Any, 
         return result, _fork_notice()
     finally:
         with _lock:
+            forget_stop(threading.get_ident())  # the thread's next job runs normally
             mine = _running.get(run_id, set())
             mine.discard(threading.get_ident())
             if not mine:

@@ -53,6 +53,8 @@ class ForkFallbackWarning(UserWarning):
 
 #: The execution running in each thread, by thread id, so another thread can stop it.
 _RUNNING: dict[int, KernelSandbox] = {}
+#: Threads asked to stop before (or between) their executions: see :func:`stop_execution`.
+_STOP_ASKED: set[int] = set()
 
 #: Kernels started by this process and not yet reaped; killed at exit whatever happens.
 _LIVE_KERNELS: set[KernelProcess] = set()
@@ -90,6 +92,8 @@ class KernelSandbox:
     def __enter__(self) -> KernelSandbox:
         with _LIVE_LOCK:
             _RUNNING[threading.get_ident()] = self
+            if threading.get_ident() in _STOP_ASKED:
+                self.stopped = True  # its kernel is killed as soon as it is launched
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -273,15 +277,25 @@ def stop_execution(thread_id: int) -> bool:
 
     Why: an execution in a worker thread (a Dask worker's) gets no signal; killing
     its kernel ends the running cell, and the execution then saves its partial
-    output and raises :class:`ExecutionInterrupted` as after a signal.  False if
-    that thread runs no notebook.
+    output and raises :class:`ExecutionInterrupted` as after a signal.  The thread
+    stays asked to stop until :func:`forget_stop`, so an execution it has not
+    started yet (its job is still reading the notebook) or starts again (the
+    spawn retry after a fork failure) is stopped too.  True if a notebook was
+    running there.
     """
     with _LIVE_LOCK:
+        _STOP_ASKED.add(thread_id)
         sandbox = _RUNNING.get(thread_id)
     if sandbox is None:
         return False
     sandbox.stop()
     return True
+
+
+def forget_stop(thread_id: int) -> None:
+    """The job that thread ``thread_id`` ran is over: its next execution runs normally."""
+    with _LIVE_LOCK:
+        _STOP_ASKED.discard(thread_id)
 
 
 def _reap(process: KernelProcess) -> None:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -313,3 +314,38 @@ def test_ctrl_c_on_an_existing_cluster_leaves_it_usable(
     [result] = execute_run(tmp_path / "nbs" / "quick.ipynb", [{}], output_dir=tmp_path / "again",
                            dask=address)  # fmt: skip
     assert result.passed
+
+
+def test_a_thread_asked_to_stop_before_its_notebook_starts_stops_it_once_it_does(
+    kernel_tmp: Path,
+) -> None:
+    """The race behind a Ctrl-C that waited for a whole notebook: stop_run reached a worker
+    thread still reading its notebook, before its execution was registered to be stopped."""
+    from pytest_millrun.kernels import KernelSandbox, forget_stop, stop_execution
+
+    stopped: dict[str, bool] = {}
+    asked, go = threading.Event(), threading.Event()
+
+    def job() -> None:
+        asked.set()
+        go.wait(10)
+        with KernelSandbox() as sandbox:
+            stopped["the execution after the stop"] = sandbox.stopped
+        with KernelSandbox() as sandbox:
+            stopped["a retry within the same job"] = sandbox.stopped
+        forget_stop(threading.get_ident())
+        with KernelSandbox() as sandbox:
+            stopped["the thread's next job"] = sandbox.stopped
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    asked.wait(10)
+    assert thread.ident is not None
+    assert stop_execution(thread.ident) is False  # no notebook was running there yet
+    go.set()
+    thread.join(10)
+    assert stopped == {
+        "the execution after the stop": True,
+        "a retry within the same job": True,
+        "the thread's next job": False,
+    }
