@@ -41,6 +41,7 @@ from .execute import (
     ExecutionResult,
     Failure,
     OverwriteError,
+    Status,
     check_output_target,
     execute_notebook,
     kernels_ahead,
@@ -541,12 +542,26 @@ def _written_since(path: Path, started_at: float) -> bool:
 
 
 def interrupted_result(job: Job) -> ExecutionResult:
+    return job_result(
+        job,
+        "interrupted",
+        Failure("interrupted", "Interrupted by a signal; the partial output is saved."),
+    )
+
+
+def job_result(job: Job, status: Status, failure: Failure) -> ExecutionResult:
+    """The result of a job that ended without an execution of its own to report it.
+
+    Why one place: a job cut short before its kernel ran, or failed by the
+    machinery around it (a Dask task that died, a notebook a worker cannot see),
+    must still be reported like any run: its output if one was saved, no time.
+    """
     return ExecutionResult(
         notebook=job.notebook,
         variation_id=job.variation_id,
         parameters=dict(job.variation),
         output=job.output if job.output.exists() else None,
-        status="interrupted",
+        status=status,
         duration=0.0,
-        error=Failure("interrupted", "Interrupted by a signal; the partial output is saved."),
+        error=failure,
     )

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
-from .api import Job, RunInterrupted, RunOptions
+from .api import Job, RunInterrupted, RunOptions, job_result
 from .execute import ExecutionResult, Failure, resolve_kernel_start
 from .interrupts import sigterm_as_interrupt
 from .kernels import ForkFallbackWarning
@@ -256,13 +256,4 @@ def _task_failure(job: Job, exc: BaseException | None) -> ExecutionResult:
             f"pytest-millrun installed, in the same version as the client."
         )
         failure = Failure("error", message, ename=name, evalue=str(exc))
-    output = job.output if job.output.exists() else None
-    return ExecutionResult(
-        notebook=job.notebook,
-        variation_id=job.variation_id,
-        parameters=dict(job.variation),
-        output=output,
-        status="failed",
-        duration=0.0,
-        error=failure,
-    )
+    return job_result(job, "failed", failure)

@@ -189,12 +189,7 @@ def _unseen(job: Job) -> ExecutionResult:
         f"at the client's paths, so they need a shared file system mounted at the same path, "
         f"or a local cluster (--dask local / dask='local')."
     )
-    return ExecutionResult(
-        notebook=job.notebook,
-        variation_id=job.variation_id,
-        parameters=dict(job.variation),
-        output=None,
-        status="failed",
-        duration=0.0,
-        error=Failure("error", message, ename="FileNotFoundError", evalue=str(job.notebook)),
-    )
+    from .api import job_result
+
+    failure = Failure("error", message, ename="FileNotFoundError", evalue=str(job.notebook))
+    return job_result(job, "failed", failure)

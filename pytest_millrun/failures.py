@@ -335,6 +335,17 @@ def first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
+def quote_log(path: Path, intro: str, lines: int = 8) -> str:
+    """`` {intro}:`` and the log's last lines (or a crash dump's heart), or "" without any."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+    if not text:
+        return ""
+    return f" {intro}:\n{indent(crash_lines(text, lines))}"
+
+
 def indent(text: str) -> str:
     return "\n".join("    " + line for line in text.splitlines())
 

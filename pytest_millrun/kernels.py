@@ -263,13 +263,7 @@ class KernelSandbox:
             self.log.flush()
         if self.process is not None and self.process.poll() is not None:
             kernel_stderr.wait_for_relay(self.log_path)  # its last bytes may still be coming
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace").strip()
-        except OSError:
-            return ""
-        if not text:
-            return ""
-        return f" The kernel's last output was:\n{failures.indent(failures.crash_lines(text))}"
+        return failures.quote_log(self.log_path, "The kernel's last output was", lines)
 
 
 def stop_execution(thread_id: int) -> bool:

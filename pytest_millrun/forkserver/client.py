@@ -301,14 +301,9 @@ class Template:
             self.request({"op": "release", "pid": pid})
 
     def log_tail(self, lines: int = 8) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace").strip()
-        except OSError:
-            return ""
-        if not text:
-            return ""
-        tail = "\n".join("    " + line for line in text.splitlines()[-lines:])
-        return f" Its last output was:\n{tail}"
+        from ..failures import quote_log
+
+        return quote_log(self.log_path, "Its last output was", lines)
 
     def close(self, timeout: float = 3.0) -> None:
         """Ask the template to stop (it kills its kernels), then make sure it is reaped."""
