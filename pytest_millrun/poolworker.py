@@ -46,8 +46,9 @@ PRELOAD = (
     __name__,
 )
 
-#: Is this process a pool worker (initialized), is a job running, has a stop been asked for.
-_state = {"worker": False, "running": False, "stopping": False}
+#: Is this process a pool worker (initialized), is a job running, has a stop been asked for,
+#: is the exit clean-up under way.
+_state = {"worker": False, "running": False, "stopping": False, "cleaning": False}
 
 #: What this worker keeps open for its whole life (its spare kernel, in fork mode).
 _life = contextlib.ExitStack()
@@ -84,6 +85,12 @@ def _arm() -> None:
 
 
 def _on_signal(signum: int, frame: object) -> None:
+    if _state["cleaning"]:
+        # The clean-up this worker is in already ends in its exit.  Started again from the
+        # handler, it would wait for the lock of a template request the interrupted one
+        # holds, forever: a worker left behind, its template a zombie (seen after a
+        # Ctrl-C reached the whole group and the parent's SIGTERM followed).
+        return
     first = not _state["stopping"]
     _state["stopping"] = True
     if _state["running"] and first:
@@ -98,6 +105,9 @@ def _on_signal(signum: int, frame: object) -> None:
 
 def _exit_cleanup() -> None:
     """Stop this worker's spare kernel, fork template and any kernel left; remove their folders."""
+    if _state["cleaning"]:
+        return
+    _state["cleaning"] = True
     with contextlib.suppress(Exception):
         _life.close()
     forkserver = sys.modules.get("pytest_millrun.forkserver")

@@ -271,3 +271,25 @@ def test_pool_workers_are_not_forks_of_the_calling_process(tmp_path: Path) -> No
     # the kernel's ancestor just below this process: the forkserver the worker came from
     _, cmdline = ancestry[pids.index(os.getpid()) - 1]
     assert "multiprocessing.forkserver" in cmdline, ancestry
+
+
+def test_a_signal_during_a_pool_workers_exit_cleanup_does_not_start_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The parent's SIGTERM arriving while a worker stops its template must not start the
+    clean-up again: the second one waited forever for the first one's template lock."""
+    from pytest_millrun import forkserver, poolworker
+
+    state = {"worker": True, "running": False, "stopping": True, "cleaning": False}
+    monkeypatch.setattr(poolworker, "_state", state)
+    steps: list[str] = []
+
+    def shutdown_templates() -> None:
+        steps.append("templates")
+        poolworker._on_signal(signal.SIGTERM, None)  # arrives in the middle of the request
+
+    monkeypatch.setattr(forkserver, "shutdown_templates", shutdown_templates)
+    monkeypatch.setattr(poolworker, "kill_leftover_kernels", lambda: steps.append("kernels"))
+    monkeypatch.setattr(os, "_exit", lambda code: steps.append(f"exit {code}"))
+    poolworker._on_signal(signal.SIGTERM, None)
+    assert steps == ["templates", "kernels", f"exit {128 + signal.SIGTERM}"]
