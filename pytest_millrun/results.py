@@ -79,12 +79,7 @@ class ResultRow:
     def to_json(self) -> dict[str, Any]:
         """Standard-JSON data (for an xdist report, or a line of ``.jsonl``)."""
         return {
-            "notebook": self.notebook,
-            "variation": self.variation,
-            "status": self.status,
-            "duration_s": self.duration_s,
-            "output": self.output,
-            "error": self.error,
+            **self._fixed_columns(),
             "params": encode(_jsonable(self.params)),
             "values": encode(dict(self.values)),
             **({"source": self.source} if self.source else {}),
@@ -106,9 +101,9 @@ class ResultRow:
             traceback=data.get("traceback", ""),
         )
 
-    def cells(self) -> dict[str, Any]:
-        """The row as column -> value (parameters and values prefixed)."""
-        row: dict[str, Any] = {
+    def _fixed_columns(self) -> dict[str, Any]:
+        """The columns every row has, whatever its parameters and values."""
+        return {
             "notebook": self.notebook,
             "variation": self.variation,
             "status": self.status,
@@ -116,6 +111,10 @@ class ResultRow:
             "output": self.output,
             "error": self.error,
         }
+
+    def cells(self) -> dict[str, Any]:
+        """The row as column -> value (parameters and values prefixed)."""
+        row = self._fixed_columns()
         row.update((f"param.{key}", value) for key, value in self.params.items())
         row.update((f"value.{name}", value) for name, value in self.values.items())
         return row
