@@ -287,15 +287,21 @@ def _collect_the_killed_cell() -> None:
     it formats the KeyboardInterrupt), the nested parse breaks the outer one:
     ``SystemError: AST constructor recursion depth mismatch`` and exit status 1
     instead of 2 (2 runs in 6 of a SIGTERM test).  The cell's end is already in
-    the report; the log line would only be noise.
+    the report; the log line would only be noise.  A filter of its own for the
+    collection, not a change of the logger's level: executions in several threads
+    (a Dask worker's) may be interrupted at once, and the level one of them saved
+    could be another's temporary one.
     """
+
+    def not_the_killed_cell(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Task exception was never retrieved")
+
     logger = logging.getLogger("asyncio")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    logger.addFilter(not_the_killed_cell)
     try:
         gc.collect()
     finally:
-        logger.setLevel(level)
+        logger.removeFilter(not_the_killed_cell)
 
 
 def _notebook_language(nb: Any) -> str | None:
