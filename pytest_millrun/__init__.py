@@ -1,19 +1,31 @@
 """Run Jupyter notebooks over many parameter sets: a pytest plugin, a Python API and a CLI.
 
-The public API is importable without loading papermill: the heavy modules are
-imported on first use, so the pytest plugin costs nothing when it is off.
+Why lazy (PEP 562): pytest imports this package whenever the plugin is installed,
+in every plain ``pytest`` run of the environment, notebooks or not.  Each public
+name is imported from its module on first use, so loading the plugin costs a few
+small modules and never papermill.
 """
 
 from __future__ import annotations
 
-from .api import RunFailedError, RunInterrupted, execute_run
-from .execute import ExecutionResult, Failure
-from .params import ParamsError
-from .report import write_report
-from .results import write_results
-from .snapshots import MillrunSnapshotWarning, SnapshotMismatchError
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Each public name and the module that defines it.
+_PUBLIC = {
+    "ExecutionResult": "pytest_millrun.core.data",
+    "Failure": "pytest_millrun.core.data",
+    "MillrunSnapshotWarning": "pytest_millrun.outputs.snapshots",
+    "ParamsError": "pytest_millrun.core.params",
+    "RunFailedError": "pytest_millrun.api",
+    "RunInterrupted": "pytest_millrun.core.data",
+    "SnapshotMismatchError": "pytest_millrun.outputs.snapshots",
+    "execute_run": "pytest_millrun.api",
+    "write_report": "pytest_millrun.outputs.report",
+    "write_results": "pytest_millrun.outputs.results",
+}
 
 __all__ = [
     "ExecutionResult",
@@ -28,3 +40,24 @@ __all__ = [
     "write_report",
     "write_results",
 ]
+
+if TYPE_CHECKING:
+    from pytest_millrun.api import RunFailedError, execute_run
+    from pytest_millrun.core.data import ExecutionResult, Failure, RunInterrupted
+    from pytest_millrun.core.params import ParamsError
+    from pytest_millrun.outputs.report import write_report
+    from pytest_millrun.outputs.results import write_results
+    from pytest_millrun.outputs.snapshots import MillrunSnapshotWarning, SnapshotMismatchError
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once imported, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

@@ -18,18 +18,20 @@ from typing import Any, TextIO
 
 import click
 
-from . import recording
-from .api import Job, RunInterrupted, RunOptions, plan_run, planned_outputs, run_in_pool, run_jobs
-from .discovery import MillrunParameterWarning, UndeclaredParameterError
-from .execute import ExecutionResult, cell_words, resolve_kernel_start
-from .failures import OptionNames
-from .naming import OutputPathError
-from .params import ParamsError
-from .recording import parse_names
-from .report import check_report_path, write_report
-from .results import check_results_path, write_results
-from .stale import handle_stale_outputs
-from .suite import MillrunSuiteWarning, load_suite
+from pytest_millrun.core.data import ExecutionResult, OptionNames, RunInterrupted
+from pytest_millrun.core.discovery import MillrunParameterWarning, UndeclaredParameterError
+from pytest_millrun.core.naming import OutputPathError
+from pytest_millrun.core.params import ParamsError
+from pytest_millrun.core.suite import MillrunSuiteWarning, load_suite
+from pytest_millrun.core.text import cell_words
+from pytest_millrun.core.values import parse_names, report_lines
+from pytest_millrun.dispatch.pool import run_in_pool, run_jobs
+from pytest_millrun.execution.execute import resolve_kernel_start
+from pytest_millrun.execution.jobs import Job, RunOptions
+from pytest_millrun.execution.plan import plan_run, planned_outputs
+from pytest_millrun.outputs.report import check_report_path, write_report
+from pytest_millrun.outputs.results import check_results_path, write_results
+from pytest_millrun.outputs.stale import handle_stale_outputs
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -305,7 +307,8 @@ def _check_snapshots(
     """The snapshot check, before the summary; False when a run differs from its snapshot."""
     if folder is None:
         return True
-    from .snapshots import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_results
+    from pytest_millrun.outputs.snapshot_files import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
+    from pytest_millrun.outputs.snapshots import check_results
 
     tolerance = Tolerance(
         rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol
@@ -348,7 +351,7 @@ def _write_table(ran: Sequence[ExecutionResult], path: Path | None, root: Path) 
 def _run_on_dask(
     dask: str, workers: int, jobs: Sequence[Job], options: RunOptions, progress: _Progress
 ) -> list[ExecutionResult]:
-    from .cluster import ClusterError, run_on_cluster
+    from pytest_millrun.dispatch.dask_client import ClusterError, run_on_cluster
 
     def on_start(slots: int) -> None:
         progress.workers = min(slots, len(jobs))
@@ -453,7 +456,7 @@ def _summary(
             for line in error.summary_lines() if error is not None else ():
                 click.echo(f"    {line}")
             click.echo(f"    output: {r.output or 'none written'}")
-            for line in recording.report_lines(r.recorded, r.record_notes):
+            for line in report_lines(r.recorded, r.record_notes):
                 click.echo(f"    {line.strip()}")
     for note in sorted({note for r in results for note in r.notes}):
         click.secho(f"note: {note}", fg="yellow")

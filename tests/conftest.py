@@ -23,8 +23,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 # makes every in-process run share one copy, as a real pytest process does.
 import jupyter_client.manager  # noqa: F401  isort: skip
 import papermill  # noqa: F401  isort: skip
-import pytest_millrun.execute  # isort: skip
-import pytest_millrun.kernels  # isort: skip
+import pytest_millrun.execution.execute  # isort: skip
+import pytest_millrun.execution.kernels  # isort: skip
 import pytest_millrun.forkserver  # isort: skip
 
 MakeNotebook = Callable[..., Path]
@@ -156,9 +156,9 @@ def fork_state_is_spoilt() -> bool:
     """Whether fork mode, in this process, would not serve the next test as it would a
     fresh process: given up (``kernels.fork_broken``), a template remembered as broken, a
     template that died, or a spare kernel left over."""
-    templates = pytest_millrun.forkserver.templates
+    templates = pytest_millrun.forkserver.template_registry
     return bool(
-        pytest_millrun.kernels.fork_broken.is_set()
+        pytest_millrun.execution.kernels.fork_broken.is_set()
         or templates._BROKEN
         or any(not template.alive() for template in templates._TEMPLATES.values())
         or pytest_millrun.forkserver.spares._SPARES.pending is not None
@@ -168,7 +168,7 @@ def fork_state_is_spoilt() -> bool:
 def reset_fork_state() -> None:
     """What a new process would start with: no templates, no spare, fork not given up."""
     pytest_millrun.forkserver.shutdown_templates()  # also the spare and the broken marks
-    pytest_millrun.kernels.fork_broken.clear()
+    pytest_millrun.execution.kernels.fork_broken.clear()
 
 
 @pytest.fixture(autouse=True)

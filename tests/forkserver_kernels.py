@@ -15,11 +15,8 @@ import pytest
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 
-from pytest_millrun.forkserver import (
-    ForkProvisioner,
-    make_provisioner,
-    shutdown_templates,
-)
+from pytest_millrun.forkserver.provisioner import ForkProvisioner, make_provisioner
+from pytest_millrun.forkserver.template_registry import shutdown_templates
 
 
 class ForkKernelManager(AsyncKernelManager):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .params import Variation
+from pytest_millrun.core.params import Variation
 
 #: Characters kept in ids and output names: Unicode letters and digits, ``_ . + -``.
 #: All are safe in file names on every common file system and are word characters

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .params import ParamsError
+from pytest_millrun.core.params import ParamsError
 
 YAML_SUFFIXES = (".yaml", ".yml")
 

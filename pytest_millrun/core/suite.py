@@ -31,8 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .params import BulkParams, ParamsError, Variation, _check_keys, normalize_params
-from .paramsfile import Locations, read_params_data
+from pytest_millrun.core.params import (
+    BulkParams,
+    ParamsError,
+    Variation,
+    _check_keys,
+    normalize_params,
+)
+from pytest_millrun.core.paramsfile import Locations, read_params_data
 
 SUITE_KEYS = ("grid", "variations", "constants", "notebooks", "prepend", "append", "marks")
 #: What a suite under ``notebooks`` may hold: its own variations and components.

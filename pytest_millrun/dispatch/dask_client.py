@@ -2,11 +2,11 @@
 
 Why Dask and not a scheduler of our own: ``distributed`` already places tasks,
 retries those whose worker died, and is what the scientific Python world runs
-its clusters with.  Each job is one task (:func:`~pytest_millrun.dask_worker.
+its clusters with.  Each job is one task (:func:`~pytest_millrun.dispatch.dask_worker.
 run_job_on_worker`); the workers read the notebooks and write the outputs at
 the client's paths, so they need a shared file system (or a local cluster).
 
-``distributed`` is imported only here and in :mod:`pytest_millrun.dask_worker`,
+``distributed`` is imported only here and in :mod:`pytest_millrun.dispatch.dask_worker`,
 and only when a run asks for Dask, so plain ``pytest`` and ``millrun`` never
 pay for it.
 """
@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
-from .api import Job, RunInterrupted, RunOptions, job_result
-from .execute import ExecutionResult, Failure, resolve_kernel_start
-from .interrupts import sigterm_as_interrupt
-from .kernels import ForkFallbackWarning
+from pytest_millrun.core.data import ExecutionResult, Failure, RunInterrupted
+from pytest_millrun.core.interrupts import sigterm_as_interrupt
+from pytest_millrun.execution.execute import resolve_kernel_start
+from pytest_millrun.execution.jobs import Job, RunOptions, job_result
+from pytest_millrun.execution.kernels import ForkFallbackWarning
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -131,7 +132,7 @@ def _run_with(
     on_result: Callable[[ExecutionResult], None] | None,
     on_start: Callable[[int], None] | None,
 ) -> list[ExecutionResult]:
-    from .dask_worker import PLUGIN_NAME, MillrunWorkerPlugin, end_run
+    from pytest_millrun.dispatch.dask_worker import PLUGIN_NAME, MillrunWorkerPlugin, end_run
 
     client.register_plugin(MillrunWorkerPlugin(local=local), PLUGIN_NAME)
     try:
@@ -161,7 +162,7 @@ def _run(
 ) -> list[ExecutionResult]:
     from distributed import as_completed
 
-    from .dask_worker import run_job_on_worker
+    from pytest_millrun.dispatch.dask_worker import run_job_on_worker
 
     run_id = uuid.uuid4().hex[:12]
     keys = [f"millrun-{run_id}-{index}" for index in range(len(jobs))]
@@ -212,7 +213,7 @@ def _stop(
     partial outputs and return) and returns at once from any of its tasks that
     starts later.  Tasks not yet on a worker are cancelled.
     """
-    from .dask_worker import stop_run
+    from pytest_millrun.dispatch.dask_worker import stop_run
 
     index_of = {future.key: index for index, future in enumerate(futures)}
     with contextlib.suppress(Exception):

@@ -29,17 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from distributed import WorkerPlugin
 
-from .execute import (
-    ExecutionInterrupted,
-    ExecutionResult,
-    Failure,
-    kernels_ahead,
-    resolve_kernel_start,
-)
-from .kernels import forget_stop, fork_broken, stop_execution
+from pytest_millrun.core.data import ExecutionInterrupted, ExecutionResult, Failure
+from pytest_millrun.execution.execute import kernels_ahead, resolve_kernel_start
+from pytest_millrun.execution.kernels import forget_stop, fork_broken, stop_execution
 
 if TYPE_CHECKING:
-    from .api import Job, RunOptions
+    from pytest_millrun.execution.jobs import Job, RunOptions
 
 #: Name under which the plugin is registered; registering it again is a no-op.
 PLUGIN_NAME = "pytest-millrun"
@@ -88,7 +83,7 @@ def close_worker() -> None:
     with _lock:
         _state["spares"] = False
     _life.close()
-    forkserver = sys.modules.get(f"{__package__}.forkserver")
+    forkserver = sys.modules.get("pytest_millrun.forkserver")
     if forkserver is not None:
         forkserver.shutdown_templates()
 
@@ -100,7 +95,7 @@ def run_job_on_worker(job: Job, options: RunOptions, run_id: str) -> tuple[Any, 
     ``notice`` is the first fork-fallback message of this worker, for the client
     to show once: a warning raised here would only reach the worker's log.
     """
-    from .api import run_job
+    from pytest_millrun.execution.jobs import run_job
 
     with _lock:
         if run_id in _stopped:
@@ -145,7 +140,7 @@ def end_run() -> None:
     the worker plugin stops it when the worker closes.  Another run sharing
     the worker only loses its head start on one kernel.
     """
-    forkserver = sys.modules.get(f"{__package__}.forkserver")
+    forkserver = sys.modules.get("pytest_millrun.forkserver")
     if forkserver is not None:
         forkserver.discard_spare()
 
@@ -189,7 +184,7 @@ def _unseen(job: Job) -> ExecutionResult:
         f"at the client's paths, so they need a shared file system mounted at the same path, "
         f"or a local cluster (--dask local / dask='local')."
     )
-    from .api import job_result
+    from pytest_millrun.execution.jobs import job_result
 
     failure = Failure("error", message, ename="FileNotFoundError", evalue=str(job.notebook))
     return job_result(job, "failed", failure)

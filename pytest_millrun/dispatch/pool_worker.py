@@ -28,11 +28,12 @@ import tempfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .execute import ExecutionInterrupted, ExecutionResult, kernels_ahead
-from .kernels import kill_leftover_kernels
+from pytest_millrun.core.data import ExecutionInterrupted, ExecutionResult
+from pytest_millrun.execution.execute import kernels_ahead
+from pytest_millrun.execution.kernels import kill_leftover_kernels
 
 if TYPE_CHECKING:
-    from .api import Job, RunOptions
+    from pytest_millrun.execution.jobs import Job, RunOptions
 
 #: What the forkserver imports once, so that no worker pays for these imports itself.
 PRELOAD = (
@@ -40,8 +41,8 @@ PRELOAD = (
     "papermill.engines",
     "nbclient",
     "jupyter_client.manager",
-    "pytest_millrun.execute",
-    "pytest_millrun.engine",
+    "pytest_millrun.execution.execute",
+    "pytest_millrun.execution.engine",
     "pytest_millrun.forkserver",
     __name__,
 )
@@ -123,7 +124,7 @@ def run_job_in_worker(job: Job, options: RunOptions) -> ExecutionResult:
     Raises :class:`ExecutionInterrupted` (with the job's interrupted result) when a
     signal stopped it, so the parent stops the run too if it has not already.
     """
-    from .api import interrupted_result, run_job
+    from pytest_millrun.execution.jobs import interrupted_result, run_job
 
     if not _state["worker"]:  # an executor the caller brought: its workers are its own
         return run_job(job, options)

@@ -163,7 +163,7 @@ def _recording_client(
     """papermill's ``NBClientEngine.execute_managed_notebook`` client, reading variables last.
 
     After the last cell, if every cell ran, the kernel is asked for the variables
-    to record (see :class:`pytest_millrun.recording.Recorder`) before it shuts down.
+    to record (see :class:`pytest_millrun.execution.recording.Recorder`) before it shuts down.
     """
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import logger

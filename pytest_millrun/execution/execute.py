@@ -29,25 +29,32 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from . import engine, expected_errors, failures, recording
-from .discovery import (
+from pytest_millrun.core.data import (
+    API_OPTION_NAMES,
+    ExecutionInterrupted,
+    ExecutionResult,
+    Failure,
+    KernelStart,
+    OptionNames,
+    Status,
+)
+from pytest_millrun.core.discovery import (
     OUTPUT_MARKER,
     NotebookError,
     absolute,
     is_output_notebook,
     read_notebook_json,
 )
-from .failures import API_OPTION_NAMES, Failure, OptionNames, cell_words, format_failure
-from .kernels import KernelSandbox, KernelStart, fork_broken
-from .naming import OutputPathError, check_output_folder, partial_path
-from .params import Variation
+from pytest_millrun.core.naming import OutputPathError, check_output_folder, partial_path
+from pytest_millrun.core.params import Variation
+from pytest_millrun.core.text import cell_words
+from pytest_millrun.execution import engine, expected_errors, failures, recording
+from pytest_millrun.execution.failures import format_failure
+from pytest_millrun.execution.kernels import KernelSandbox, fork_broken
 
-Status = Literal["passed", "failed", "interrupted"]
-KERNEL_START_MODES: tuple[KernelStart, ...] = ("auto", "fork", "spawn")
 #: The kernel of a notebook whose metadata names none (nbclient's and nbmake's choice too).
 DEFAULT_KERNEL = "python3"
 
@@ -70,7 +77,7 @@ def kernels_ahead(kernel_start: str) -> Iterator[None]:
     if resolve_kernel_start(kernel_start) != "fork" or fork_broken.is_set():
         yield
         return
-    from . import forkserver
+    from pytest_millrun import forkserver
 
     with forkserver.spare_kernels():
         yield
@@ -81,48 +88,13 @@ def expect_next_execution(
 ) -> None:
     """Tell fork mode which notebook runs next (``None``: none), so its kernel is started ahead
     in the right folder with the right environment; see :func:`kernels_ahead`."""
-    forkserver = sys.modules.get(f"{__package__}.forkserver")
+    forkserver = sys.modules.get("pytest_millrun.forkserver")
     if forkserver is None:  # fork mode not in use in this process
         return
     if notebook is None:
         forkserver.expect_next_launch(last=True)
     else:
         forkserver.expect_next_launch(str(absolute(notebook).parent), env_updates)
-
-
-@dataclass(frozen=True)
-class ExecutionResult:
-    """The outcome of one (notebook, variation) pair."""
-
-    notebook: Path
-    variation_id: str
-    parameters: Variation
-    output: Path | None
-    status: Status
-    duration: float
-    error: Failure | None = None
-    #: What a person should know about a run that is not a failure (the kernel it defaulted to).
-    notes: tuple[str, ...] = ()
-    #: name -> plain JSON value (nan/inf as floats); see :mod:`pytest_millrun.recording`
-    recorded: Mapping[str, Any] = field(default_factory=dict)
-    #: name -> why that scrap or variable is not (exactly) recorded
-    record_notes: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-
-class ExecutionInterrupted(KeyboardInterrupt):
-    """A signal stopped the run while a notebook was executing; its partial output is saved."""
-
-    def __init__(self, result: ExecutionResult) -> None:
-        super().__init__(f"Interrupted while running {result.notebook} [{result.variation_id}]")
-        self.result = result
-
-    def __reduce__(self) -> tuple[type[ExecutionInterrupted], tuple[ExecutionResult]]:
-        # rebuilt from its result, as a process pool's worker sends it to the parent
-        return (type(self), (self.result,))
 
 
 class OverwriteError(ValueError):
@@ -159,7 +131,7 @@ def execute_notebook(
     whose metadata names no kernel runs on :data:`DEFAULT_KERNEL` (the result
     notes it).  ``option_names`` are the calling front end's spellings of the
     options that a failure's advice names.  ``record`` names variables read
-    after the last cell (see :mod:`pytest_millrun.recording`).
+    after the last cell (see :mod:`pytest_millrun.execution.recording`).
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError

@@ -1,6 +1,6 @@
 """Phrasing a failed execution for a person: its headline, its report and the advice in it.
 
-Kept apart from running notebooks (:mod:`pytest_millrun.execute`) so that every
+Kept apart from running notebooks (:mod:`pytest_millrun.execution.execute`) so that every
 front end phrases a failure the same way, and names its own options in the
 advice: the front end passes :class:`OptionNames`, never a hard-coded flag.
 Nothing here starts a kernel or imports papermill at module level.
@@ -8,89 +8,25 @@ Nothing here starts a kernel or imports papermill at module level.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .discovery import NotebookError, read_notebook_json
-from .params import Variation
-from .recording import report_lines
+from pytest_millrun.core.data import Failure, OptionNames
+from pytest_millrun.core.discovery import NotebookError, read_notebook_json
+from pytest_millrun.core.params import Variation
+from pytest_millrun.core.text import (
+    cell_words,
+    exception_words,
+    first_line,
+    indent,
+    sentence,
+    short_params,
+)
+from pytest_millrun.core.values import report_lines
 
 if TYPE_CHECKING:
-    from .execute import ExecutionResult
-
-
-@dataclass(frozen=True)
-class OptionNames:
-    """How one front end spells the options that a failure's advice names."""
-
-    timeout: str = "execution_timeout="
-    notebook_timeout: str = "notebook_timeout="
-    kernel: str = "kernel_name="
-    output_dir: str = "output_dir="
-
-
-#: The Python API's keyword arguments; the CLI and the plugin pass their own flags.
-API_OPTION_NAMES = OptionNames()
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why a variation failed, in the terms of papermill's ``PapermillExecutionError``.
-
-    ``kind`` is one of ``cell`` (an exception in a cell), ``timeout``,
-    ``kernel-died``, ``kernel-start``, ``interrupted`` or ``error``.  The cell
-    fields are filled whenever the failure happened inside a cell.
-    """
-
-    kind: str
-    message: str
-    ename: str = ""
-    evalue: str = ""
-    cell_index: int | None = None
-    exec_count: int | None = None
-    source: str = ""
-    traceback: tuple[str, ...] = ()
-
-    @property
-    def headline(self) -> str:
-        """The report's first line: ``ename: evalue``, with the cell where there is one."""
-        if self.kind == "cell":
-            return exception_words(self.ename, self.evalue) + cell_words(
-                self.cell_index, self.exec_count
-            )
-        if self.ename:  # the evalue of these already says where
-            return exception_words(self.ename, self.evalue)
-        return self.message.split(". ")[0].rstrip(".")
-
-    def summary_lines(self) -> list[str]:
-        """The failure in a line or two under its notebook and cell, each said once."""
-        if self.kind == "cell":
-            return [exception_words(self.ename, self.evalue)]
-        if self.ename:
-            return [exception_words(self.ename, self.evalue), self.message]
-        return [self.message]
-
-
-def exception_words(ename: str, evalue: str) -> str:
-    """``ValueError: bad``, or just ``AssertionError`` for an exception without a message."""
-    return f"{ename}: {evalue}" if evalue.strip() else ename
-
-
-def cell_words(cell_index: int | None, exec_count: int | None) -> str:
-    """`` in cell [3]``: the execution count, as Jupyter shows it beside the cell.
-
-    :func:`running_cell` fills in the count a started cell had or was about to
-    get, so one cell is always named the same way; the index is the fallback
-    for a cell that never started.
-    """
-    if cell_index is None:
-        return ""
-    if exec_count is None:
-        return f" in cell index {cell_index}"
-    return f" in cell [{exec_count}]"
+    from pytest_millrun.core.data import ExecutionResult
 
 
 def format_failure(result: ExecutionResult) -> str:
@@ -302,68 +238,3 @@ def unencodable_keys(parameters: Mapping[str, Any]) -> list[str]:
         return True
 
     return [key for key, value in parameters.items() if not encodable(key) or not encodable(value)]
-
-
-def crash_lines(log: str, lines: int = 8, frames: int = 12) -> str:
-    """What to quote of a dead kernel's log: its last lines, or the heart of a crash dump.
-
-    A faulthandler dump (``Fatal Python error: ...``) lists every thread, the
-    crashing one (``Current thread``) wherever it falls among them, so its last
-    lines are the bottom of some stack: quote the error line and the crashing
-    thread's innermost frames instead.
-    """
-    all_lines = log.strip().splitlines()
-    starts = [i for i, line in enumerate(all_lines) if line.startswith("Fatal Python error")]
-    if not starts:
-        return "\n".join(all_lines[-lines:])
-    dump = all_lines[starts[-1] :]
-    current = next((i for i, line in enumerate(dump) if line.startswith("Current thread")), None)
-    if current is None:
-        return "\n".join(dump[: frames + 2])
-    block = dump[current : current + frames + 1]
-    if "" in block:
-        block = block[: block.index("")]
-    return "\n".join([dump[0], "", *block])
-
-
-def sentence(text: str) -> str:
-    """Text to go inside a sentence of ours: no full stop of its own at the end."""
-    return text.rstrip().rstrip(".")
-
-
-def first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
-
-
-def quote_log(path: Path, intro: str, lines: int = 8) -> str:
-    """`` {intro}:`` and the log's last lines (or a crash dump's heart), or "" without any."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return ""
-    if not text:
-        return ""
-    return f" {intro}:\n{indent(crash_lines(text, lines))}"
-
-
-def indent(text: str) -> str:
-    return "\n".join("    " + line for line in text.splitlines())
-
-
-def short_params(parameters: Variation, limit: int = 200) -> str:
-    try:
-        text = json.dumps(parameters, default=repr, sort_keys=False)
-    except (RecursionError, ValueError):  # too deep or circular to show
-        text = "{" + ", ".join(f'"{key}": ...' for key in parameters) + "}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-__all__ = [
-    "API_OPTION_NAMES",
-    "Failure",
-    "OptionNames",
-    "cell_words",
-    "exception_words",
-    "explain",
-    "format_failure",
-]

@@ -5,7 +5,7 @@ operating-system process.  :class:`KernelSandbox` gives nbclient a kernel
 manager class whose kernel listens on ``ipc`` sockets in a private 0700 folder,
 logs to a file, and is recorded here, so a watchdog or another thread can kill
 it, a failure report can say how it died, and it is always reaped (at exit too,
-see :func:`kill_leftover_kernels`).  :mod:`pytest_millrun.execute` runs the
+see :func:`kill_leftover_kernels`).  :mod:`pytest_millrun.execution.execute` runs the
 notebook and phrases what happened; it imports this module, never the reverse.
 """
 
@@ -23,11 +23,11 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import IO, Any, Protocol
 
-from . import failures, kernel_faulthandler, kernel_stderr
-
-KernelStart = Literal["auto", "fork", "spawn"]
+from pytest_millrun.core.data import KernelStart
+from pytest_millrun.core.text import first_line, quote_log
+from pytest_millrun.execution.kernel_requests import setup_request_code, wait_for_relay
 
 
 class KernelProcess(Protocol):
@@ -129,7 +129,7 @@ class KernelSandbox:
 
             async def _async_pre_start_kernel(self, **kw: Any) -> Any:
                 if sandbox.kernel_start == "fork" and self.provisioner is None:
-                    from . import forkserver
+                    from pytest_millrun import forkserver
 
                     if forkserver.fork_available(self.kernel_spec):
                         self.provisioner = forkserver.make_provisioner(self, sandbox.preload)
@@ -182,7 +182,7 @@ class KernelSandbox:
             fork_broken.set()
         if first:
             warnings.warn(
-                f"Fork kernel start is unavailable here ({failures.first_line(str(exc))}); "
+                f"Fork kernel start is unavailable here ({first_line(str(exc))}); "
                 f"kernels are spawned the usual way instead, which is slower but otherwise "
                 f"the same.",
                 ForkFallbackWarning,
@@ -262,8 +262,8 @@ class KernelSandbox:
         if self.log is not None:
             self.log.flush()
         if self.process is not None and self.process.poll() is not None:
-            kernel_stderr.wait_for_relay(self.log_path)  # its last bytes may still be coming
-        return failures.quote_log(self.log_path, "The kernel's last output was", lines)
+            wait_for_relay(self.log_path)  # its last bytes may still be coming
+        return quote_log(self.log_path, "The kernel's last output was", lines)
 
 
 def stop_execution(thread_id: int) -> bool:
@@ -352,8 +352,7 @@ def _quick_ready_client_class() -> type:
                 self._handle_kernel_info_reply(reply)
                 if reply["content"].get("implementation") == "ipython":
                     # the faulthandler first: it takes the real stderr the relay then hides
-                    setup = (kernel_faulthandler.request_code(), kernel_stderr.request_code())
-                    await self._silently("\n".join(setup), deadline)
+                    await self._silently(setup_request_code(), deadline)
                 return
             raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
 

@@ -87,7 +87,7 @@ from __future__ import annotations
 from .client import ForkedKernel, ForkUnavailable, TemplateInfo
 from .provisioner import ForkProvisioner, fork_available, make_provisioner
 from .spares import discard_spare, expect_next_launch, spare_kernels
-from .templates import shutdown_templates, start_template
+from .template_registry import shutdown_templates, start_template
 
 __all__ = [
     "ForkProvisioner",

@@ -1,6 +1,6 @@
 """Runs in the freshly forked child only: its set-up from ``os.fork()`` until it is ipykernel.
 
-Why apart from the template's loop (:mod:`.template`): this code runs once per
+Why apart from the template's loop (:mod:`.template_process`): this code runs once per
 kernel, in a process that must end up indistinguishable from a spawned kernel --
 new session, cwd, umask, stdio, environment, reseeded RNGs, ``sys.argv`` and
 ``/proc`` -- and may never return into the template's code.  Standard library only

@@ -3,7 +3,7 @@
 Why: the parent starts the template (``sys.executable -c BOOTSTRAP``), talks to it
 over a socketpair (:mod:`.protocol`) and holds, for each kernel forked from it, a
 ``Popen``-like :class:`ForkedKernel` built on the kernel's pidfd.  Which templates a
-process has, and when they start and stop, is :mod:`.templates`'s concern.
+process has, and when they start and stop, is :mod:`.template_registry`'s concern.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
 
 #: The template's program.  It imports the kernel's modules *before* the fork server's, so
 #: that ``sys.modules`` entries added only by the latter can be dropped in each kernel;
-#: then :mod:`.template` from this folder as the private package ``_millrun_forkserver``
+#: then :mod:`.template_process` from this folder as the private package ``_millrun_forkserver``
 #: (its ``__init__`` is not run: the parent's side stays out of the template).
 #: The forked child returns from ``serve`` with a job and runs it here, at the top of the
 #: stack, so the kernel ends through the interpreter's normal shutdown like
@@ -102,7 +102,7 @@ def _millrun_template():
     package = importlib.machinery.ModuleSpec('_millrun_forkserver', None, is_package=True)
     package.submodule_search_locations = [sys.argv[1]]
     sys.modules[package.name] = importlib.util.module_from_spec(package)
-    template = importlib.import_module('_millrun_forkserver.template')
+    template = importlib.import_module('_millrun_forkserver.template_process')
     added = sorted(set(sys.modules) - before)
     env_set = {k: v for k, v in os.environ.items() if env_before.get(k) != v}
     return template.serve(int(sys.argv[2]), int(sys.argv[3]), spec, problems, added, env_set)
@@ -301,7 +301,7 @@ class Template:
             self.request({"op": "release", "pid": pid})
 
     def log_tail(self, lines: int = 8) -> str:
-        from ..failures import quote_log
+        from pytest_millrun.core.text import quote_log
 
         return quote_log(self.log_path, "Its last output was", lines)
 

@@ -1,7 +1,7 @@
 """Runs in the parent and in the template: the framed messages they exchange over their socket.
 
 Why a module of its own: both sides of the fork server speak it, and the template
-loads it without the package (see :mod:`.template`), so it may import nothing but
+loads it without the package (see :mod:`.template_process`), so it may import nothing but
 the standard library.  A message is a 4-byte length and a JSON body; descriptors
 (the kernel's stdout/stderr one way, its pidfd the other) ride on the length's
 bytes as ``SCM_RIGHTS``.

@@ -25,7 +25,7 @@ from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 from .client import ForkedKernel, ForkUnavailable, TemplateInfo
 from .command import KernelCommand, parse_kernel_argv, platform_supports_fork
 from .spares import Spare, prepare_spare, take_spare
-from .templates import launch, normalize_preload
+from .template_registry import launch, normalize_preload
 
 
 def fork_available(kernel_spec: Any) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 
 from .client import REQUEST_TIMEOUT, ForkedKernel, TemplateInfo
 from .command import KernelCommand
-from .templates import launch, on_fork_child, on_shutdown
+from .template_registry import launch, on_fork_child, on_shutdown
 
 
 @dataclass

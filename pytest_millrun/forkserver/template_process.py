@@ -3,7 +3,7 @@
 Why: the template is a warm interpreter (ipykernel, IPython, zmq and preloads
 imported) whose only job is to fork kernels on request.  The bootstrap
 (:data:`.client.BOOTSTRAP`) imports the kernel's modules first and then this
-module from the package's folder as ``_millrun_forkserver.template``, without
+module from the package's folder as ``_millrun_forkserver.template_process``, without
 ``pytest_millrun``: this module and the ones it imports (:mod:`.protocol`,
 :mod:`.proctitle`, :mod:`.child`) use the standard library only.  It stays
 single-threaded: only then is fork safe.

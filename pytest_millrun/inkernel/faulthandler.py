@@ -12,9 +12,6 @@ it survives the crash.  Nothing is enabled here: only the default file of
 
 from __future__ import annotations
 
-import functools
-import inspect
-
 
 def point_faulthandler_at_the_real_stderr() -> None:
     import faulthandler
@@ -39,11 +36,3 @@ def point_faulthandler_at_the_real_stderr() -> None:
             return register(signum, file=file, all_threads=all_threads, chain=chain)
 
         faulthandler.register = register_on_real_stderr
-
-
-@functools.cache
-def request_code() -> str:
-    """The code of the silent request: the function above, run in a namespace of its own."""
-    source = inspect.getsource(point_faulthandler_at_the_real_stderr)
-    call = f"{point_faulthandler_at_the_real_stderr.__name__}()"
-    return f"exec({source + call!r}, {{}})"

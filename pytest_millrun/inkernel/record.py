@@ -1,7 +1,7 @@
 """Runs inside the notebook's kernel: turns the named variables into JSON after the last cell.
 
 Its source is sent to the kernel as part of one silent user expression (see
-:func:`pytest_millrun.recording.kernel_expression`), so it may use the
+:func:`pytest_millrun.execution.recording.kernel_expression`), so it may use the
 standard library only, must run on any Python 3 a kernel has, and must not
 leave a name behind in the user's namespace.  The host imports it too, to test
 the conversion without a kernel.

@@ -16,17 +16,11 @@ makes every page the kernel then touches a copy (measured: 14 ms more per
 notebook in fork mode), and a Python relay costs 9 ms of CPU; ``tee`` costs
 about 1 ms.  It holds an ``flock`` on the log until it exits, so the
 reader of a dead kernel's log can wait until the last bytes are in
-(:func:`wait_for_relay`).  Linux only (``/proc``); where ``tee`` is missing, or
-on other systems, nothing changes.
+(:func:`~pytest_millrun.execution.kernel_requests.wait_for_relay`).  Linux only
+(``/proc``); where ``tee`` is missing, or on other systems, nothing changes.
 """
 
 from __future__ import annotations
-
-import contextlib
-import functools
-import inspect
-import os
-import time
 
 
 def relay_stderr_through_a_process_that_outlives_the_kernel() -> None:
@@ -106,43 +100,3 @@ def relay_stderr_through_a_process_that_outlives_the_kernel() -> None:
     stream.fileno = fileno
     stream.close = close_and_restore
     stream.millrun_relay = relay
-
-
-@functools.cache
-def request_code() -> str:
-    """The code of the silent request: the function above, run in a namespace of its own."""
-    function = relay_stderr_through_a_process_that_outlives_the_kernel
-    source = inspect.getsource(function)
-    call = f"{function.__name__}()"
-    return f"exec({source + call!r}, {{}})"
-
-
-def wait_for_relay(log: os.PathLike[str] | str, timeout: float = 2.0) -> None:
-    """Return once no relay holds ``log``: a dead kernel's last bytes are then in it.
-
-    Only for a kernel known to be dead: a live kernel's relay holds the lock
-    for as long as the kernel lives, and this would wait the whole ``timeout``.
-    """
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no relay either
-        return
-    try:
-        fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    return
-                time.sleep(0.01)
-            except OSError:
-                return
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)

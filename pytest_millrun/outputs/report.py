@@ -1,6 +1,6 @@
 """The HTML report: one offline page of every variation, its values, its failures and charts.
 
-It is built from the rows of the results table (:class:`~pytest_millrun.results.ResultRow`,
+It is built from the rows of the results table (:class:`~pytest_millrun.outputs.results.ResultRow`,
 the same rows that travel from xdist workers to the controller) and written with the same
 atomic replace, so the plugin, the CLI and :func:`write_report` share it.  The page is one
 file that works from ``file://``: styles and script inline, charts as inline SVG, the rows as
@@ -26,11 +26,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .recording import dumps, encode
-from .results import ResultRow, ResultsPathError, atomic_write, common_root
+from pytest_millrun.core.values import dumps, encode
+from pytest_millrun.outputs.files import atomic_write, common_root
+from pytest_millrun.outputs.results import ResultRow, ResultsPathError
 
 if TYPE_CHECKING:
-    from .execute import ExecutionResult
+    from pytest_millrun.core.data import ExecutionResult
 
 STATUSES = ("passed", "failed", "interrupted", "skipped")
 SYMBOLS = {"passed": "✓", "failed": "✗", "interrupted": "!", "skipped": "○"}

@@ -7,7 +7,7 @@ parameter and ``value.<name>`` for every recorded value, the union over all
 rows in first-seen order, empty where a row has none.  The format follows the
 file's suffix: ``.csv``, ``.json`` (a list of row objects) or ``.jsonl`` (one
 row object per line).  JSON cells hold JSON values, non-finite floats tagged
-as in :mod:`pytest_millrun.recording`; a CSV cell holds text, a nested value
+as in :mod:`pytest_millrun.execution.recording`; a CSV cell holds text, a nested value
 as compact JSON, ``nan``/``inf``/``-inf`` as such and ``None`` as nothing.
 
 The file is replaced atomically (a temporary name in the same folder, then a
@@ -19,23 +19,20 @@ controller.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .discovery import absolute
-from .recording import decode, dumps, encode
+from pytest_millrun.core.values import decode, dumps, encode
+from pytest_millrun.outputs.files import atomic_write, common_root, relative
 
 if TYPE_CHECKING:
-    from .execute import ExecutionResult
+    from pytest_millrun.core.data import ExecutionResult
 
 FORMATS = (".csv", ".json", ".jsonl")
 BASE_COLUMNS = ("notebook", "variation", "status", "duration_s", "output", "error")
@@ -131,26 +128,6 @@ def _failure_detail(result: ExecutionResult) -> str:
     return lines
 
 
-def relative(path: str | Path, root: Path | None) -> str:
-    """``path`` relative to ``root`` when it lies under it, else as it is."""
-    path = Path(path)
-    if root is not None:
-        # where it sits first (a symlinked notebook is named where the link is), then resolved
-        for mine, base in (
-            (absolute(path), absolute(root)),
-            (path.resolve(), Path(root).resolve()),
-        ):
-            with contextlib.suppress(ValueError):
-                return mine.relative_to(base).as_posix()
-    return str(path)
-
-
-def common_root(results: Iterable[ExecutionResult]) -> Path | None:
-    """The folder all the results' notebooks share (the API's default root)."""
-    folders = [str(absolute(r.notebook).parent) for r in results]
-    return Path(os.path.commonpath(folders)) if folders else None
-
-
 def columns(rows: Sequence[ResultRow]) -> list[str]:
     """The base columns, then every parameter and every value in first-seen order."""
     params: dict[str, None] = {}
@@ -217,7 +194,7 @@ def write_results(
 ) -> Path:
     """Write the results table to ``path`` (format by suffix), atomically; return the path.
 
-    ``results`` are :class:`~pytest_millrun.execute.ExecutionResult` objects
+    ``results`` are :class:`~pytest_millrun.execution.execute.ExecutionResult` objects
     (as ``execute_run`` returns them, or ``RunFailedError.results`` /
     ``RunInterrupted.results``) in the order to write.  ``notebook`` and
     ``output`` are given relative to ``root``: by default the folder the
@@ -237,34 +214,6 @@ def write_results(
 
 def _notebooks(items: Sequence[ExecutionResult | ResultRow]) -> list[Path]:
     return [r.notebook for r in items if not isinstance(r, ResultRow)]
-
-
-def atomic_write(target: Path, text: str) -> None:
-    """Replace ``target`` by ``text`` so that a reader sees the old file or the new, whole."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, _mode(target))
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
-def _mode(target: Path) -> int:
-    """The mode the file had, or what a plain ``open`` would give (``mkstemp`` makes 0600)."""
-    with contextlib.suppress(OSError):
-        return target.stat().st_mode & 0o777
-    mask = 0o022
-    with contextlib.suppress(OSError, ValueError, StopIteration):
-        status = Path("/proc/self/status").read_text().splitlines()
-        mask = int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
-    return 0o666 & ~mask
 
 
 def _jsonable(value: Any) -> Any:

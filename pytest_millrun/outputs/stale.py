@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .discovery import OUTPUT_MARKER, NotebookError, read_notebook_json
+from pytest_millrun.core.discovery import OUTPUT_MARKER, NotebookError, read_notebook_json
 
 
 @dataclass(frozen=True)

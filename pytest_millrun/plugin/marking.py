@@ -11,11 +11,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from .params import Variation
-from .suite import MarkRule, MillrunSuiteWarning, Suite, marker_kwargs
+if TYPE_CHECKING:
+    from pytest_millrun.core.params import Variation
+    from pytest_millrun.core.suite import MarkRule, Suite
 
 MARKER_LINE = (
     "millrun(**params): a notebook variation, with its scalar parameters as keyword "
@@ -82,6 +84,8 @@ def marks_for(
     variation_id: str,
 ) -> list[pytest.MarkDecorator]:
     """The ``millrun`` marker and the marks of every rule that matches this item."""
+    from pytest_millrun.core.suite import marker_kwargs
+
     marks = [pytest.mark.millrun(**marker_kwargs(variation))]
     if suite is None:
         return marks
@@ -100,6 +104,8 @@ def _mark(rule: MarkRule) -> pytest.MarkDecorator:
 
 def warn_unmatched(config: pytest.Config, suite: Suite | None, path: Path | None) -> None:
     """A glob or rule that matched nothing collected is most likely a typo in it."""
+    from pytest_millrun.core.suite import MillrunSuiteWarning
+
     if suite is None or not suite.is_suite:
         return
     worker: dict[str, str] = getattr(config, "workerinput", {})

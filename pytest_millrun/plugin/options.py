@@ -3,7 +3,7 @@
 Why a module of its own: which ``--millrun-*`` options exist, their ``millrun_*``
 ini twins and help texts, and how command line, ini and defaults combine are
 plain data and one pure-ish function, separate from the hooks in
-:mod:`pytest_millrun.plugin` that use them.  The hooks stay there (this module
+:mod:`pytest_millrun.plugin.hooks` that use them.  The hooks stay there (this module
 registers none): ``pytest_addoption`` walks :data:`OPTIONS` and
 ``pytest_configure`` calls :func:`resolve_settings`.
 """
@@ -12,16 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .execute import KERNEL_START_MODES
-from .failures import OptionNames
-from .kernels import KernelStart
-from .naming import OutputPathError, check_output_folder
-from .params import ParamsError, Variation
-from .suite import Suite, load_suite
+if TYPE_CHECKING:
+    from pytest_millrun.core.data import KernelStart, OptionNames
+    from pytest_millrun.core.params import Variation
+    from pytest_millrun.core.suite import Suite
 
 
 @dataclass(frozen=True)
@@ -140,11 +138,28 @@ OPTIONS = (
         "a collection error instead of a warning",
         flag=True,
     ),
+    # the snapshot checks' options: resolved by pytest_millrun.plugin.snapshots.configure
+    Option(
+        "snapshots",
+        "Compare each passing variation's recorded values with the snapshot stored for it "
+        "in DIR (one JSON file per notebook)",
+        metavar="DIR",
+    ),
+    Option(
+        "snapshot-update",
+        "Write missing snapshots and rewrite changed ones instead of failing",
+        flag=True,
+    ),
+    # the defaults are pytest_millrun.outputs.snapshot_files' (a unit test keeps them equal)
+    Option("rtol", "Relative tolerance of snapshot numbers (default: 1e-09)", metavar="RTOL"),
+    Option("atol", "Absolute tolerance of snapshot numbers (default: 0)", metavar="ATOL"),
 )
 
 
 def option_names() -> OptionNames:
     """The flags a failure's advice names, as this plugin spells them."""
+    from pytest_millrun.core.data import OptionNames
+
     cli = {option.name: option.cli for option in OPTIONS}
     return OptionNames(
         timeout=cli["timeout"],
@@ -156,6 +171,7 @@ def option_names() -> OptionNames:
 
 def resolve_settings(config: pytest.Config) -> Settings:
     """Command line over ini over default; paths relative to where each was given."""
+    # the modules below only where an option is given: a plain pytest run imports none
     cli_base = config.invocation_params.dir
     ini_base = config.inipath.parent if config.inipath else config.rootpath
 
@@ -191,6 +207,10 @@ def resolve_settings(config: pytest.Config) -> Settings:
 
     def kernel_start() -> KernelStart:
         value = raw("kernel-start")[0] or "auto"
+        if value == "auto":
+            return "auto"
+        from pytest_millrun.core.data import KERNEL_START_MODES
+
         if value not in KERNEL_START_MODES:
             raise pytest.UsageError(
                 f"--millrun-kernel-start / millrun_kernel_start must be one of "
@@ -200,29 +220,36 @@ def resolve_settings(config: pytest.Config) -> Settings:
         return mode
 
     def results() -> Path | None:
-        from .results import ResultsPathError, check_results_path
-
         target = path("results")
+        if target is None:
+            return None
+        from pytest_millrun.outputs.results import ResultsPathError, check_results_path
+
         try:
-            return check_results_path(target) if target is not None else None
+            return check_results_path(target)
         except ResultsPathError as exc:
             raise pytest.UsageError(str(exc)) from None
 
     def report() -> Path | None:
-        from .report import check_report_path
-        from .results import ResultsPathError
-
         target = path("report")
+        if target is None:
+            return None
+        from pytest_millrun.outputs.report import check_report_path
+        from pytest_millrun.outputs.results import ResultsPathError
+
         try:
-            return check_report_path(target) if target is not None else None
+            return check_report_path(target)
         except ResultsPathError as exc:
             raise pytest.UsageError(str(exc)) from None
 
     def record() -> tuple[str, ...]:
-        from .recording import RecordNameError, parse_names
+        value = raw("record")[0]
+        if not value:
+            return ()
+        from pytest_millrun.core.values import RecordNameError, parse_names
 
         try:
-            return parse_names(raw("record")[0] or "")
+            return parse_names(value)
         except RecordNameError as exc:
             raise pytest.UsageError(str(exc)) from None
 
@@ -231,6 +258,9 @@ def resolve_settings(config: pytest.Config) -> Settings:
     variations: list[Variation] = [{}]
     suite = None
     if params_file is not None:
+        from pytest_millrun.core.params import ParamsError
+        from pytest_millrun.core.suite import load_suite
+
         try:
             suite = load_suite(params_file)
         except ParamsError as exc:
@@ -238,6 +268,8 @@ def resolve_settings(config: pytest.Config) -> Settings:
         variations = list(suite.top.variations)
     output_dir = path("output-dir") or config.rootpath / ".millrun"
     if enabled:
+        from pytest_millrun.core.naming import OutputPathError, check_output_folder
+
         try:
             check_output_folder(output_dir, "--millrun-output-dir")
         except OutputPathError as exc:

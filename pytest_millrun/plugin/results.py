@@ -1,13 +1,13 @@
 """The plugin's results table: rows built where items run, written once where reports meet.
 
-Each notebook item's row (see :class:`pytest_millrun.results.ResultRow`) is
+Each notebook item's row (see :class:`pytest_millrun.outputs.results.ResultRow`) is
 built in the process that ran it and travels on its test report as the extra
 attribute ``millrun_row``, plain JSON data: pytest-xdist serialises a report's
 attributes to the controller the way it does ``user_properties``, and pytest
 gives them back as attributes there.  The controller (or the only process,
 without xdist) gathers them in ``pytest_runtest_logreport`` and writes the
 table once at the end of the session, in collection order, whatever happened;
-the HTML report (:mod:`pytest_millrun.report`) is made from the same rows.
+the HTML report (:mod:`pytest_millrun.outputs.report`) is made from the same rows.
 
 An item cut short by Ctrl-C or SIGTERM has no call report (pytest re-raises
 the interrupt before making one), so its row is taken from the interruption
@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from .results import ResultRow, relative, write_results
+from pytest_millrun.outputs.files import relative
+from pytest_millrun.outputs.results import ResultRow, write_results
 
 ROW_ATTRIBUTE = "millrun_row"
 
@@ -59,7 +60,7 @@ class ResultsTable:
                 setattr(report, ROW_ATTRIBUTE, row.to_json())
 
     def _row(self, item: pytest.Item, report: Any, call: Any) -> ResultRow | None:
-        from .plugin import NotebookItem
+        from pytest_millrun.plugin.items import NotebookItem
 
         if not isinstance(item, NotebookItem):
             return None
@@ -101,7 +102,7 @@ class ResultsTable:
         self, item: pytest.Item, nextitem: pytest.Item | None
     ) -> Generator[None, Any, None]:
         outcome = yield
-        from .execute import ExecutionInterrupted
+        from pytest_millrun.core.data import ExecutionInterrupted
 
         excinfo = outcome.excinfo
         if excinfo is not None and isinstance(excinfo[1], ExecutionInterrupted):
@@ -150,8 +151,8 @@ class ResultsTable:
     def _write_report(self, table: list[ResultRow], path: Path) -> Path:
         import shlex
 
-        from .plugin import settings_key
-        from .report import write_report
+        from pytest_millrun.outputs.report import write_report
+        from pytest_millrun.plugin.state import settings_key
 
         settings = self.config.stash[settings_key]
         args = " ".join(shlex.quote(str(a)) for a in self.config.invocation_params.args)

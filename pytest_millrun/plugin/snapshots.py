@@ -22,59 +22,26 @@ from typing import Any
 
 import pytest
 
-from .snapshots import (
-    DEFAULT_ATOL,
-    DEFAULT_RTOL,
+from pytest_millrun.outputs.snapshot_files import (
     Change,
     SnapshotFileError,
-    SnapshotReader,
     Summary,
     Tolerance,
     ToleranceError,
     apply_changes,
-    change_for,
     check_tolerance,
-    format_check,
     unused_entries,
 )
+from pytest_millrun.outputs.snapshots import SnapshotReader, change_for, format_check
 
 CHANGE_ATTRIBUTE = "millrun_snapshot"
 KEY_ATTRIBUTE = "millrun_snapshot_key"
 UPDATE_HINT = "--millrun-snapshot-update"
 SELECT_HINT = "add -k EXPRESSION"
 
-_OPTIONS = (
-    (
-        "snapshots",
-        "Compare each passing variation's recorded values with the snapshot stored for it "
-        "in DIR (one JSON file per notebook)",
-        "DIR",
-    ),
-    (
-        "snapshot-update",
-        "Write missing snapshots and rewrite changed ones instead of failing",
-        None,
-    ),
-    ("rtol", f"Relative tolerance of snapshot numbers (default: {DEFAULT_RTOL:g})", "RTOL"),
-    ("atol", f"Absolute tolerance of snapshot numbers (default: {DEFAULT_ATOL:g})", "ATOL"),
-)
-
 
 class SnapshotMismatch(AssertionError):
     """A variation's values differ from its snapshot; the message is the report."""
-
-
-def add_options(group: Any, parser: pytest.Parser) -> None:
-    for name, help, metavar in _OPTIONS:
-        ini = f"millrun_{name.replace('-', '_')}"
-        if metavar is None:
-            group.addoption(
-                f"--millrun-{name}", action="store_true", default=None, dest=ini, help=help
-            )
-            parser.addini(ini, type="bool", default=False, help=help)
-        else:
-            group.addoption(f"--millrun-{name}", default=None, dest=ini, metavar=metavar, help=help)
-            parser.addini(ini, type="string", default="", help=help)
 
 
 def _raw(config: pytest.Config, name: str) -> tuple[Any, Path]:
@@ -119,7 +86,7 @@ def configure(config: pytest.Config) -> None:
 
 
 def _notebook(item: pytest.Item) -> str:
-    from .results import relative
+    from pytest_millrun.outputs.files import relative
 
     return relative(item.path, item.config.rootpath)
 
@@ -146,7 +113,7 @@ class SnapshotChecks:
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_call(self, item: pytest.Item) -> None:
         """After pytest's own ``runtest`` call; not reached when the notebook failed."""
-        from .plugin import NotebookItem
+        from pytest_millrun.plugin.items import NotebookItem
 
         result = getattr(item, "result", None)
         if isinstance(item, NotebookItem) and result is not None and result.passed:
@@ -175,7 +142,7 @@ class SnapshotChecks:
     ) -> Generator[None, Any, None]:
         outcome = yield
         report = outcome.get_result()
-        from .plugin import NotebookItem
+        from pytest_millrun.plugin.items import NotebookItem
 
         if not isinstance(item, NotebookItem):
             return

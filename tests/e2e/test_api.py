@@ -278,7 +278,8 @@ def test_a_signal_during_a_pool_workers_exit_cleanup_does_not_start_it_again(
 ) -> None:
     """The parent's SIGTERM arriving while a worker stops its template must not start the
     clean-up again: the second one waited forever for the first one's template lock."""
-    from pytest_millrun import forkserver, poolworker
+    from pytest_millrun import forkserver
+    from pytest_millrun.dispatch import pool_worker as poolworker
 
     state = {"worker": True, "running": False, "stopping": True, "cleaning": False}
     monkeypatch.setattr(poolworker, "_state", state)

@@ -26,8 +26,8 @@ import pytest
 
 from conftest import assert_no_kernels_left, output_files, write_notebook, write_params
 from pytest_millrun import RunFailedError, execute_run
-from pytest_millrun.api import plan_run
-from pytest_millrun.cluster import run_on_cluster
+from pytest_millrun.dispatch.dask_client import run_on_cluster
+from pytest_millrun.execution.plan import plan_run
 
 distributed = pytest.importorskip("distributed")
 
@@ -191,7 +191,7 @@ def test_a_worker_that_cannot_see_the_notebook_fails_that_job_naming_worker_and_
 
 
 def plan_options() -> Any:
-    from pytest_millrun.api import RunOptions
+    from pytest_millrun.execution.jobs import RunOptions
 
     return RunOptions(kernel_start="fork")
 
@@ -253,9 +253,10 @@ def test_unreachable_scheduler_is_a_usage_error(
 ) -> None:
     from click.testing import CliRunner
 
-    from pytest_millrun import cli, cluster
+    from pytest_millrun import cli
+    from pytest_millrun.dispatch import dask_client
 
-    monkeypatch.setattr(cluster, "_CONNECT_SECONDS", 1.0)
+    monkeypatch.setattr(dask_client, "_CONNECT_SECONDS", 1.0)
     write_notebook(tmp_path / "nbs" / "a.ipynb")
     write_params(tmp_path / "p.json", {"x": [1]})
     monkeypatch.chdir(tmp_path)
@@ -321,7 +322,7 @@ def test_a_thread_asked_to_stop_before_its_notebook_starts_stops_it_once_it_does
 ) -> None:
     """The race behind a Ctrl-C that waited for a whole notebook: stop_run reached a worker
     thread still reading its notebook, before its execution was registered to be stopped."""
-    from pytest_millrun.kernels import KernelSandbox, forget_stop, stop_execution
+    from pytest_millrun.execution.kernels import KernelSandbox, forget_stop, stop_execution
 
     stopped: dict[str, bool] = {}
     asked, go = threading.Event(), threading.Event()

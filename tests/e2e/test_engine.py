@@ -16,7 +16,7 @@ import papermill.iorw
 import pytest
 
 from conftest import kernels_not_logged, write_notebook
-from pytest_millrun.execute import execute_notebook
+from pytest_millrun.execution.execute import execute_notebook
 
 pytestmark = pytest.mark.usefixtures("kernel_start")
 

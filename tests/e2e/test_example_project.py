@@ -10,7 +10,7 @@ import pytest
 
 from conftest import output_files
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "example_project"
+EXAMPLE = Path(__file__).resolve().parents[2] / "example_project"
 
 
 def test_example_project_passes_every_variation_and_keeps_every_output(

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import write_notebook, write_params
 from pytest_millrun import RunFailedError, execute_run
-from pytest_millrun.execute import execute_notebook
-from pytest_millrun.naming import partial_path
+from pytest_millrun.core.naming import partial_path
+from pytest_millrun.execution.execute import execute_notebook
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

@@ -42,14 +42,9 @@ from forkserver_kernels import (
     wait_gone,
 )
 from pytest_millrun import forkserver
-from pytest_millrun.forkserver import (
-    ForkProvisioner,
-    ForkUnavailable,
-    fork_available,
-    make_provisioner,
-    shutdown_templates,
-    start_template,
-)
+from pytest_millrun.forkserver.client import ForkUnavailable
+from pytest_millrun.forkserver.provisioner import ForkProvisioner, fork_available, make_provisioner
+from pytest_millrun.forkserver.template_registry import shutdown_templates, start_template
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork mode is Linux")
 
@@ -435,7 +430,7 @@ def test_template_side_modules_load_without_the_package(tmp_path: Path) -> None:
         check=True,
         cwd=tmp_path,
     ).stdout
-    template_side = ["child", "proctitle", "protocol", "template"]
+    template_side = ["child", "proctitle", "protocol", "template_process"]
     assert json.loads(out) == ["_millrun_forkserver"] + [
         f"_millrun_forkserver.{name}" for name in template_side
     ]

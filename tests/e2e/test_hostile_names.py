@@ -14,8 +14,8 @@ import pytest
 
 from conftest import output_files, write_notebook, write_params
 from pytest_millrun import execute_run
-from pytest_millrun.discovery import ParameterNameError
-from pytest_millrun.naming import NAME_MAX_BYTES, OutputPathError
+from pytest_millrun.core.discovery import ParameterNameError
+from pytest_millrun.core.naming import NAME_MAX_BYTES, OutputPathError
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -167,7 +167,7 @@ def test_lone_surrogate_in_params_is_a_params_file_error(pytester: pytest.Pytest
 def test_output_folder_made_read_only_after_planning_fails_only_that_run(
     tmp_path: Path, read_only_dir: Path
 ) -> None:
-    from pytest_millrun.execute import execute_notebook
+    from pytest_millrun.execution.execute import execute_notebook
 
     notebook = write_notebook(tmp_path / "calc.ipynb")
     result = execute_notebook(notebook, read_only_dir / "sub" / "0-calc.ipynb", {"x": 1})

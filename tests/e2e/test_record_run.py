@@ -18,7 +18,8 @@ import pytest
 import millrun
 from conftest import assert_no_kernels_left, write_notebook, write_params
 from pytest_millrun import RunFailedError, execute_run
-from pytest_millrun.execute import execute_notebook, format_failure
+from pytest_millrun.execution.execute import execute_notebook
+from pytest_millrun.execution.failures import format_failure
 
 
 def glue(name: str, value: Any, encoder: str = "json") -> str:

@@ -14,7 +14,7 @@ import pytest
 
 import millrun
 from conftest import write_notebook, write_params
-from pytest_millrun.results import ResultRow
+from pytest_millrun.outputs.results import ResultRow
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-import pytest_millrun.marking
+import pytest_millrun.plugin.marking
 from conftest import assert_no_kernels_left, output_files, write_notebook
 from pytest_millrun import execute_run
-from pytest_millrun.api import plan_run
-from pytest_millrun.discovery import MillrunParameterWarning
-from pytest_millrun.suite import MillrunSuiteWarning, build_suite
+from pytest_millrun.core.discovery import MillrunParameterWarning
+from pytest_millrun.core.suite import MillrunSuiteWarning, build_suite
+from pytest_millrun.execution.plan import plan_run
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -152,7 +152,7 @@ def test_m_by_value_on_a_pytest_without_keyword_matching_is_a_clear_usage_error(
     pytester: pytest.Pytester, suite_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     copy_project(pytester, suite_project)
-    monkeypatch.setattr(pytest_millrun.marking, "pytest_version", lambda: (8, 2))
+    monkeypatch.setattr(pytest_millrun.plugin.marking, "pytest_version", lambda: (8, 2))
     result = pytester.runpytest("--millrun-params", "suite.yaml", "nbs", "-m", "millrun(x=3)")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "needs pytest 8.3 or later" in result.stderr.str()
@@ -284,7 +284,7 @@ def test_cli_bad_suite_exits_2_naming_the_key(suite_project: Path) -> None:
 def test_example_project_suite_gives_each_notebook_its_own_variations(
     pytester: pytest.Pytester,
 ) -> None:
-    example = Path(__file__).parent.parent / "example_project"
+    example = Path(__file__).resolve().parents[2] / "example_project"
     result = pytester.runpytest(
         "--millrun-params", str(example / "suite.yaml"), str(example / "notebooks"),
         "--collect-only", "-q", "--rootdir", str(example),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_notebook
-from pytest_millrun.discovery import (
+from pytest_millrun.core.discovery import (
     ParameterNameError,
     check_parameter_names,
     discover_notebooks,

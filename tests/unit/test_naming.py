@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_millrun.naming import (
+from pytest_millrun.core.naming import (
     MAX_COMPONENTS_BYTES,
     MAX_FILENAME_BYTES,
     NAME_MAX_BYTES,

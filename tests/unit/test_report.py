@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import millrun
-from pytest_millrun.report import _numeric, check_report_path, render_page, write_report
-from pytest_millrun.results import ResultRow, ResultsPathError
+from pytest_millrun.outputs.report import _numeric, check_report_path, render_page, write_report
+from pytest_millrun.outputs.results import ResultRow, ResultsPathError
 
 
 def rows() -> list[ResultRow]:

@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_millrun import write_results
-from pytest_millrun.execute import ExecutionResult, Failure
-from pytest_millrun.results import (
+from pytest_millrun.core.data import ExecutionResult, Failure
+from pytest_millrun.outputs.files import atomic_write
+from pytest_millrun.outputs.results import (
     ResultRow,
     ResultsPathError,
-    atomic_write,
     check_results_path,
     columns,
     render,

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_millrun.params import ParamsError, normalize_params
-from pytest_millrun.suite import (
+from pytest_millrun.core.params import ParamsError, normalize_params
+from pytest_millrun.core.suite import (
     SUITE_KEYS,
     MillrunSuiteWarning,
     SuiteError,
@@ -146,7 +146,8 @@ text_axes = st.dictionaries(
 def test_grid_order_is_the_same_in_every_process(grids: list[dict[str, list[str]]]) -> None:
     """xdist workers are separate interpreters with their own string hash seeds."""
     code = (
-        "import json, sys; from pytest_millrun.suite import build_suite; from pathlib import Path;"
+        "import json, sys; from pathlib import Path;"
+        "from pytest_millrun.core.suite import build_suite;"
         "print(json.dumps([list(build_suite({'grid': g}, 's', Path('.')).top.variations)"
         " for g in json.loads(sys.stdin.read())]))"
     )

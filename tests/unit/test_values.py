@@ -14,8 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pytest_millrun import kernel_record, recording
-from pytest_millrun.recording import RecordNameError, decode, encode, parse_names, read_scraps
+from pytest_millrun.core import values
+from pytest_millrun.core.values import RecordNameError, decode, encode, parse_names, read_scraps
+from pytest_millrun.execution import recording
+from pytest_millrun.inkernel import record as kernel_record
 
 # -- the JSON encoding: nan and the infinities survive a trip through standard JSON
 
@@ -294,9 +296,9 @@ def test_names_to_record_are_identifiers_without_repeats() -> None:
 
 
 def test_failure_report_lists_a_few_values_and_counts_many() -> None:
-    few = recording.report_lines({"rmse": 0.5, "bad": math.nan}, {"f": "a note"})
+    few = values.report_lines({"rmse": 0.5, "bad": math.nan}, {"f": "a note"})
     assert few[0] == 'Recorded:  rmse=0.5, bad={"$float":"nan"}'
     assert "f: a note" in few[1]
-    many = recording.report_lines({f"v{i}": i for i in range(20)}, {})
+    many = values.report_lines({f"v{i}": i for i in range(20)}, {})
     assert many == ["Recorded:  20 values (see the output notebook)"]
-    assert recording.report_lines({}, {}) == []
+    assert values.report_lines({}, {}) == []

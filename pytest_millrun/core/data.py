@@ -1,0 +1,121 @@
+"""What one execution produced, and why it failed: the data every layer above shares.
+
+Why here, at the bottom: the execution that makes an :class:`ExecutionResult`, the
+pool and Dask workers that carry it across processes, and the tables, reports and
+snapshot checks that read it must all agree on one definition that imports none of
+them (as nbmake keeps ``nb_result.py`` and syrupy ``data.py`` below their users).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pytest_millrun.core.params import Variation
+from pytest_millrun.core.text import cell_words, exception_words
+
+KernelStart = Literal["auto", "fork", "spawn"]
+
+
+Status = Literal["passed", "failed", "interrupted"]
+
+
+KERNEL_START_MODES: tuple[KernelStart, ...] = ("auto", "fork", "spawn")
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """The outcome of one (notebook, variation) pair."""
+
+    notebook: Path
+    variation_id: str
+    parameters: Variation
+    output: Path | None
+    status: Status
+    duration: float
+    error: Failure | None = None
+    #: What a person should know about a run that is not a failure (the kernel it defaulted to).
+    notes: tuple[str, ...] = ()
+    #: name -> plain JSON value (nan/inf as floats); see :mod:`pytest_millrun.execution.recording`
+    recorded: Mapping[str, Any] = field(default_factory=dict)
+    #: name -> why that scrap or variable is not (exactly) recorded
+    record_notes: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+class ExecutionInterrupted(KeyboardInterrupt):
+    """A signal stopped the run while a notebook was executing; its partial output is saved."""
+
+    def __init__(self, result: ExecutionResult) -> None:
+        super().__init__(f"Interrupted while running {result.notebook} [{result.variation_id}]")
+        self.result = result
+
+    def __reduce__(self) -> tuple[type[ExecutionInterrupted], tuple[ExecutionResult]]:
+        # rebuilt from its result, as a process pool's worker sends it to the parent
+        return (type(self), (self.result,))
+
+
+@dataclass(frozen=True)
+class OptionNames:
+    """How one front end spells the options that a failure's advice names."""
+
+    timeout: str = "execution_timeout="
+    notebook_timeout: str = "notebook_timeout="
+    kernel: str = "kernel_name="
+    output_dir: str = "output_dir="
+
+
+#: The Python API's keyword arguments; the CLI and the plugin pass their own flags.
+API_OPTION_NAMES = OptionNames()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a variation failed, in the terms of papermill's ``PapermillExecutionError``.
+
+    ``kind`` is one of ``cell`` (an exception in a cell), ``timeout``,
+    ``kernel-died``, ``kernel-start``, ``interrupted`` or ``error``.  The cell
+    fields are filled whenever the failure happened inside a cell.
+    """
+
+    kind: str
+    message: str
+    ename: str = ""
+    evalue: str = ""
+    cell_index: int | None = None
+    exec_count: int | None = None
+    source: str = ""
+    traceback: tuple[str, ...] = ()
+
+    @property
+    def headline(self) -> str:
+        """The report's first line: ``ename: evalue``, with the cell where there is one."""
+        if self.kind == "cell":
+            return exception_words(self.ename, self.evalue) + cell_words(
+                self.cell_index, self.exec_count
+            )
+        if self.ename:  # the evalue of these already says where
+            return exception_words(self.ename, self.evalue)
+        return self.message.split(". ")[0].rstrip(".")
+
+    def summary_lines(self) -> list[str]:
+        """The failure in a line or two under its notebook and cell, each said once."""
+        if self.kind == "cell":
+            return [exception_words(self.ename, self.evalue)]
+        if self.ename:
+            return [exception_words(self.ename, self.evalue), self.message]
+        return [self.message]
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the run; ``results`` holds what finished (and was cut short)."""
+
+    def __init__(self, results: list[ExecutionResult], pending: int) -> None:
+        super().__init__(f"Interrupted with {pending} notebook runs not finished")
+        self.results = results
+        self.pending = pending

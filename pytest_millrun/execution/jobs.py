@@ -1,0 +1,93 @@
+"""A job: one (notebook, variation) pair with its output path, and how it is run.
+
+Why its own module below the front ends: the process pool's workers and the Dask
+workers unpickle :class:`Job` and :class:`RunOptions` and call :func:`run_job`;
+they must import this and nothing of the API or the CLI that planned the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_millrun.core.data import (
+    API_OPTION_NAMES,
+    ExecutionResult,
+    Failure,
+    KernelStart,
+    OptionNames,
+    Status,
+)
+from pytest_millrun.core.params import Variation
+from pytest_millrun.execution.execute import execute_notebook
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (notebook, variation) pair and where its output goes."""
+
+    notebook: Path
+    variation: Variation
+    variation_id: str
+    output: Path
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What every job of a run shares; picklable, so it reaches pool workers intact."""
+
+    kernel_name: str | None = None
+    cell_timeout: float | None = None
+    notebook_timeout: float | None = None
+    kernel_start: KernelStart = "auto"
+    preload: tuple[str, ...] = ()
+    record: tuple[str, ...] = ()
+    papermill_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: How the front end spells the options a failure's advice names.
+    option_names: OptionNames = API_OPTION_NAMES
+
+
+def run_job(job: Job, options: RunOptions) -> ExecutionResult:
+    """Run one job; module-level so process pools can pickle it."""
+    return execute_notebook(
+        job.notebook,
+        job.output,
+        job.variation,
+        variation_id=job.variation_id,
+        kernel_name=options.kernel_name,
+        cell_timeout=options.cell_timeout,
+        notebook_timeout=options.notebook_timeout,
+        kernel_start=options.kernel_start,
+        preload=options.preload,
+        option_names=options.option_names,
+        record=options.record,
+        **options.papermill_kwargs,
+    )
+
+
+def interrupted_result(job: Job) -> ExecutionResult:
+    return job_result(
+        job,
+        "interrupted",
+        Failure("interrupted", "Interrupted by a signal; the partial output is saved."),
+    )
+
+
+def job_result(job: Job, status: Status, failure: Failure) -> ExecutionResult:
+    """The result of a job that ended without an execution of its own to report it.
+
+    Why one place: a job cut short before its kernel ran, or failed by the
+    machinery around it (a Dask task that died, a notebook a worker cannot see),
+    must still be reported like any run: its output if one was saved, no time.
+    """
+    return ExecutionResult(
+        notebook=job.notebook,
+        variation_id=job.variation_id,
+        parameters=dict(job.variation),
+        output=job.output if job.output.exists() else None,
+        status=status,
+        duration=0.0,
+        error=failure,
+    )

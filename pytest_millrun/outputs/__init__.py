@@ -1,0 +1,1 @@
+"""What a run leaves behind: the results table, the HTML report, snapshot files, stale outputs."""
