@@ -23,8 +23,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from pytest_millrun.report import MAX_RENDERED, write_report
-from pytest_millrun.results import ResultRow
+from pytest_millrun.outputs.report import MAX_RENDERED, write_report
+from pytest_millrun.outputs.results import ResultRow
 
 CHROMIUM = Path("/usr/bin/chromium")
 TRACEBACK = "\n".join(
@@ -55,7 +55,9 @@ def make_rows(count: int, root: Path) -> list[ResultRow]:
                 output=output,
                 error="ZeroDivisionError: float division by zero in cell [3]" if failed else "",
                 params={"rate": rate, "years": years, "region": ["eu", "us"][i % 2]},
-                values={} if failed else {
+                values={}
+                if failed
+                else {
                     "payment": 1000 * rate / (1 - (1 + rate) ** -years) + i % 8,
                     "label": f"run {i}",
                     "ratio": math.nan if i % 50 == 1 else rate * years,
@@ -69,8 +71,14 @@ def make_rows(count: int, root: Path) -> list[ResultRow]:
 
 def write_failed_notebook(path: Path) -> None:
     cell = new_code_cell("spread = rate - floor\npayment = principal / spread", execution_count=3)
-    cell.outputs = [new_output("error", ename="ZeroDivisionError",
-                               evalue="float division by zero", traceback=TRACEBACK.split("\n"))]
+    cell.outputs = [
+        new_output(
+            "error",
+            ename="ZeroDivisionError",
+            evalue="float division by zero",
+            traceback=TRACEBACK.split("\n"),
+        )
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(new_notebook(cells=[new_code_cell("rate = 0.01"), cell]), str(path))
 
@@ -94,8 +102,9 @@ def browse(report: Path, profile: Path, expected_rows: int) -> dict[str, float]:
             assert shown.startswith(f"{expected_rows} of"), shown
             started = time.perf_counter()
             page.select_option("#status-filter", "failed")
-            page.wait_for_function("!document.getElementById('shown').textContent.startsWith("
-                                   f"'{expected_rows} ')")
+            page.wait_for_function(
+                f"!document.getElementById('shown').textContent.startsWith('{expected_rows} ')"
+            )
             filtered = time.perf_counter() - started
             started = time.perf_counter()
             page.click("#rows th[data-key='4']")
