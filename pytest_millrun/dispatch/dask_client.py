@@ -107,7 +107,7 @@ def run_on_cluster(
 ) -> list[ExecutionResult]:
     """Run the jobs on Dask; results in plan order.  ``on_start`` hears the cluster's threads.
 
-    Raises :class:`~pytest_millrun.api.RunInterrupted` on Ctrl-C, after the
+    Raises :class:`~pytest_millrun.core.data.RunInterrupted` on Ctrl-C, after the
     running notebooks saved their partial outputs, with the pending tasks
     cancelled and the cluster usable (or closed, for ``local``).
     """

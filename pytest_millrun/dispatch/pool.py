@@ -97,9 +97,9 @@ def process_pool(workers: int, kernel_start: str = "auto") -> Iterator[ProcessPo
     and a fork copies any lock another thread holds, which can deadlock a worker
     (Python 3.12+ warns about it, and 3.14 no longer forks by default).  Why not
     spawn: every worker would import the kernel stack itself (about 0.35 s of CPU
-    each); the forkserver imports it once (:data:`poolworker.PRELOAD`) and forks
-    workers from a single-threaded process.  Workers start on demand, so never
-    more than there are jobs.
+    each); the forkserver imports it once
+    (:data:`~pytest_millrun.dispatch.pool_worker.PRELOAD`) and forks workers from a
+    single-threaded process.  Workers start on demand, so never more than there are jobs.
     """
     from pytest_millrun.dispatch import pool_worker as poolworker
 

@@ -1,8 +1,9 @@
 """Runs in each process-pool worker of ``execute_run``/``millrun``: set-up, jobs, a prompt stop.
 
-The parent starts workers through a ``forkserver`` (see :func:`pytest_millrun.api.process_pool`),
-so a worker begins as a copy of a small single-threaded server, not of the parent:
-:func:`initialize` gives it the parent's environment and log levels as they are now.
+The parent starts workers through a ``forkserver`` (see
+:func:`pytest_millrun.dispatch.pool.process_pool`), so a worker begins as a copy of a
+small single-threaded server, not of the parent: :func:`initialize` gives it the
+parent's environment and log levels as they are now.
 
 Stopping: the parent sends SIGINT to every worker (a terminal's Ctrl-C does the
 same to the whole process group).  The first signal raises KeyboardInterrupt in
@@ -119,7 +120,8 @@ def _exit_cleanup() -> None:
 
 
 def run_job_in_worker(job: Job, options: RunOptions) -> ExecutionResult:
-    """:func:`pytest_millrun.api.run_job` in a worker: refused once stopping, stopped on a signal.
+    """:func:`~pytest_millrun.execution.jobs.run_job` in a worker: refused once stopping, stopped
+    on a signal.
 
     Raises :class:`ExecutionInterrupted` (with the job's interrupted result) when a
     signal stopped it, so the parent stops the run too if it has not already.
