@@ -312,7 +312,8 @@ def test_template_crash_fails_only_its_running_kernel_and_the_run_goes_on_spawni
     assert "spawn" in started, started
     first_spawn = started.index("spawn")
     assert "fork" not in started[first_spawn:], started  # never forked again
-    # every run had a kernel: forked ones (a spare forked ahead may be one) before the crash,
-    # spawned ones after it
-    assert len(started) >= report["runs"], started
+    # every passing run had a kernel: forked ones (a spare forked ahead may be one) before the
+    # crash, spawned ones after it (the kernel that died with its template may have died
+    # before it could log its start, as it does on a loaded machine)
+    assert len(started) >= report["passed"], started
     assert_no_kernels_left(kernel_tmp)
