@@ -1,0 +1,208 @@
+"""The documentation's reference, generated from the code when the site is built.
+
+A MkDocs hook (``hooks:`` in ``mkdocs.yml``): a page that holds a marker such as
+``<!-- millrun:pytest-options -->`` gets it replaced by Markdown made from what
+the code declares, so an option added to the plugin, the CLI or the API shows up
+in the docs without anyone editing a page, and no help text is copied by hand.
+
+- ``pytest-options``: every ``--millrun*`` option and ``millrun*`` ini key, read
+  from the parser of a pytest configuration with the installed plugins loaded
+  (as ``pytest --help`` sees them, whichever module declares them);
+- ``cli-options`` and ``cli-help``: the ``millrun`` command's parameters and its
+  ``--help`` output, from click;
+- ``api``: a mkdocstrings directive for every public name of ``pytest_millrun``,
+  at the module that defines it (so moving code between modules moves nothing here).
+
+Nothing here reaches a network.  ``tests`` import :func:`expand` to check the
+generated page against the parsers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MARKER = re.compile(r"<!-- millrun:([a-z-]+) -->")
+#: The width of the generated ``--help`` text: what fits a code block of the theme.
+HELP_WIDTH = 88
+
+
+@dataclass(frozen=True)
+class PytestOption:
+    """One row of the pytest reference: an option, its ini key, or both."""
+
+    option: str | None  # "--millrun-params"
+    metavar: str | None
+    ini: str | None  # "millrun_params"
+    ini_type: str | None
+    help: str
+
+
+def _pytest_parser() -> Any:
+    """The parser of a fresh pytest configuration, every installed plugin loaded."""
+    from _pytest.config import get_config
+
+    config = get_config()
+    config.pluginmanager.load_setuptools_entrypoints("pytest11")
+    return config._parser
+
+
+def pytest_options() -> list[PytestOption]:
+    """Every ``--millrun*`` option and ``millrun*`` ini key, in the order declared.
+
+    An option and an ini key are one row when the option stores into the ini
+    key's name (the plugin's convention, ``dest`` = ini key) or when their names
+    match (``--millrun-x-y`` and ``millrun_x_y``).
+    """
+    parser = _pytest_parser()
+    inis: dict[str, tuple[str, str]] = {
+        name: (str(value[0]), str(value[1]))
+        for name, value in parser._inidict.items()
+        if name.startswith("millrun")
+    }
+    rows: list[PytestOption] = []
+    used: set[str] = set()
+    for group in [parser._anonymous, *parser._groups]:
+        for argument in group.options:
+            names = [n for n in argument.names() if n.startswith("--millrun")]
+            if not names:
+                continue
+            attrs = argument.attrs()
+            guess = names[0][2:].replace("-", "_")
+            ini = next((n for n in (attrs.get("dest"), guess) if n in inis), None)
+            help = str(attrs.get("help") or "") or (inis[ini][0] if ini else "")
+            rows.append(
+                PytestOption(
+                    option=", ".join(argument.names()),
+                    metavar=attrs.get("metavar"),
+                    ini=ini,
+                    ini_type=inis[ini][1] if ini else None,
+                    help=help.replace("%%", "%"),
+                )
+            )
+            if ini:
+                used.add(ini)
+    for name, (help, kind) in inis.items():
+        if name not in used:
+            rows.append(PytestOption(None, None, name, kind, help))
+    return rows
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def pytest_options_table() -> str:
+    """Two columns, so the help has room: the option over its ini key, then the meaning."""
+    lines = ["| option / ini key | meaning |", "| --- | --- |"]
+    for row in pytest_options():
+        names = []
+        if row.option is not None:
+            names.append(f"`{row.option} {row.metavar}`" if row.metavar else f"`{row.option}`")
+        if row.ini is not None:
+            kind = f" ({row.ini_type})" if row.ini_type and row.ini_type != "string" else ""
+            names.append(f"`{row.ini}`{kind}")
+        lines.append(f"| {'<br>'.join(names)} | {_cell(row.help)} |")
+    return "\n".join(lines)
+
+
+def _cli_command() -> Any:
+    return importlib.import_module("pytest_millrun.cli").main
+
+
+def _cli_context(command: Any) -> Any:
+    import click
+
+    settings = {**command.context_settings, "terminal_width": HELP_WIDTH}
+    settings["max_content_width"] = HELP_WIDTH
+    return click.Context(command, info_name="millrun", **settings)
+
+
+def cli_options() -> list[tuple[str, str]]:
+    """(the option with its metavar, its help with the default) for every CLI option."""
+    import click
+
+    command = _cli_command()
+    ctx = _cli_context(command)
+    rows = []
+    for param in command.get_params(ctx):
+        if isinstance(param, click.Option):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                rows.append((record[0], record[1]))
+    return rows
+
+
+def cli_arguments() -> list[str]:
+    """The CLI's positional arguments, as its usage line names them."""
+    import click
+
+    command = _cli_command()
+    return [
+        str(p.human_readable_name)
+        for p in command.get_params(_cli_context(command))
+        if isinstance(p, click.Argument)
+    ]
+
+
+def cli_options_table() -> str:
+    lines = ["| option | meaning |", "| --- | --- |"]
+    for opts, help in cli_options():
+        lines.append(f"| `{opts}` | {_cell(help)} |")
+    return "\n".join(lines)
+
+
+def cli_help() -> str:
+    """``millrun --help`` as a terminal shows it (``HELP_WIDTH`` columns)."""
+    command = _cli_command()
+    text = command.get_help(_cli_context(command))
+    return f"```text\n$ millrun --help\n{text}\n```"
+
+
+def public_api() -> list[tuple[str, str]]:
+    """(name, its defining module's dotted path) of each public name but the version."""
+    import inspect
+
+    package = importlib.import_module("pytest_millrun")
+    names = []
+    for name in package.__all__:
+        if name.startswith("__"):
+            continue
+        value = getattr(package, name)
+        names.append((name, f"{value.__module__}.{value.__qualname__}"))
+    # the functions first (what a user calls), then the classes (what comes back or is raised)
+    return sorted(names, key=lambda n: inspect.isclass(getattr(package, n[0])))
+
+
+def api_directives() -> str:
+    return "\n\n".join(f"::: {target}" for _, target in public_api())
+
+
+GENERATORS = {
+    "pytest-options": pytest_options_table,
+    "cli-options": cli_options_table,
+    "cli-help": cli_help,
+    "api": api_directives,
+}
+
+
+def expand(markdown: str) -> str:
+    """The page with every ``<!-- millrun:NAME -->`` marker replaced; an unknown one is an error."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in GENERATORS:
+            raise ValueError(
+                f"Unknown reference marker <!-- millrun:{name} -->; "
+                f"known: {', '.join(sorted(GENERATORS))}."
+            )
+        return GENERATORS[name]()
+
+    return MARKER.sub(replace, markdown)
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    """MkDocs' hook: expand the markers of any page that has some."""
+    return expand(markdown) if MARKER.search(markdown) else markdown
