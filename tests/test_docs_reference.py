@@ -1,0 +1,169 @@
+"""The docs' generated reference against the parsers, and the README as the front door.
+
+The reference page is made at build time by ``tools/docs_reference.py`` (a MkDocs
+hook).  These tests expand the real page with it and compare what it lists with
+what ``pytest --help`` and ``millrun --help`` print in a fresh process, so an option
+that the generator misses, or one it invents, fails here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+REFERENCE = ROOT / "docs" / "reference.md"
+WORKFLOW = ROOT / "docs" / "ci" / "notebooks.yml"
+
+
+def _load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "docs_reference", ROOT / "tools" / "docs_reference.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _clean_env() -> dict[str, str]:
+    """This run's environment without pytest's own variables (PYTEST_ADDOPTS, xdist's ...)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+
+
+def _help_of(*command: str, cwd: Path) -> str:
+    done = subprocess.run(
+        command, cwd=cwd, env=_clean_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def generator() -> ModuleType:
+    return _load_generator()
+
+
+@pytest.fixture(scope="module")
+def page(generator: ModuleType) -> str:
+    expanded: str = generator.expand(REFERENCE.read_text(encoding="utf-8"))
+    return expanded
+
+
+@pytest.fixture(scope="module")
+def pytest_help(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``pytest --help`` in an empty folder: every installed plugin's options and ini keys."""
+    return _help_of(sys.executable, "-m", "pytest", "--help", cwd=tmp_path_factory.mktemp("help"))
+
+
+@pytest.fixture(scope="module")
+def parser_options(pytest_help: str) -> set[str]:
+    return set(re.findall(r"(?<![\w-])(--millrun[\w-]*)", pytest_help))
+
+
+@pytest.fixture(scope="module")
+def parser_inis(pytest_help: str) -> set[str]:
+    # after the heading "[pytest] ini-options in the first ..." (pytest 9: "configuration options")
+    ini_part = re.split(r"^\[pytest\] .*$", pytest_help, maxsplit=1, flags=re.M)[1]
+    return set(re.findall(r"^ +(millrun\w*) \(\w+\):", ini_part, flags=re.M))
+
+
+def _section(page: str, heading: str) -> str:
+    """The text under a ``## `` heading of the page, up to the next one."""
+    start = page.index(f"\n## {heading}")
+    end = page.find("\n## ", start + 1)
+    return page[start : end if end != -1 else None]
+
+
+def _first_column(section: str) -> str:
+    return "\n".join(line.split(" | ")[0] for line in section.splitlines() if line.startswith("|"))
+
+
+def test_the_reference_lists_exactly_the_parsers_millrun_options_and_ini_keys(
+    page: str, parser_options: set[str], parser_inis: set[str]
+) -> None:
+    assert len(parser_options) > 10
+    assert "--millrun-params" in parser_options
+    assert len(parser_inis) > 10
+    assert "millrun_params" in parser_inis
+    listed = _first_column(_section(page, "pytest options"))
+    assert set(re.findall(r"`(--millrun[\w-]*)", listed)) == parser_options
+    assert set(re.findall(r"`(millrun\w*)`", listed)) == parser_inis
+
+
+def test_the_reference_lists_every_cli_option_and_shows_the_real_help(page: str) -> None:
+    help_text = _help_of(sys.executable, "-m", "pytest_millrun", "--help", cwd=ROOT)
+    options_part = help_text.split("\nOptions:\n", 1)[1]
+    options = set(re.findall(r"^ {2}((?:-\w, )?--[\w-]+(?: / --[\w-]+)?)", options_part, re.M))
+    names = {name for option in options for name in re.findall(r"--?[\w-]+", option)}
+    assert {"--output-dir", "--workers", "--help", "-h"} <= names
+    section = _section(page, "The `millrun` command")
+    assert set(re.findall(r"(?<![\w-])(--?[\w][\w-]*)", _first_column(section))) >= names - {
+        "-h"  # click's help record of --help reads "-h, --help"
+    }
+    shown = section.split("```text\n$ millrun --help\n", 1)[1].split("```", 1)[0]
+    assert re.sub(r"\s", "", shown) == re.sub(r"\s", "", help_text)  # whatever the wrap width
+
+
+def test_the_reference_documents_every_public_name_at_its_defining_module(page: str) -> None:
+    package = importlib.import_module("pytest_millrun")
+    public = {name for name in package.__all__ if not name.startswith("__")}
+    documented = {}
+    for target in re.findall(r"^::: ([\w.]+)$", _section(page, "Python API"), flags=re.M):
+        module, _, name = target.rpartition(".")
+        documented[name] = getattr(importlib.import_module(module), name)
+    assert set(documented) == public
+    for name, value in documented.items():
+        assert value is getattr(package, name)
+
+
+def test_an_unknown_marker_is_an_error_naming_it(generator: ModuleType) -> None:
+    with pytest.raises(ValueError, match=r"millrun:nope .*known: api, cli-help"):
+        generator.expand("text <!-- millrun:nope --> text")
+    assert generator.expand("no marker here") == "no marker here"
+
+
+def test_the_ci_workflow_uses_only_options_that_exist(parser_options: set[str]) -> None:
+    workflow = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+    steps = workflow["jobs"]["notebooks"]["steps"]
+    commands = " ".join(step["run"] for step in steps if "run" in step)
+    used = set(re.findall(r"(?<![\w-])(--millrun[\w-]*)", commands))
+    assert {"--millrun-params", "--millrun-snapshots"} <= used
+    assert used <= parser_options
+    assert "--millrun-snapshot-update" not in used  # CI checks; it never accepts a change
+
+
+def _readme_commands() -> list[str]:
+    return re.findall(r"^```\w*\n(.*?)\n```", README.read_text(encoding="utf-8"), re.M | re.S)
+
+
+def test_the_readme_fits_on_a_screen_and_starts_with_its_two_commands() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert len(text.encode()) <= 8 * 1024
+    setup, tests = _readme_commands()[:2]
+    assert setup.startswith("python3 -m venv .venv && .venv/bin/pip install -e ")
+    assert "example_project/notebooks" in setup
+    assert tests == (
+        'python3 -m venv .venv && .venv/bin/pip install -e ".[test]" && .venv/bin/pytest -n 2'
+    )
+    assert "mkdocs serve" in text
+
+
+def test_ci_runs_the_readmes_test_command_and_its_example_command() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    setup, tests = _readme_commands()[:2]
+    assert tests in ci  # the whole line, as the README gives it
+    example = setup.rsplit(" && ", 1)[1]
+    assert any(line.endswith(example.removeprefix(".venv/bin/")) for line in ci)
