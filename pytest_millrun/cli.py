@@ -65,7 +65,7 @@ Examples:
 
 PARAMS is a JSON or YAML file holding a list of dicts (one per variation), a dict
 of equal-length lists, or a suite (grid, variations, constants, notebooks, prepend,
-append; see the README). An output is named PREPEND-...-STEM-APPEND-....ipynb, where a
+append; see docs/suites.md). An output is named PREPEND-...-STEM-APPEND-....ipynb, where a
 component that is a parameter name gives that variation's value and any other
 text is kept as is; with no components the variation's index is prepended.""",
 )

@@ -6,7 +6,7 @@ standard library only, must run on any Python 3 a kernel has, and must not
 leave a name behind in the user's namespace.  The host imports it too, to test
 the conversion without a kernel.
 
-The conversion, documented in the README: ``None``, ``bool``, ``int``,
+The conversion, documented in docs/results.md: ``None``, ``bool``, ``int``,
 ``float`` (``nan`` and ``inf`` kept as such) and ``str`` stay as they are;
 tuples become lists; dicts with str (or number, bool, None) keys stay dicts,
 with their keys as ``json.dumps`` writes them; numpy scalars and arrays become
