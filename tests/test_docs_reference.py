@@ -167,3 +167,16 @@ def test_ci_runs_the_readmes_test_command_and_its_example_command() -> None:
     assert tests in ci  # the whole line, as the README gives it
     example = setup.rsplit(" && ", 1)[1]
     assert any(line.endswith(example.removeprefix(".venv/bin/")) for line in ci)
+
+
+def test_sphinx_roles_in_docstrings_become_inline_code() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "griffe_sphinx_roles", ROOT / "tools" / "griffe_sphinx_roles.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = "raises :class:`RunFailedError`; see :func:`~pytest_millrun.results.write_results`"
+    assert module.plain(text) == "raises `RunFailedError`; see `write_results`"
+    assert module.plain(":mod:`pytest_millrun.snapshots`") == "`pytest_millrun.snapshots`"
