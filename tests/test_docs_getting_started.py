@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+#: The repository: the folder above this file's that holds pyproject.toml (tests/ or tests/unit/).
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 PAGE = ROOT / "docs" / "getting-started.md"
 SKIP = "<!-- docs-test: skip"
 

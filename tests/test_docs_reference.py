@@ -20,7 +20,8 @@ from types import ModuleType
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+#: The repository: the folder above this file's that holds pyproject.toml (tests/ or tests/unit/).
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 README = ROOT / "README.md"
 REFERENCE = ROOT / "docs" / "reference.md"
 WORKFLOW = ROOT / "docs" / "ci" / "notebooks.yml"
