@@ -70,6 +70,12 @@ def pytest_help(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
+def cli_help() -> str:
+    """``millrun --help`` in a fresh process, as a user's terminal gets it."""
+    return _help_of(sys.executable, "-m", "pytest_millrun", "--help", cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
 def parser_options(pytest_help: str) -> set[str]:
     return set(re.findall(r"(?<![\w-])(--millrun[\w-]*)", pytest_help))
 
@@ -104,8 +110,10 @@ def test_the_reference_lists_exactly_the_parsers_millrun_options_and_ini_keys(
     assert set(re.findall(r"`(millrun\w*)`", listed)) == parser_inis
 
 
-def test_the_reference_lists_every_cli_option_and_shows_the_real_help(page: str) -> None:
-    help_text = _help_of(sys.executable, "-m", "pytest_millrun", "--help", cwd=ROOT)
+def test_the_reference_lists_every_cli_option_and_shows_the_real_help(
+    page: str, cli_help: str
+) -> None:
+    help_text = cli_help
     options_part = help_text.split("\nOptions:\n", 1)[1]
     options = set(re.findall(r"^ {2}((?:-\w, )?--[\w-]+(?: / --[\w-]+)?)", options_part, re.M))
     names = {name for option in options for name in re.findall(r"--?[\w-]+", option)}
@@ -132,8 +140,9 @@ def test_the_reference_documents_every_public_name_at_its_defining_module(page: 
 
 def test_an_unknown_marker_is_an_error_naming_it(generator: ModuleType) -> None:
     with pytest.raises(ValueError, match=r"millrun:nope .*known: api, cli-help"):
-        generator.expand("text <!-- millrun:nope --> text")
-    assert generator.expand("no marker here") == "no marker here"
+        generator.expand("text\n<!-- millrun:nope -->\ntext")
+    quoted = "the marker `<!-- millrun:api -->` in a sentence"
+    assert generator.expand(quoted) == quoted
 
 
 def test_the_ci_workflow_uses_only_options_that_exist(parser_options: set[str]) -> None:
@@ -181,3 +190,31 @@ def test_sphinx_roles_in_docstrings_become_inline_code() -> None:
     text = "raises :class:`RunFailedError`; see :func:`~pytest_millrun.results.write_results`"
     assert module.plain(text) == "raises `RunFailedError`; see `write_results`"
     assert module.plain(":mod:`pytest_millrun.snapshots`") == "`pytest_millrun.snapshots`"
+
+
+def _documents() -> dict[str, str]:
+    pages = [*sorted((ROOT / "docs").glob("**/*.md")), README]
+    return {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8") for p in pages}
+
+
+def test_every_pytest_option_the_pages_name_exists(parser_options: set[str]) -> None:
+    unknown = {
+        (name, option.rstrip("-"))
+        for name, text in _documents().items()
+        for option in re.findall(r"(?<![\w-])(--millrun[\w-]*)", text)
+        if option.rstrip("-") not in parser_options
+    }
+    assert not unknown, "pages name options pytest does not have"
+
+
+def test_every_option_of_the_pages_millrun_commands_exists(cli_help: str) -> None:
+    known = set(re.findall(r"(?<![\w-])(--[\w-]+)", cli_help.split("\nOptions:\n", 1)[1]))
+    unknown = set()
+    for name, text in _documents().items():
+        for block in re.findall(r"^```(?:sh|bash|console)?\n(.*?)^```", text, re.M | re.S):
+            for line in block.splitlines():
+                if line.startswith("millrun "):
+                    unknown |= {(name, o) for o in re.findall(r" (--[\w-]+)", line)} - {
+                        (name, o) for o in known
+                    }
+    assert not unknown, "the pages' millrun commands use options it does not have"

@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-MARKER = re.compile(r"<!-- millrun:([a-z-]+) -->")
+#: A marker stands alone on its line (one quoted in a sentence or a table is left as it is).
+MARKER = re.compile(r"^<!-- millrun:([a-z-]+) -->$", flags=re.M)
 #: The width of the generated ``--help`` text: what fits a code block of the theme.
 HELP_WIDTH = 88
 
