@@ -156,7 +156,8 @@ def test_the_ci_workflow_uses_only_options_that_exist(parser_options: set[str]) 
 
 
 def _readme_commands() -> list[str]:
-    return re.findall(r"^```\w*\n(.*?)\n```", README.read_text(encoding="utf-8"), re.M | re.S)
+    blocks = _load_generator().code_blocks(README.read_text(encoding="utf-8"))
+    return [block.body.rstrip("\n") for block in blocks]
 
 
 def test_the_readme_fits_on_a_screen_and_starts_with_its_two_commands() -> None:
@@ -207,12 +208,14 @@ def test_every_pytest_option_the_pages_name_exists(parser_options: set[str]) -> 
     assert not unknown, "pages name options pytest does not have"
 
 
-def test_every_option_of_the_pages_millrun_commands_exists(cli_help: str) -> None:
+def test_every_option_of_the_pages_millrun_commands_exists(
+    cli_help: str, generator: ModuleType
+) -> None:
     known = set(re.findall(r"(?<![\w-])(--[\w-]+)", cli_help.split("\nOptions:\n", 1)[1]))
     unknown = set()
     for name, text in _documents().items():
-        for block in re.findall(r"^```(?:sh|bash|console)?\n(.*?)^```", text, re.M | re.S):
-            for line in block.splitlines():
+        for block in generator.code_blocks(text):
+            for line in block.body.replace("\\\n", " ").splitlines():  # continued lines joined
                 if line.startswith("millrun "):
                     unknown |= {(name, o) for o in re.findall(r" (--[\w-]+)", line)} - {
                         (name, o) for o in known

@@ -181,6 +181,36 @@ def api_directives() -> str:
     return "\n\n".join(f"::: {target}" for _, target in public_api())
 
 
+@dataclass(frozen=True)
+class CodeBlock:
+    """A fenced code block of a page, for the tests that run or check the pages' examples."""
+
+    language: str  # "sh", "python", "" ...
+    body: str
+    before: str  # the last non-blank line above the opening fence ("" at the top)
+
+
+def code_blocks(markdown: str) -> list[CodeBlock]:
+    """Every fenced block, fences paired in order (a closing fence never opens one)."""
+    blocks: list[CodeBlock] = []
+    lines = markdown.splitlines(keepends=True)
+    index = 0
+    while index < len(lines):
+        opening = re.match(r"^(`{3,}|~{3,})\s*([\w+-]*)", lines[index])
+        if not opening:
+            index += 1
+            continue
+        fence, language = opening.groups()
+        above = [line.strip() for line in lines[:index] if line.strip()]
+        end = index + 1
+        while end < len(lines) and not lines[end].rstrip().startswith(fence):
+            end += 1
+        body = "".join(lines[index + 1 : end])
+        blocks.append(CodeBlock(language, body, above[-1] if above else ""))
+        index = end + 1
+    return blocks
+
+
 GENERATORS = {
     "pytest-options": pytest_options_table,
     "cli-options": cli_options_table,
