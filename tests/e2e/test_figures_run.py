@@ -164,9 +164,12 @@ def test_the_command_and_the_api_compare_figures(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert command().returncode == 0
     (tmp_path / "nbs" / "shift.txt").write_text("-1.0")
-    done = command()
+    done = command("--report", "report.html")
     assert done.returncode == 1
     assert "figure cell2-1: RMS " in done.stdout
+    page = (tmp_path / "report.html").read_text()
+    assert "<h3>plot.ipynb [oslo] figure cell2-1</h3>" in page  # expected, got, diff inline
+    assert page.count('<img src="data:image/png;base64,') == 3
     assert command("--figure-tolerance", "60").returncode == 0
 
     run = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,24 @@ def test_snapshot_files_keep_figure_names_and_tolerances_and_refuse_bad_ones(
         path.write_text(json.dumps({"a": {"values": {}, **bad}}))
         with pytest.raises(SnapshotFileError, match=message):
             read_file(path)
+
+
+def test_the_report_shows_a_failed_figures_images_side_by_side_inline(tmp_path: Path) -> None:
+    from pytest_millrun.outputs.figure_report import figures_section
+    from pytest_millrun.outputs.results import ResultRow
+
+    output = tmp_path / "out" / "oslo-plot.ipynb"
+    output.parent.mkdir()
+    output.write_text("{}")
+    folder = tmp_path / "out" / "oslo-plot.figures"
+    folder.mkdir()
+    for kind in ("expected", "got", "diff"):
+        (folder / f"a<b.{kind}.png").write_bytes(png())
+    row = ResultRow("nbs/plot.ipynb", "oslo", "failed", output="out/oslo-plot.ipynb")
+    page = figures_section([row, ResultRow("nbs/plot.ipynb", "rome", "passed")], tmp_path)
+    assert "<h3>nbs/plot.ipynb [oslo] figure a&lt;b</h3>" in page
+    assert page.count('<img src="data:image/png;base64,') == 3
+    assert page.index("expected</figcaption>") < page.index("got</figcaption>")
+    assert page.index("got</figcaption>") < page.index("diff</figcaption>")
+    os.utime(output, (output.stat().st_mtime + 10,) * 2)  # rewritten by a later run
+    assert figures_section([row], tmp_path) == ""  # its images are an earlier check's
