@@ -180,7 +180,7 @@ def render_file(entries: Mapping[str, Entry]) -> str:
         item: dict[str, Any] = {"values": encode(dict(entry.values))}
         if entry.raw_tolerances:
             item["tolerances"] = dict(entry.raw_tolerances)
-        if entry.figures is not None:
+        if entry.figures:  # none at all: nothing to say (as a file written without figures)
             item["figures"] = list(entry.figures)
         if entry.figure_tolerances:
             item["figure_tolerances"] = dict(entry.figure_tolerances)
