@@ -46,14 +46,15 @@ def figure_failures(row: ResultRow, root: Path) -> dict[str, dict[str, Path]]:
     for path in paths:
         for suffix in FAILURE_SUFFIXES:
             if path.name.endswith(suffix) and path.stat().st_mtime >= written:
-                kind = suffix.split(".")[1]
+                kind = suffix.split(".")[1]  # expected, got or diff
                 found.setdefault(path.name[: -len(suffix)], {})[kind] = path
     return found
 
 
 def _image(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+    mimetype = "image/svg+xml" if path.suffix == ".svg" else "image/png"
+    return f'<img src="data:{mimetype};base64,{data}" alt="{html.escape(alt)}">'
 
 
 def figures_section(rows: Sequence[ResultRow], root: Path) -> str:

@@ -1,20 +1,24 @@
 """Figure snapshots: a notebook's images, named stably and compared as pytest-mpl does.
 
-Each ``image/png`` output of an executed notebook is one figure, named (in
+Each ``image/png`` (or else ``image/svg+xml``) output of an executed notebook
+is one figure, named (in
 this order) by its scrapbook glue name, by its cell's tag ``figure=NAME``
 (``NAME-2``, ``NAME-3`` for more images of that cell), or by position:
 ``cell<N>-<K>``, the K-th image of the N-th cell of the input notebook (the
 cell papermill injects is not counted, so the names do not move with it).
 
-Comparison follows pytest-mpl's and matplotlib's ``compare_images``:
+Comparison of PNGs follows pytest-mpl's and matplotlib's ``compare_images``:
 identical bytes pass at once (nothing is decoded); otherwise both images
 must have the same size, and then the RMS of the pixel differences (on
 0-255, through :func:`matplotlib.testing.compare.calculate_rms`) must be at
 most the tolerance (default 2, as pytest-mpl's).  A failing figure gets its
 expected, got and diff images (matplotlib's ``save_diff_image``) written
-beside the output notebook.
+beside the output notebook.  SVGs are compared as text once the ids and
+the metadata (the date of drawing among them) are removed: equal or not, no
+tolerance.
 
-Baselines live beside the values: ``DIR/<notebook>.figures/<variation id>/<name>.png``.
+Baselines live beside the values: ``DIR/<notebook>.figures/<variation id>/<name>.png``
+(or ``.svg``).
 matplotlib (and Pillow) are needed only when two images differ in bytes.
 """
 
@@ -26,6 +30,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +39,12 @@ from typing import Any, Literal
 from pytest_millrun.core.naming import safe_part
 
 PNG = "image/png"
+SVG = "image/svg+xml"
 #: A cell tag naming its figure: ``figure=loss-curve``.
 TAG_PREFIX = "figure="
 DEFAULT_FIGURE_TOLERANCE = 2.0
 #: Suffixes of the images a failing figure leaves beside the output notebook.
-FAILURE_SUFFIXES = (".expected.png", ".got.png", ".diff.png")
+FAILURE_SUFFIXES = (".expected.png", ".got.png", ".diff.png", ".expected.svg", ".got.svg")
 #: Bytes of a name part: well within a file name's limit with the suffixes above.
 NAME_BYTES = 120
 
@@ -52,7 +58,13 @@ class FiguresUnavailableError(RuntimeError):
 @dataclass(frozen=True)
 class Figure:
     name: str
-    png: bytes
+    data: bytes
+    #: ``png`` or ``svg``, its baseline's suffix
+    kind: str = "png"
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.{self.kind}"
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,7 @@ class FigureResult:
     images: tuple[Path, ...] = ()
     #: the figure as produced (for an update), None when ``gone``
     got: bytes | None = None
+    kind: str = "png"
 
     @property
     def failed(self) -> bool:
@@ -86,9 +99,9 @@ class FigureResult:
         else:
             text = f"{self.name}: RMS {self.rms:.3g} > tolerance {self.tolerance:g}"
         if self.images:
-            kinds = [p.name[len(self.name) + 1 : -len(".png")] for p in self.images]
+            kinds = [p.name[len(self.name) + 1 :].rsplit(".", 1)[0] for p in self.images]
             which = kinds[0] if len(kinds) == 1 else "{" + ",".join(kinds) + "}"
-            text += f"; see {self.images[0].parent / f'{self.name}.{which}.png'}"
+            text += f"; see {self.images[0].parent / f'{self.name}.{which}.{self.kind}'}"
         return text
 
 
@@ -107,20 +120,27 @@ def _glue_name(output: Mapping[str, Any]) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def _png(output: Mapping[str, Any]) -> bytes | None:
-    data = output.get("data", {}).get(PNG)
+def _text(output: Mapping[str, Any], mimetype: str) -> str | None:
+    data = output.get("data", {}).get(mimetype)
     if isinstance(data, list):
         data = "".join(data)
-    if not isinstance(data, str):
-        return None
-    try:
-        return base64.b64decode(data)
-    except ValueError:
-        return None
+    return data if isinstance(data, str) else None
+
+
+def _image(output: Mapping[str, Any]) -> tuple[str, bytes] | None:
+    """An output's image: its PNG, else its SVG (a notebook may carry both for one figure)."""
+    png = _text(output, PNG)
+    if png is not None:
+        try:
+            return "png", base64.b64decode(png)
+        except ValueError:
+            return None
+    svg = _text(output, SVG)
+    return None if svg is None else ("svg", svg.encode("utf-8"))
 
 
 def figures_of(notebook: Mapping[str, Any]) -> list[Figure]:
-    """The notebook's PNG outputs as figures with stable, unique, file-safe names."""
+    """The notebook's image outputs as figures with stable, unique, file-safe names."""
     figures: list[Figure] = []
     taken: set[str] = set()
     number = 0
@@ -132,8 +152,8 @@ def figures_of(notebook: Mapping[str, Any]) -> list[Figure]:
         tag = None if tag is None else safe_part(tag, NAME_BYTES)
         position = 0
         for output in cell.get("outputs", ()) if cell.get("cell_type") == "code" else ():
-            png = _png(output)
-            if png is None:
+            image = _image(output)
+            if image is None:
                 continue
             position += 1
             name = _glue_name(output)
@@ -147,7 +167,7 @@ def figures_of(notebook: Mapping[str, Any]) -> list[Figure]:
                 repeat += 1
                 unique = f"{name}-{repeat}"
             taken.add(unique.casefold())
-            figures.append(Figure(unique, png))
+            figures.append(Figure(unique, image[1], image[0]))
     return figures
 
 
@@ -212,6 +232,34 @@ def compare_png(expected: bytes, got: bytes, tolerance: float) -> tuple[bool, fl
     return (math.isfinite(rms) and rms <= tolerance), rms, ""
 
 
+_SVG_NOISE = (
+    (re.compile(r"<metadata>.*?</metadata>", re.S), ""),
+    (re.compile(r"<dc:date>.*?</dc:date>", re.S), ""),
+    (re.compile(r'\bid="[^"]*"'), 'id=""'),
+    (re.compile(r'href="#[^"]*"'), 'href="#"'),
+    (re.compile(r"url\(#[^)]*\)"), "url(#)"),
+)
+
+
+def normalise_svg(svg: bytes) -> str:
+    """SVG text without what differs between two drawings of one figure: ids, metadata, dates."""
+    text = svg.decode("utf-8", "replace")
+    for pattern, replacement in _SVG_NOISE:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def compare_figure(
+    expected: bytes, got: bytes, kind: str, tolerance: float
+) -> tuple[bool, float | None, str]:
+    """(passes, RMS or None, why not): PNGs by :func:`compare_png`, SVGs as normalised text."""
+    if kind != "svg":
+        return compare_png(expected, got, tolerance)
+    if expected == got or normalise_svg(expected) == normalise_svg(got):
+        return True, None, ""
+    return False, None, "SVG text differs (ids and metadata aside)"
+
+
 def clear_failure_images(folder: Path) -> None:
     """Remove what an earlier run's failing figures left (only those images)."""
     if not folder.is_dir():
@@ -224,17 +272,17 @@ def clear_failure_images(folder: Path) -> None:
 
 
 def write_failure_images(
-    folder: Path, name: str, expected: bytes | None, got: bytes | None
+    folder: Path, name: str, expected: bytes | None, got: bytes | None, kind: str = "png"
 ) -> tuple[Path, ...]:
-    """The expected, got and (same size only) diff images of a failing figure."""
+    """The expected, got and (PNGs of one size only) diff images of a failing figure."""
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    paths = [folder / f"{name}{suffix}" for suffix in FAILURE_SUFFIXES]
+    paths = [folder / f"{name}.{which}.{kind}" for which in ("expected", "got", "diff")]
     for path, data in zip(paths, (expected, got), strict=False):
         if data is not None:
             path.write_bytes(data)
             written.append(path)
-    if expected is not None and got is not None:
+    if expected is not None and got is not None and kind == "png":
         try:
             from matplotlib.testing.compare import save_diff_image
 
@@ -268,26 +316,32 @@ def check_figures(
     results: list[FigureResult] = []
     for figure in got:
         tolerance = tolerances.get(figure.name, default)
-        path = baselines / f"{figure.name}.png"
-        stored = _read(path) if figure.name in expected else None
+        stored = _read(baselines / figure.file) if figure.name in expected else None
         if stored is None:
-            results.append(FigureResult(figure.name, "missing", got=figure.png))
+            results.append(FigureResult(figure.name, "missing", got=figure.data, kind=figure.kind))
         else:
-            passes, rms, note = compare_png(stored, figure.png, tolerance)
+            passes, rms, note = compare_figure(stored, figure.data, figure.kind, tolerance)
             state: FigureState = "matches" if passes else "differs"
-            results.append(FigureResult(figure.name, state, rms, tolerance, note, got=figure.png))
-    results += [FigureResult(name, "gone") for name in expected if name not in produced]
+            results.append(
+                FigureResult(figure.name, state, rms, tolerance, note, got=figure.data,
+                             kind=figure.kind)
+            )  # fmt: skip
+    for name in expected:
+        if name not in produced:
+            kind = "svg" if (baselines / f"{name}.svg").is_file() else "png"
+            results.append(FigureResult(name, "gone", kind=kind))
     if failures is None:
         return results
     return [_with_images(r, baselines, failures) if r.failed else r for r in results]
 
 
 def _with_images(result: FigureResult, baselines: Path, failures: Path) -> FigureResult:
-    expected = _read(baselines / f"{result.name}.png")
-    images = write_failure_images(failures, result.name, expected, result.got)
+    expected = _read(baselines / f"{result.name}.{result.kind}")
+    images = write_failure_images(failures, result.name, expected, result.got, result.kind)
     return FigureResult(
-        result.name, result.state, result.rms, result.tolerance, result.note, images, result.got
-    )
+        result.name, result.state, result.rms, result.tolerance, result.note, images, result.got,
+        result.kind,
+    )  # fmt: skip
 
 
 def _read(path: Path) -> bytes | None:
@@ -306,18 +360,21 @@ def format_figures(results: Sequence[FigureResult]) -> list[str]:
 
 
 def update_baselines(
-    folder: Path, figures: Mapping[str, str | None], old: Sequence[str] | None
+    folder: Path, figures: Mapping[str, Sequence[str] | None], old: Sequence[str] | None
 ) -> tuple[int, int]:
-    """Write the figures that carry a PNG (base64), remove the baselines of figures gone.
+    """Write the figures that carry an image (kind, base64), remove the baselines of figures gone.
 
     Returns (written, removed); each file is replaced atomically.
     """
     from pytest_millrun.outputs.files import atomic_write
 
     written = 0
-    for name, data in figures.items():
-        if data is not None:
-            atomic_write(folder / f"{name}.png", base64.b64decode(data))
+    for name, image in figures.items():
+        if image is not None:
+            kind, data = image
+            atomic_write(folder / f"{name}.{kind}", base64.b64decode(data))
+            other = folder / f"{name}.{'png' if kind == 'svg' else 'svg'}"
+            other.unlink(missing_ok=True)  # the figure changed kind
             written += 1
     removed = remove_baselines(folder, [name for name in old or () if name not in figures])
     return written, removed
@@ -327,10 +384,11 @@ def remove_baselines(folder: Path, names: Sequence[str]) -> int:
     """Remove these baselines (only these), then the folders they leave empty."""
     removed = 0
     for name in names:
-        path = folder / f"{name}.png"
-        if path.is_file():
-            path.unlink()
-            removed += 1
+        for kind in ("png", "svg"):
+            path = folder / f"{name}.{kind}"
+            if path.is_file():
+                path.unlink()
+                removed += 1
     for empty in (folder, folder.parent):
         try:
             empty.rmdir()

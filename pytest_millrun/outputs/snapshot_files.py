@@ -193,15 +193,16 @@ class Change:
     """What an update does to one variation's entry (``values`` None: drop the entry).
 
     ``figures`` (None: not checked, left as stored) maps each figure the
-    variation produced to its PNG, base64, to write, or to None to keep the
-    baseline as it is; baselines of figures not in it are removed.
+    variation produced to its kind (``png``, ``svg``) and image, base64, to
+    write, or to None to keep the baseline as it is; baselines of figures not
+    in it are removed.
     """
 
     notebook: str
     variation: str
     state: State
     values: Mapping[str, Any] | None
-    figures: Mapping[str, str | None] | None = None
+    figures: Mapping[str, Sequence[str] | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         values = None if self.values is None else encode(dict(self.values))

@@ -298,10 +298,12 @@ def change_for(
     values: Mapping[str, Any] | None = dict(recorded)
     if check.state == "differs" and not check.differences and check.stored is not None:
         values = check.stored  # only figures changed
-    figures: dict[str, str | None] | None = None
+    figures: dict[str, tuple[str, str] | None] | None = None
     if check.figures is not None:
         figures = {
-            r.name: base64.b64encode(r.got).decode() if r.failed and r.got is not None else None
+            r.name: (r.kind, base64.b64encode(r.got).decode())
+            if r.failed and r.got is not None
+            else None
             for r in check.figures
             if r.state != "gone"
         }

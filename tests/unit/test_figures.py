@@ -69,7 +69,7 @@ def test_figures_are_named_by_glue_name_tag_or_position_stably_and_uniquely() ->
         "fit-2",
         "cell3-1-2",  # a tag that repeats a name is told apart too
     ]
-    assert [f.png for f in figures[:2]] == [a, b]
+    assert [f.data for f in figures[:2]] == [a, b]
     lines = dict(output(a))
     lines["data"] = {
         "image/png": [base64.b64encode(a).decode()[:10], base64.b64encode(a).decode()[10:]]
@@ -95,7 +95,7 @@ def test_a_failing_figure_leaves_expected_got_and_diff_images_until_it_passes(
 ) -> None:
     baselines, failures = tmp_path / "snaps", tmp_path / "out" / "nb.figures"
     white = png()
-    update_baselines(baselines, {"curve": base64.b64encode(white).decode(), "bars": None}, None)
+    update_baselines(baselines, {"curve": ("png", base64.b64encode(white).decode())}, None)
     (baselines / "bars.png").write_bytes(white)
     (baselines / "gone.png").write_bytes(white)
     got = [Figure("curve", with_pixel(white, (1, 1), (0, 0, 0))), Figure("new", white)]
@@ -121,14 +121,45 @@ def test_a_failing_figure_leaves_expected_got_and_diff_images_until_it_passes(
 
 def test_an_update_writes_only_what_changed_and_removes_the_figures_gone(tmp_path: Path) -> None:
     folder = tmp_path / "nb.figures" / "oslo"
-    assert update_baselines(folder, {"a": base64.b64encode(b"A").decode(), "b": None}, None) == (
-        1,
-        0,
-    )
+    a = ("png", base64.b64encode(b"A").decode())
+    assert update_baselines(folder, {"a": a, "b": None}, None) == (1, 0)
     (folder / "b.png").write_bytes(b"B")
     (folder / "keep.txt").write_text("not ours")
     assert update_baselines(folder, {"b": None}, ["a", "b"]) == (0, 1)
     assert sorted(p.name for p in folder.iterdir()) == ["b.png", "keep.txt"]
+    assert update_baselines(folder, {"b": ("svg", base64.b64encode(b"<svg/>").decode())}, ["b"])
+    assert sorted(p.name for p in folder.iterdir()) == ["b.svg", "keep.txt"]  # its kind changed
+
+
+SVG = (
+    '<svg xmlns:xlink="http://www.w3.org/1999/xlink"><metadata><dc:date>{date}</dc:date>'
+    '</metadata><g id="{id}"><path d="{path}" clip-path="url(#{id})"/>'
+    '<use xlink:href="#{id}"/></g></svg>'
+)
+
+
+def test_svg_figures_compare_as_text_without_ids_and_dates(tmp_path: Path) -> None:
+    drawn = SVG.format(date="2026-01-01", id="p1a2b", path="M 0 0 L 1 1")
+    again = SVG.format(date="2026-12-03", id="p9f8e", path="M 0 0 L 1 1")
+    moved = SVG.format(date="2026-12-03", id="p9f8e", path="M 0 0 L 1 2")
+    svg_output = {"output_type": "display_data", "data": {"image/svg+xml": drawn}, "metadata": {}}
+    both = {"output_type": "display_data", "data": {"image/svg+xml": drawn,
+            "image/png": base64.b64encode(png()).decode()}, "metadata": {}}  # fmt: skip
+    figures = figures_of({"cells": [cell(svg_output, both)]})
+    assert [(f.name, f.kind, f.file) for f in figures] == [
+        ("cell1-1", "svg", "cell1-1.svg"),
+        ("cell1-2", "png", "cell1-2.png"),  # a PNG, where there is one, is what counts
+    ]
+    baselines, failures = tmp_path / "snaps", tmp_path / "out.figures"
+    baselines.mkdir()
+    (baselines / "cell1-1.svg").write_text(drawn)
+    same = check_figures(["cell1-1"], baselines, [Figure("cell1-1", again.encode(), "svg")],
+                         2.0, {}, failures)  # fmt: skip
+    assert [r.state for r in same] == ["matches"]
+    differs = check_figures(["cell1-1"], baselines, [Figure("cell1-1", moved.encode(), "svg")],
+                            2.0, {}, failures)  # fmt: skip
+    assert differs[0].describe().startswith("cell1-1: SVG text differs (ids and metadata aside)")
+    assert differs[0].describe().endswith("out.figures/cell1-1.{expected,got}.svg")
 
 
 def test_snapshot_files_keep_figure_names_and_tolerances_and_refuse_bad_ones(
