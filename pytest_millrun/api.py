@@ -102,7 +102,7 @@ def execute_run(
     and ``snapshot_update`` writes them instead.  Unused entries (of a variation
     or a notebook gone) warn with ``MillrunSnapshotWarning``, or fail with
     ``snapshot_strict``; an update removes them.  ``snapshot_figures`` compares
-    each run's figures (PNG outputs) with baselines beside the values, within
+    each run's figures (image outputs) with baselines beside the values, within
     ``figure_tolerance`` RMS (default 2), kernels drawing with Agg.
     """
     target = Path(notebook_dir_or_file)

@@ -171,7 +171,7 @@ text is kept as is; with no components the variation's index is prepended.""",
 @click.option(
     "--snapshot-figures",
     is_flag=True,
-    help="Compare each run's figures (PNG outputs) with baselines beside its snapshot too.",
+    help="Compare each run's figures (image outputs) with baselines beside its snapshot too.",
 )
 @click.option(
     "--figure-tolerance",

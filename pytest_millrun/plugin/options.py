@@ -157,7 +157,7 @@ OPTIONS = (
     ),
     Option(
         "snapshot-figures",
-        "Compare each passing variation's figures (PNG outputs) with baselines stored beside "
+        "Compare each passing variation's figures (image outputs) with baselines stored beside "
         "its snapshot too",
         flag=True,
     ),
