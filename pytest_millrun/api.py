@@ -10,6 +10,7 @@ pool over all pairs at once, or one the caller brings.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -64,6 +65,9 @@ def execute_run(
     record: Sequence[str] = (),
     snapshots: str | Path | None = None,
     snapshot_update: bool = False,
+    snapshot_strict: bool = False,
+    snapshot_figures: bool = False,
+    figure_tolerance: float | None = None,
     rtol: float | None = None,
     atol: float | None = None,
     on_result: Callable[[ExecutionResult], None] | None = None,
@@ -95,17 +99,31 @@ def execute_run(
     recorded values are compared with (``rtol``/``atol``, see
     :mod:`pytest_millrun.outputs.snapshots`); a difference raises
     :class:`~pytest_millrun.outputs.snapshots.SnapshotMismatchError` with the table,
-    and ``snapshot_update`` writes them instead.
+    and ``snapshot_update`` writes them instead.  Unused entries (of a variation
+    or a notebook gone) warn with ``MillrunSnapshotWarning``, or fail with
+    ``snapshot_strict``; an update removes them.  ``snapshot_figures`` compares
+    each run's figures (image outputs) with baselines beside the values, within
+    ``figure_tolerance`` RMS (default 2), kernels drawing with Agg.
     """
     target = Path(notebook_dir_or_file)
     variations = resolve_suite(bulk_params, target if target.is_dir() else target.parent)
     check_papermill_kwargs(kwargs)
-    if snapshots is not None or snapshot_update:
+    figures: float | None = None
+    if snapshots is not None or snapshot_update or snapshot_strict or snapshot_figures:
+        from pytest_millrun.outputs.figures import DEFAULT_FIGURE_TOLERANCE
+        from pytest_millrun.outputs.snapshot_files import check_tolerance
         from pytest_millrun.outputs.snapshots import tolerance_of
 
         if snapshots is None:
-            raise ValueError("snapshot_update=True needs snapshots= (the folder of the snapshots).")
+            flags = ("snapshot_update", "snapshot_strict", "snapshot_figures")
+            given = (snapshot_update, snapshot_strict, snapshot_figures)
+            flag = next(f for f, on in zip(flags, given, strict=True) if on)
+            raise ValueError(f"{flag}=True needs snapshots= (the folder of the snapshots).")
         tolerance = tolerance_of(rtol, atol)  # a bad one is refused before anything runs
+        if snapshot_figures:
+            figures = DEFAULT_FIGURE_TOLERANCE
+            if figure_tolerance is not None:
+                figures = check_tolerance(figure_tolerance, "figure_tolerance")
     papermill_kwargs = dict(kwargs)
     options = RunOptions(
         kernel_name=papermill_kwargs.pop("kernel_name", None),
@@ -134,18 +152,27 @@ def execute_run(
     from pytest_millrun.dispatch.dask_client import client_of, run_on_cluster
 
     dask = dask if dask is not None else client_of(executor)
-    if dask is not None:
-        results = run_on_cluster(dask, workers or os.cpu_count() or 1, jobs, options, on_result)
-    elif executor is not None:
-        results = run_jobs(jobs, options, executor, on_result)
-    elif use_multiprocessing:
-        results = run_in_pool(jobs, options, workers or os.cpu_count() or 1, on_result)
-    else:
-        results = run_jobs(jobs, options, None, on_result)
+    with contextlib.ExitStack() as stack:
+        if figures is not None:
+            from pytest_millrun.outputs.figures import kernel_backend
+
+            stack.enter_context(kernel_backend())
+        if dask is not None:
+            count = workers or os.cpu_count() or 1
+            results = run_on_cluster(dask, count, jobs, options, on_result)
+        elif executor is not None:
+            results = run_jobs(jobs, options, executor, on_result)
+        elif use_multiprocessing:
+            results = run_in_pool(jobs, options, workers or os.cpu_count() or 1, on_result)
+        else:
+            results = run_jobs(jobs, options, None, on_result)
     if snapshots is not None:
         from pytest_millrun.outputs.snapshots import snapshot_check
 
-        snapshot_check(results, snapshots, target, snapshot_update, tolerance)
+        snapshot_check(
+            results, snapshots, target, snapshot_update, tolerance,
+            recursive=recursive, strict=snapshot_strict, figure_tolerance=figures,
+        )  # fmt: skip
     if any(not r.passed for r in results):
         raise RunFailedError(results)
     return results

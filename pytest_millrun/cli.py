@@ -6,6 +6,7 @@ bad input (a missing path, a broken params file), 130 when interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -29,13 +30,17 @@ from pytest_millrun.dispatch.pool import run_in_pool, run_jobs
 from pytest_millrun.execution.execute import resolve_kernel_start
 from pytest_millrun.execution.jobs import Job, RunOptions
 from pytest_millrun.execution.plan import plan_run, planned_outputs
+from pytest_millrun.outputs.figures import DEFAULT_FIGURE_TOLERANCE, kernel_backend
 from pytest_millrun.outputs.report import check_report_path, write_report
 from pytest_millrun.outputs.results import check_results_path, write_results
+from pytest_millrun.outputs.snapshot_scope import Folder
 from pytest_millrun.outputs.stale import handle_stale_outputs
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: Unused snapshot entries listed before the rest is only counted.
+UNUSED_LINES = 20
 #: The options a failure's advice names, as this command spells them.
 OPTION_NAMES = OptionNames("--timeout", "--notebook-timeout", "--kernel", "--output-dir")
 
@@ -159,6 +164,23 @@ text is kept as is; with no components the variation's index is prepended.""",
     "--snapshot-update", is_flag=True, help="Write missing and changed snapshots instead."
 )
 @click.option(
+    "--snapshot-strict",
+    is_flag=True,
+    help="Fail when a snapshot entry has no variation left (a variation or notebook gone).",
+)
+@click.option(
+    "--snapshot-figures",
+    is_flag=True,
+    help="Compare each run's figures (image outputs) with baselines beside its snapshot too.",
+)
+@click.option(
+    "--figure-tolerance",
+    type=float,
+    callback=_tolerance,
+    metavar="RMS",
+    help="RMS difference (0-255) a figure may have from its baseline [default: 2].",
+)
+@click.option(
     "--rtol",
     type=float,
     callback=_tolerance,
@@ -210,6 +232,9 @@ def main(
     results_file: Path | None,
     snapshots_dir: Path | None,
     snapshot_update: bool,
+    snapshot_strict: bool,
+    snapshot_figures: bool,
+    figure_tolerance: float | None,
     rtol: float | None,
     atol: float | None,
     report_file: Path | None,
@@ -224,8 +249,13 @@ def main(
     Exit status: 0 all passed, 1 some failed, 2 bad usage or input, 130 interrupted.
     """
     _quiet_libraries()
-    if snapshot_update and snapshots_dir is None:
-        _fail_usage("--snapshot-update needs --snapshots DIR (the folder of the snapshots).")
+    for flag, given in (
+        ("--snapshot-update", snapshot_update),
+        ("--snapshot-strict", snapshot_strict),
+        ("--snapshot-figures", snapshot_figures),
+    ):
+        if given and snapshots_dir is None:
+            _fail_usage(f"{flag} needs --snapshots DIR (the folder of the snapshots).")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MillrunParameterWarning)
@@ -271,13 +301,19 @@ def main(
     root = notebook_dir_or_file if notebook_dir_or_file.is_dir() else notebook_dir_or_file.parent
     progress = _Progress(len(jobs), min(workers, len(jobs)), bar=not no_progress and _is_tty())
     started = time.monotonic()
+    figures = None
+    if snapshot_figures:
+        figures = DEFAULT_FIGURE_TOLERANCE if figure_tolerance is None else figure_tolerance
     try:
-        if dask is not None:
-            results = _run_on_dask(dask, workers, jobs, options, progress)
-        elif workers == 1:
-            results = run_jobs(jobs, options, None, progress.update)
-        else:
-            results = run_in_pool(jobs, options, workers, progress.update)
+        with contextlib.ExitStack() as stack:
+            if figures is not None:
+                stack.enter_context(kernel_backend())
+            if dask is not None:
+                results = _run_on_dask(dask, workers, jobs, options, progress)
+            elif workers == 1:
+                results = run_jobs(jobs, options, None, progress.update)
+            else:
+                results = run_in_pool(jobs, options, workers, progress.update)
     except RunInterrupted as exc:
         progress.close()
         _write_table(exc.results, results_file, root)
@@ -287,7 +323,11 @@ def main(
         sys.exit(EXIT_INTERRUPTED)
     progress.close()
     table_written = _write_table(results, results_file, root)
-    matched = _check_snapshots(results, snapshots_dir, root, snapshot_update, rtol, atol)
+    folders = [Folder(".", recursive)] if notebook_dir_or_file.is_dir() else []
+    matched = _check_snapshots(
+        results, snapshots_dir, root, folders, snapshot_update, snapshot_strict, rtol, atol,
+        figures,
+    )  # fmt: skip
     report_written = _write_report(results, report_file, root, params)
     _stale_line(stale)
     _summary(results, time.monotonic() - started)
@@ -300,11 +340,17 @@ def _check_snapshots(
     ran: Sequence[ExecutionResult],
     folder: Path | None,
     root: Path,
+    folders: Sequence[Folder],
     update: bool,
+    strict: bool,
     rtol: float | None,
     atol: float | None,
+    figure_tolerance: float | None = None,
 ) -> bool:
-    """The snapshot check, before the summary; False when a run differs from its snapshot."""
+    """The snapshot check, before the summary; False when a run differs from its snapshot.
+
+    (Or, with ``strict``, when an entry is unused.)
+    """
     if folder is None:
         return True
     from pytest_millrun.outputs.snapshot_files import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
@@ -314,16 +360,26 @@ def _check_snapshots(
         rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol
     )
     try:
-        failures, summary = check_results(ran, folder, root, update=update, tolerance=tolerance)
+        failures, summary = check_results(
+            ran, folder, root, update=update, tolerance=tolerance, folders=folders,
+            figure_tolerance=figure_tolerance,
+        )  # fmt: skip
     except OSError as exc:
         click.secho(f"Error: could not write the snapshots in {folder}: {exc}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
     for failure in failures:
         click.secho(failure, fg="red")
         click.echo()
+    failing = strict and not update and bool(summary.unused)
     if update or summary.unused:
-        click.echo(summary.describe(update, "--snapshot-update"))
-    return not failures
+        strict_flag = "--snapshot-strict" if failing else ""
+        click.secho(summary.describe(update, "--snapshot-update", strict_flag),
+                    fg="red" if failing else None)  # fmt: skip
+    for name in [] if update else summary.unused[:UNUSED_LINES]:
+        click.echo(f"  unused: {name}")
+    if not update and len(summary.unused) > UNUSED_LINES:
+        click.echo(f"  ... and {len(summary.unused) - UNUSED_LINES} more")
+    return not failures and not failing
 
 
 def _stale_line(message: str | None) -> None:

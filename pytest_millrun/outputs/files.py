@@ -36,13 +36,13 @@ def common_root(results: Iterable[ExecutionResult]) -> Path | None:
     return Path(os.path.commonpath(folders)) if folders else None
 
 
-def atomic_write(target: Path, text: str) -> None:
+def atomic_write(target: Path, text: str | bytes) -> None:
     """Replace ``target`` by ``text`` so that a reader sees the old file or the new, whole."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8") if isinstance(text, str) else text)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, _mode(target))

@@ -125,7 +125,9 @@ def render_page(
     """The page's text; links relative to ``folder``, the rows' paths relative to ``root``."""
     rendered = rendered or {}
     notes = list(notes)
-    charts = _charts(rows, notes)
+    from pytest_millrun.outputs.figure_report import figures_section
+
+    charts = figures_section(rows, root) + _charts(rows, notes)
     data = [
         [
             index,

@@ -8,7 +8,10 @@ Storage: one JSON file per notebook, at the notebook's path relative to the
 run's root under the snapshot folder with ``.json`` for ``.ipynb``, mapping
 each variation id to ``{"values": {...}, "tolerances": {...}}``; tolerances
 are optional and hand-edited (``{"rmse": {"rtol": 0.01, "atol": 1e-6}}``) and
-an update keeps them.  Keys are sorted, floats written as Python's shortest
+an update keeps them.  With figure snapshots an entry also lists its
+``"figures"`` (their baselines are PNG files beside it, see
+:mod:`pytest_millrun.outputs.figures`) and optional hand-edited
+``"figure_tolerances"`` (``{"loss": 5}``).  Keys are sorted, floats written as Python's shortest
 round-trip ``repr`` and non-finite floats tagged as in
 :mod:`pytest_millrun.core.values`, so a review shows a small, readable diff.
 Files are replaced atomically.
@@ -21,10 +24,14 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_millrun.core.values import decode, encode
 from pytest_millrun.outputs.files import atomic_write
+
+if TYPE_CHECKING:
+    from pytest_millrun.outputs.figures import FigureResult
+    from pytest_millrun.outputs.snapshot_scope import Unused
 
 DEFAULT_RTOL = 1e-9
 
@@ -90,15 +97,23 @@ class Entry:
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     #: the tolerances as written in the file, kept as they are by an update
     raw_tolerances: Mapping[str, Any] = field(default_factory=dict)
+    #: names of its figure baselines (None: written without figure snapshots)
+    figures: tuple[str, ...] | None = None
+    #: per-figure RMS tolerances, hand-edited, kept by an update
+    figure_tolerances: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Check:
-    """A variation's values against its snapshot."""
+    """A variation's values (and figures, when they are checked) against its snapshot."""
 
     state: State
     differences: Sequence[Difference] = ()
     file: Path | None = None
+    #: every figure's result; None when figures were not checked
+    figures: Sequence[FigureResult] | None = None
+    #: the values as stored, which an update keeps when only figures changed
+    stored: Mapping[str, Any] | None = None
 
 
 def snapshot_file(directory: Path, notebook: str) -> Path:
@@ -145,7 +160,10 @@ def read_file(path: Path) -> dict[str, Entry]:
                 )
             except ToleranceError as exc:
                 raise SnapshotFileError(str(exc)) from None
-        entries[variation] = Entry(decode(raw.get("values", {})), tolerances, raw_tolerances)
+        figures, figure_tolerances = _figures(path, variation, raw)
+        entries[variation] = Entry(
+            decode(raw.get("values", {})), tolerances, raw_tolerances, figures, figure_tolerances
+        )
     return entries
 
 
@@ -162,18 +180,29 @@ def render_file(entries: Mapping[str, Entry]) -> str:
         item: dict[str, Any] = {"values": encode(dict(entry.values))}
         if entry.raw_tolerances:
             item["tolerances"] = dict(entry.raw_tolerances)
+        if entry.figures:  # none at all: nothing to say (as a file written without figures)
+            item["figures"] = list(entry.figures)
+        if entry.figure_tolerances:
+            item["figure_tolerances"] = dict(entry.figure_tolerances)
         data[variation] = item
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 @dataclass(frozen=True)
 class Change:
-    """What an update does to one variation's entry (``values`` None: drop the entry)."""
+    """What an update does to one variation's entry (``values`` None: drop the entry).
+
+    ``figures`` (None: not checked, left as stored) maps each figure the
+    variation produced to its kind (``png``, ``svg``) and image, base64, to
+    write, or to None to keep the baseline as it is; baselines of figures not
+    in it are removed.
+    """
 
     notebook: str
     variation: str
     state: State
     values: Mapping[str, Any] | None
+    figures: Mapping[str, Sequence[str] | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         values = None if self.values is None else encode(dict(self.values))
@@ -182,12 +211,15 @@ class Change:
             "variation": self.variation,
             "state": self.state,
             "values": values,
+            "figures": None if self.figures is None else dict(self.figures),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Change:
         values = data.get("values")
-        return cls(data["notebook"], data["variation"], data["state"], decode(values))
+        return cls(
+            data["notebook"], data["variation"], data["state"], decode(values), data.get("figures")
+        )
 
 
 @dataclass
@@ -195,59 +227,45 @@ class Summary:
     written: int = 0
     updated: int = 0
     unchanged: int = 0
-    #: None when the run was not full, so nobody can tell
-    unused: list[str] | None = None
+    #: ``file [id]`` of each unused entry in the files the run could check
+    unused: list[str] = field(default_factory=list)
+    #: snapshot files not checked for unused entries: their notebooks ran in part
+    unchecked: int = 0
     removed: int = 0
     files: list[Path] = field(default_factory=list)
+    figures_written: int = 0
+    figures_removed: int = 0
 
-    def describe(self, update: bool, hint: str = "--millrun-snapshot-update") -> str:
-        unused = len(self.unused or ())
+    def describe(
+        self, update: bool, hint: str = "--millrun-snapshot-update", strict: str = ""
+    ) -> str:
+        """The summary line; ``strict`` names the strict option when unused entries fail."""
+        unused = len(self.unused)
         if not update:
-            return f"snapshots: {unused} unused (an update on a full run ({hint}) removes them)"
+            text = f"snapshots: {unused} unused ({hint} on a run of their notebooks removes them)"
+            return text + (f"; they fail the run ({strict})" if strict and unused else "")
         text = (
             f"snapshots: {self.written} written, {self.updated} updated, "
-            f"{self.unchanged} unchanged, "
+            f"{self.unchanged} unchanged, {unused} unused"
         )
-        if self.unused is None:
-            return text + "unused not checked (not a full run)"
-        text += f"{unused} unused"
         if self.removed:
             text += f" ({self.removed} removed)"
+        if self.figures_written or self.figures_removed:
+            text += f"; figures: {self.figures_written} written, {self.figures_removed} removed"
+        if self.unchecked:
+            files = f"{self.unchecked} file{'s' if self.unchecked != 1 else ''}"
+            text += f"; unused not checked in {files} (not every variation of its notebook ran)"
         return text
 
 
-def unused_entries(directory: Path, used: Mapping[str, Iterable[str]]) -> list[str]:
-    """Entries (``file [variation]``) and whole files under ``directory`` no variation used.
-
-    ``used`` maps every notebook of a full run (relative to the root) to its
-    variation ids.  Only ``.json`` files that read as snapshot files count.
-    """
-    wanted = {snapshot_file(directory, nb): set(ids) for nb, ids in used.items()}
-    unused: list[str] = []
-    if not directory.is_dir():
-        return unused
-    for path in sorted(directory.rglob("*.json")):
-        try:
-            entries = read_file(path)
-        except SnapshotFileError:
-            continue
-        ids = wanted.get(path)
-        for variation in sorted(entries):
-            if ids is None or variation not in ids:
-                unused.append(f"{path.relative_to(directory).as_posix()} [{variation}]")
-    return unused
-
-
 def apply_changes(
-    directory: Path,
-    changes: Iterable[Change],
-    used: Mapping[str, Iterable[str]] | None = None,
+    directory: Path, changes: Iterable[Change], unused: Unused | None = None
 ) -> Summary:
     """Write the changes, each file once, atomically; return the counts.
 
-    With ``used`` (the run was full and unfiltered) entries no variation used
-    are removed too, and files left empty deleted; without it, only the
-    changed entries are touched and every other entry and file left alone.
+    ``unused`` (see :mod:`pytest_millrun.outputs.snapshot_scope`) names the
+    entries the run may remove; files left empty are deleted.  Every other
+    entry and file is left alone.
     """
     summary = Summary()
     by_file: dict[Path, list[Change]] = {}
@@ -259,35 +277,30 @@ def apply_changes(
             summary.updated += 1
         elif change.state == "matches":
             summary.unchanged += 1
-    if used is not None:
-        summary.unused = unused_entries(directory, used)
-        wanted = {snapshot_file(directory, nb): set(ids) for nb, ids in used.items()}
-        if directory.is_dir():
-            for path in sorted(directory.rglob("*.json")):
-                by_file.setdefault(path, [])
+    remove: Mapping[Path, list[str]] = {}
+    if unused is not None:
+        summary.unused = unused.names(directory)
+        summary.unchecked = len(unused.unchecked)
+        remove = unused.entries
+        for path in remove:
+            by_file.setdefault(path, [])
     for path in sorted(by_file):
-        try:
-            entries = read_file(path)
-        except SnapshotFileError:
-            if used is not None and not by_file[path]:
-                continue  # not ours
-            raise
+        entries = read_file(path)
         new = dict(entries)
+        notebook = path.relative_to(directory).as_posix()
         for change in by_file[path]:
             if change.state not in ("missing", "differs"):
                 continue
+            old = entries.get(change.variation)
             if change.values is None:
                 new.pop(change.variation, None)
+                _drop_figures(directory, notebook, change.variation, old, summary)
                 continue
-            old = entries.get(change.variation)
-            raw = old.raw_tolerances if old is not None else {}
-            new[change.variation] = Entry(change.values, {}, raw)
-        if used is not None:
-            ids = wanted.get(path, set())
-            for variation in sorted(new):
-                if variation not in ids:
-                    del new[variation]
-                    summary.removed += 1
+            new[change.variation] = _updated(directory, change, old, summary)
+        for variation in remove.get(path, ()):
+            if new.pop(variation, None) is not None:
+                summary.removed += 1
+                _drop_figures(directory, notebook, variation, entries.get(variation), summary)
         if not new:
             if path.exists() and entries:
                 path.unlink()
@@ -298,3 +311,52 @@ def apply_changes(
             atomic_write(path, text)
             summary.files.append(path)
     return summary
+
+
+def _figures(
+    path: Path, variation: str, raw: Mapping[str, Any]
+) -> tuple[tuple[str, ...] | None, dict[str, float]]:
+    figures = raw.get("figures")
+    if figures is not None and (
+        not isinstance(figures, list) or not all(isinstance(f, str) for f in figures)
+    ):
+        raise _shape(path, f"the figures of {variation!r} should be a list of names")
+    spec = raw.get("figure_tolerances", {})
+    if not isinstance(spec, dict):
+        raise _shape(path, f'the figure tolerances of {variation!r} should be like {{"loss": 5}}')
+    try:
+        tolerances = {
+            name: check_tolerance(value, f"{path}: {variation} figure {name} tolerance")
+            for name, value in spec.items()
+        }
+    except ToleranceError as exc:
+        raise SnapshotFileError(str(exc)) from None
+    return (None if figures is None else tuple(figures)), tolerances
+
+
+def _updated(directory: Path, change: Change, old: Entry | None, summary: Summary) -> Entry:
+    """The entry a change makes, its figure baselines written (tolerances kept)."""
+    raw = old.raw_tolerances if old is not None else {}
+    figures = old.figures if old is not None else None
+    figure_tolerances = old.figure_tolerances if old is not None else {}
+    if change.figures is not None:
+        from pytest_millrun.outputs.figures import baseline_folder, update_baselines
+
+        folder = baseline_folder(directory, change.notebook, change.variation)
+        written, removed = update_baselines(folder, change.figures, figures)
+        summary.figures_written += written
+        summary.figures_removed += removed
+        figures = tuple(change.figures)
+        figure_tolerances = {k: v for k, v in figure_tolerances.items() if k in figures}
+    return Entry(change.values or {}, {}, raw, figures, figure_tolerances)
+
+
+def _drop_figures(
+    directory: Path, notebook: str, variation: str, old: Entry | None, summary: Summary
+) -> None:
+    if old is None or not old.figures:
+        return
+    from pytest_millrun.outputs.figures import baseline_folder, remove_baselines
+
+    folder = baseline_folder(directory, notebook, variation)
+    summary.figures_removed += remove_baselines(folder, old.figures)

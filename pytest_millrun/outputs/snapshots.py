@@ -3,8 +3,9 @@
 Shared by the three front ends (the plugin's glue is
 :mod:`pytest_millrun.plugin.snapshots`).  Conventions follow pytest-regressions
 (``num_regression``: relative and absolute tolerances, per-value tolerances)
-and syrupy (``--snapshot-update`` writes; unused snapshots are reported, and
-removed only by an update on a full, unfiltered run).
+and syrupy (``--snapshot-update`` writes; unused snapshots are reported where
+the run saw every variation of their notebook, and removed only by an update;
+see :mod:`pytest_millrun.outputs.snapshot_scope`).
 
 Storage is :mod:`pytest_millrun.outputs.snapshot_files`'s.
 
@@ -18,7 +19,7 @@ A value missing on either side is a difference.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,17 +33,19 @@ from pytest_millrun.outputs.snapshot_files import (
     Difference,
     Entry,
     SnapshotFileError,
+    State,
     Summary,
     Tolerance,
     apply_changes,
     check_tolerance,
     read_file,
     snapshot_file,
-    unused_entries,
 )
 
 if TYPE_CHECKING:
     from pytest_millrun.core.data import ExecutionResult
+    from pytest_millrun.outputs.figures import FigureResult
+    from pytest_millrun.outputs.snapshot_scope import Folder
 
 #: Rows of a difference table before the rest is only counted.
 TABLE_ROWS = 20
@@ -180,16 +183,28 @@ def format_check(
     if check.state == "missing":
         write = accept.replace("accept", "write it", 1)
         return f"No snapshot for [{variation_id}] in {where}. {write}"
+    lines: list[str] = []
     count = len(check.differences)
-    lines = [
-        f"Recorded values of [{variation_id}] differ from the snapshot in {where} "
-        f"({count} difference{'s' if count != 1 else ''}):",
-        "",
-        *format_table(check.differences),
-        "",
-        f"{accept}",
-    ]
-    return "\n".join(lines)
+    if count:
+        lines += [
+            f"Recorded values of [{variation_id}] differ from the snapshot in {where} "
+            f"({count} difference{'s' if count != 1 else ''}):",
+            "",
+            *format_table(check.differences),
+            "",
+        ]
+    failed = [r for r in check.figures or () if r.failed]
+    if failed:
+        from pytest_millrun.outputs.figures import format_figures
+
+        lines += [
+            f"Figures of [{variation_id}] differ from the snapshot in {where} "
+            f"({len(failed)} figure{'s' if len(failed) != 1 else ''}):",
+            "",
+            *format_figures(failed),
+            "",
+        ]
+    return "\n".join([*lines, accept])
 
 
 # ------------------------------------------------------------------ storage
@@ -201,29 +216,74 @@ def check_values(
     recorded: Mapping[str, Any],
     default: Tolerance,
     file: Path | None = None,
+    figures: Callable[[Entry | None], Sequence[FigureResult]] | None = None,
 ) -> Check:
-    """A variation's recorded values against its entry."""
+    """A variation's recorded values against its entry; ``figures`` checks its figures."""
     entry = entries.get(variation_id)
+    results = None if figures is None else figures(entry)
     if entry is None:
-        return Check("empty" if not recorded else "missing", file=file)
+        empty = not recorded and not results
+        return Check("empty" if empty else "missing", file=file, figures=results)
     differences = compare(entry.values, recorded, default, entry.tolerances)
-    return Check("differs" if differences else "matches", differences, file)
+    failed = differences or any(r.failed for r in results or ())
+    state: State = "differs" if failed else "matches"
+    return Check(state, differences, file, results, entry.values)
 
 
 class SnapshotReader:
-    """Reads each snapshot file once per process (nothing writes them until the run ends)."""
+    """Reads each snapshot file once per process (nothing writes them until the run ends).
 
-    def __init__(self, directory: Path, default: Tolerance) -> None:
+    With ``figure_tolerance`` (figure snapshots on) a check given the output
+    notebook compares its figures too, and leaves a failing figure's images
+    beside it (unless ``write_images`` is off, as in an update).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        default: Tolerance,
+        figure_tolerance: float | None = None,
+        write_images: bool = True,
+    ) -> None:
         self.directory = directory
         self.default = default
+        self.figure_tolerance = figure_tolerance
+        self.write_images = write_images
         self._files: dict[Path, dict[str, Entry]] = {}
 
-    def check(self, notebook: str, variation_id: str, recorded: Mapping[str, Any]) -> Check:
+    def check(
+        self,
+        notebook: str,
+        variation_id: str,
+        recorded: Mapping[str, Any],
+        output: Path | None = None,
+    ) -> Check:
         """Raises :class:`SnapshotFileError` for a broken file."""
         path = snapshot_file(self.directory, notebook)
         if path not in self._files:
             self._files[path] = read_file(path)
-        return check_values(self._files[path], variation_id, recorded, self.default, path)
+        figures = None
+        tolerance = self.figure_tolerance
+        if tolerance is not None and output is not None:
+            from pytest_millrun.outputs.figures import (
+                baseline_folder,
+                check_figures,
+                failure_folder,
+                read_figures,
+            )
+
+            got = read_figures(output)
+            baselines = baseline_folder(self.directory, notebook, variation_id)
+
+            def figures(entry: Entry | None) -> Sequence[FigureResult]:
+                names = None if entry is None else entry.figures
+                tolerances = {} if entry is None else entry.figure_tolerances
+                return check_figures(
+                    names, baselines, got, tolerance, tolerances, failure_folder(output),
+                    self.write_images,
+                )  # fmt: skip
+
+        return check_values(self._files[path], variation_id, recorded, self.default, path, figures)
 
 
 # ------------------------------------------------------------------ updates
@@ -232,11 +292,24 @@ class SnapshotReader:
 def change_for(
     notebook: str, variation_id: str, check: Check, recorded: Mapping[str, Any]
 ) -> Change:
-    """The update a check calls for; values within tolerance are kept as stored (no churn)."""
+    """The update a check calls for; values and figures within tolerance stay as stored."""
+    import base64
+
     values: Mapping[str, Any] | None = dict(recorded)
-    if check.state == "differs" and not recorded:
+    if check.state == "differs" and not check.differences and check.stored is not None:
+        values = check.stored  # only figures changed
+    figures: dict[str, tuple[str, str] | None] | None = None
+    if check.figures is not None:
+        figures = {
+            r.name: (r.kind, base64.b64encode(r.got).decode())
+            if r.failed and r.got is not None
+            else None
+            for r in check.figures
+            if r.state != "gone"
+        }
+    if check.state == "differs" and not recorded and not figures:
         values = None
-    return Change(notebook, variation_id, check.state, values)
+    return Change(notebook, variation_id, check.state, values, figures)
 
 
 # ------------------------------------------------------------- API and CLI
@@ -245,15 +318,28 @@ def change_for(
 class SnapshotMismatchError(AssertionError):
     """Some variations' recorded values differ from their snapshots (or have none).
 
-    ``results`` holds every result, ``failures`` one report per such variation.
+    ``results`` holds every result, ``failures`` one report per such variation,
+    ``unused`` the unused entries (``file [id]``) when they fail the run
+    (``snapshot_strict=True``).
     """
 
-    def __init__(self, results: Sequence[ExecutionResult], failures: Sequence[str]) -> None:
+    def __init__(
+        self,
+        results: Sequence[ExecutionResult],
+        failures: Sequence[str],
+        unused: Sequence[str] = (),
+    ) -> None:
         self.results = list(results)
         self.failures = list(failures)
+        self.unused = list(unused)
         count = len(self.failures)
-        head = f"{count} of {len(self.results)} runs differ from their snapshots:"
-        super().__init__("\n\n".join([head, *self.failures]))
+        parts = []
+        if count:
+            parts += [f"{count} of {len(self.results)} runs differ from their snapshots:"]
+            parts += self.failures
+        if self.unused:
+            parts.append(unused_message(self.unused, "snapshot_update=True"))
+        super().__init__("\n\n".join(parts))
 
 
 def check_results(
@@ -264,28 +350,35 @@ def check_results(
     update: bool = False,
     tolerance: Tolerance = Tolerance(),
     update_hint: str = "--snapshot-update",
+    folders: Collection[Folder] = (),
+    figure_tolerance: float | None = None,
 ) -> tuple[list[str], Summary]:
-    """The API's and the command's check of a whole run (a planned run is always full).
+    """The API's and the command's check of a planned run (every notebook ran whole).
 
-    Returns one failure report per variation that differs or has no snapshot
-    (none when updating), and the counts; with ``update`` the files are
-    written, unused entries removed.
+    ``folders`` are the folders the run collected (the notebook folder given,
+    and those below it when recursive): a snapshot file there whose notebook
+    is gone is unused.  Returns one failure report per variation that differs
+    or has no snapshot (none when updating), and the counts; with ``update``
+    the files are written, unused entries removed.  With ``figure_tolerance``
+    (figure snapshots on) each run's figures are compared too.
     """
+    from pytest_millrun.outputs.figures import FiguresUnavailableError
     from pytest_millrun.outputs.files import relative
+    from pytest_millrun.outputs.snapshot_scope import Scope, unused_in_scope
 
     folder = Path(directory).absolute()
-    reader = SnapshotReader(folder, tolerance)
-    used: dict[str, list[str]] = {}
+    reader = SnapshotReader(folder, tolerance, figure_tolerance, not update)
+    used: dict[str, set[str]] = {}
     failures: list[str] = []
     changes: list[Change] = []
     for result in results:
         notebook = relative(result.notebook, root)
-        used.setdefault(notebook, []).append(result.variation_id)
+        used.setdefault(notebook, set()).add(result.variation_id)
         if not result.passed:
             continue
         try:
-            check = reader.check(notebook, result.variation_id, result.recorded)
-        except SnapshotFileError as exc:
+            check = reader.check(notebook, result.variation_id, result.recorded, result.output)
+        except (SnapshotFileError, FiguresUnavailableError) as exc:
             failures.append(f"{notebook} [{result.variation_id}]: {exc}")
             continue
         if check.state == "empty":
@@ -295,9 +388,10 @@ def check_results(
         elif check.state != "matches":
             report = format_check(check, result.variation_id, update_hint=update_hint)
             failures.append(f"{notebook}: {report}")
+    unused = unused_in_scope(folder, Scope(root, used, folders=folders))
     if update and not failures:
-        return [], apply_changes(folder, changes, used)
-    return failures, Summary(unused=unused_entries(folder, used))
+        return [], apply_changes(folder, changes, unused)
+    return failures, Summary(unused=unused.names(folder))
 
 
 def tolerance_of(rtol: float | None, atol: float | None) -> Tolerance:
@@ -318,22 +412,43 @@ def snapshot_check(
     target: Path,
     update: bool,
     tolerance: Tolerance,
+    *,
+    recursive: bool = False,
+    strict: bool = False,
+    figure_tolerance: float | None = None,
 ) -> None:
-    """``execute_run``'s check: raise on differences, warn of unused entries."""
+    """``execute_run``'s check: raise on differences, warn of unused entries (raise if strict)."""
     import warnings
 
+    from pytest_millrun.outputs.snapshot_scope import Folder
+
     root = target if target.is_dir() else target.parent
+    folders = [Folder(".", recursive)] if target.is_dir() else []
     failures, summary = check_results(
         results, directory, root, update=update, tolerance=tolerance,
-        update_hint="snapshot_update=True",
+        update_hint="snapshot_update=True", folders=folders, figure_tolerance=figure_tolerance,
     )  # fmt: skip
-    if summary.unused and not update:
+    unused = summary.unused if not update else []
+    if unused and not strict:
         warnings.warn(
             MillrunSnapshotWarning(
-                f"{len(summary.unused)} unused snapshot entries in {directory}: "
-                f"{', '.join(summary.unused[:5])}; snapshot_update=True removes them."
+                f"{len(unused)} unused snapshot entries in {directory}: "
+                f"{', '.join(unused[:5])}; snapshot_update=True removes them."
             ),
             stacklevel=3,
         )
-    if failures and not any(not r.passed for r in results):
-        raise SnapshotMismatchError(results, failures)
+    if any(not r.passed for r in results):
+        return  # RunFailedError says it, with every result
+    if failures or (unused and strict):
+        raise SnapshotMismatchError(results, failures, unused if strict else ())
+
+
+def unused_message(unused: Sequence[str], update_hint: str, limit: int = 20) -> str:
+    """The unused entries, one a line, and how to remove them."""
+    count = len(unused)
+    lines = [f"{count} unused snapshot entr{'ies' if count != 1 else 'y'}:"]
+    lines += [f"  {name}" for name in unused[:limit]]
+    if count > limit:
+        lines.append(f"  ... and {count - limit} more")
+    lines.append(f"{update_hint} on a run of their notebooks removes them.")
+    return "\n".join(lines)

@@ -106,6 +106,8 @@ class NotebookFile(pytest.File):
             )
         except OutputPathError as exc:
             raise self.CollectError(str(exc)) from None
+        #: every variation the notebook has, selected or not (snapshot checks count them)
+        self.variation_count = len(planned)
         for name, variation, output in planned:
             item_name = f"{self.path.stem}[{name.id}]"
             item = NotebookItem.from_parent(

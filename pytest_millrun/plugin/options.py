@@ -150,6 +150,23 @@ OPTIONS = (
         "Write missing snapshots and rewrite changed ones instead of failing",
         flag=True,
     ),
+    Option(
+        "snapshot-strict",
+        "Fail the run when a snapshot entry has no variation left (a variation or notebook gone)",
+        flag=True,
+    ),
+    Option(
+        "snapshot-figures",
+        "Compare each passing variation's figures (image outputs) with baselines stored beside "
+        "its snapshot too",
+        flag=True,
+    ),
+    # the default is pytest_millrun.outputs.figures' DEFAULT_FIGURE_TOLERANCE
+    Option(
+        "figure-tolerance",
+        "RMS difference (0-255) a figure may have from its baseline (default: 2)",
+        metavar="RMS",
+    ),
     # the defaults are pytest_millrun.outputs.snapshot_files' (a unit test keeps them equal)
     Option("rtol", "Relative tolerance of snapshot numbers (default: 1e-09)", metavar="RTOL"),
     Option("atol", "Absolute tolerance of snapshot numbers (default: 0)", metavar="ATOL"),

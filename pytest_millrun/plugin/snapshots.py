@@ -8,20 +8,26 @@ on the call report as the attribute ``millrun_snapshot`` (plain JSON, as the
 results table's rows do); the controller (or the only process) gathers them
 and writes each file once at the end of the session, so no worker races
 another on a file and none is lost.  Every item's setup report carries
-``millrun_snapshot_key`` so the controller knows which variations exist.
+``millrun_snapshot_key`` (notebook, variation id, how many variations the
+notebook has) so the controller knows which notebooks ran whole.
 
-Unused entries are computed only on a full, unfiltered run (see
-:meth:`SnapshotChecks.full_run`), and removed only by an update on one.
+Unused entries are decided per snapshot file (see
+:mod:`pytest_millrun.outputs.snapshot_scope` and :meth:`SnapshotChecks.scope`):
+reported by default, failing the run with ``--millrun-snapshot-strict``,
+removed by an update.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 from collections.abc import Generator
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_millrun.outputs.figures import DEFAULT_FIGURE_TOLERANCE
 from pytest_millrun.outputs.snapshot_files import (
     Change,
     SnapshotFileError,
@@ -30,13 +36,16 @@ from pytest_millrun.outputs.snapshot_files import (
     ToleranceError,
     apply_changes,
     check_tolerance,
-    unused_entries,
 )
 from pytest_millrun.outputs.snapshots import SnapshotReader, change_for, format_check
+
+if TYPE_CHECKING:
+    from pytest_millrun.outputs.snapshot_scope import Scope
 
 CHANGE_ATTRIBUTE = "millrun_snapshot"
 KEY_ATTRIBUTE = "millrun_snapshot_key"
 UPDATE_HINT = "--millrun-snapshot-update"
+STRICT_HINT = "--millrun-snapshot-strict"
 SELECT_HINT = "add -k EXPRESSION"
 
 
@@ -68,21 +77,47 @@ def configure(config: pytest.Config) -> None:
     except ToleranceError as exc:
         raise pytest.UsageError(str(exc)) from None
     update = bool(_raw(config, "snapshot-update")[0])
-    if not value:
-        if update:
-            raise pytest.UsageError(
-                "--millrun-snapshot-update needs a snapshot folder: give --millrun-snapshots DIR "
-                "(or the ini key millrun_snapshots)."
+    strict = bool(_raw(config, "snapshot-strict")[0])
+    figures = bool(_raw(config, "snapshot-figures")[0])
+    figure_tolerance = DEFAULT_FIGURE_TOLERANCE
+    raw = _raw(config, "figure-tolerance")[0]
+    if raw not in (None, ""):
+        try:
+            figure_tolerance = check_tolerance(
+                raw, "--millrun-figure-tolerance / millrun_figure_tolerance"
             )
+        except ToleranceError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    if not value:
+        flags = (
+            ("snapshot-update", update),
+            ("snapshot-strict", strict),
+            ("snapshot-figures", figures),
+        )
+        for name, given in flags:
+            if given:
+                raise pytest.UsageError(
+                    f"--millrun-{name} needs a snapshot folder: give --millrun-snapshots DIR "
+                    f"(or the ini key millrun_snapshots)."
+                )
         return
     directory = (base / value).resolve()
     if directory.exists() and not directory.is_dir():
         raise pytest.UsageError(
             f"--millrun-snapshots {value}: {directory} is a file, not a folder. Name a folder."
         )
-    config.pluginmanager.register(
-        SnapshotChecks(config, directory, tolerance, update), "millrun-snapshots"
+    if figures:
+        import contextlib
+
+        from pytest_millrun.outputs.figures import kernel_backend
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(kernel_backend())
+        config.add_cleanup(stack.close)
+    checks = SnapshotChecks(
+        config, directory, tolerance, update, strict, figure_tolerance if figures else None
     )
+    config.pluginmanager.register(checks, "millrun-snapshots")
 
 
 def _notebook(item: pytest.Item) -> str:
@@ -93,19 +128,29 @@ def _notebook(item: pytest.Item) -> str:
 
 class SnapshotChecks:
     def __init__(
-        self, config: pytest.Config, directory: Path, tolerance: Tolerance, update: bool
+        self,
+        config: pytest.Config,
+        directory: Path,
+        tolerance: Tolerance,
+        update: bool,
+        strict: bool = False,
+        figure_tolerance: float | None = None,
     ) -> None:
         self.config = config
         self.directory = directory
         self.update = update
-        self.reader = SnapshotReader(directory, tolerance)
+        self.strict = strict
+        self.figures = figure_tolerance is not None
+        self.reader = SnapshotReader(directory, tolerance, figure_tolerance, not update)
         self.worker = hasattr(config, "workerinput")
         self.changes: dict[tuple[str, str], Change] = {}
-        self.used: dict[str, list[str]] = {}
-        self.collected = -1
-        self.deselected = False
-        self.collect_errors = False
+        #: notebook -> the ids of its variations that ran, and how many it has
+        self.ran: dict[str, set[str]] = {}
+        self.planned: dict[str, int] = {}
+        #: folders (relative to the rootdir) where something was deselected or failed to collect
+        self.filtered: set[str] = set()
         self.summary: Summary | None = None
+        self.failing = False
         self.error = ""
 
     # ------------------------------------------------------ where items run
@@ -117,13 +162,15 @@ class SnapshotChecks:
 
         result = getattr(item, "result", None)
         if isinstance(item, NotebookItem) and result is not None and result.passed:
-            self._check(item, result.recorded)
+            self._check(item, result.recorded, result.output)
 
-    def _check(self, item: Any, recorded: Any) -> None:
+    def _check(self, item: Any, recorded: Any, output: Path | None) -> None:
+        from pytest_millrun.outputs.figures import FiguresUnavailableError
+
         notebook = _notebook(item)
         try:
-            check = self.reader.check(notebook, item.variation_id, recorded)
-        except SnapshotFileError as exc:
+            check = self.reader.check(notebook, item.variation_id, recorded, output)
+        except (SnapshotFileError, FiguresUnavailableError) as exc:
             raise SnapshotMismatch(str(exc)) from None
         if check.state == "empty":
             return
@@ -147,7 +194,8 @@ class SnapshotChecks:
         if not isinstance(item, NotebookItem):
             return
         if call.when == "setup":
-            setattr(report, KEY_ATTRIBUTE, [_notebook(item), item.variation_id])
+            count = getattr(item.parent, "variation_count", -1)
+            setattr(report, KEY_ATTRIBUTE, [_notebook(item), item.variation_id, count])
         elif call.when == "call":
             if call.excinfo is not None and isinstance(call.excinfo.value, SnapshotMismatch):
                 report.longrepr = str(call.excinfo.value)
@@ -155,72 +203,95 @@ class SnapshotChecks:
             if change is not None:
                 setattr(report, CHANGE_ATTRIBUTE, change.to_json())
 
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.collected = len(session.items)
-
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
-        if items:
-            self.deselected = True
+        for item in items:
+            self.filtered.add(_folder(_notebook(item)))
 
     # ------------------------------------------------------ where reports meet
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
-            self.collect_errors = True
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
-        self.collected = max(self.collected, len(ids))
+            self.filtered.add(_folder(report.nodeid.partition("::")[0]))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         key = getattr(report, KEY_ATTRIBUTE, None)
-        if isinstance(key, list) and len(key) == 2:
-            ids = self.used.setdefault(key[0], [])
-            if key[1] not in ids:
-                ids.append(key[1])
+        if isinstance(key, list) and len(key) == 3:
+            notebook, variation, count = key
+            self.ran.setdefault(notebook, set()).add(variation)
+            self.planned[notebook] = count
         change = getattr(report, CHANGE_ATTRIBUTE, None)
         if isinstance(change, dict):
             parsed = Change.from_json(change)
             self.changes[(parsed.notebook, parsed.variation)] = parsed
 
-    def full_run(self, session: pytest.Session) -> bool:
-        """Whether every variation there is ran: no selection of any kind, no early stop.
+    def scope(self, session: pytest.Session) -> Scope:
+        """What this run saw, for its unused entries (syrupy's rule, by exact ids).
 
-        Conservative: any -k/-m/--deselect, path or node-id argument, --lf/--ff
-        subset, stepwise, deselection by a plugin, collection error, -x stop or
-        interruption makes a run partial, and then nothing is called unused.
+        A notebook counts when every variation it has reported (so -k, -m,
+        --deselect, --lf, --sw, a node id or an -x stop leave it unchecked).
+        A notebook gone counts when its folder lies under a folder argument
+        (or testpaths), the run had no -k, -m, --deselect, --lf or --sw, and
+        nothing in that folder was deselected or failed to collect.  An
+        interrupted run decides nothing.
         """
-        option = self.config.option
-        if getattr(option, "keyword", "") or getattr(option, "markexpr", ""):
-            return False
-        if getattr(option, "deselect", None) or getattr(option, "lf", False):
-            return False
-        if getattr(option, "stepwise", False) or getattr(option, "stepwise_skip", False):
-            return False
-        if self.config.args_source == pytest.Config.ArgsSource.ARGS:
-            return False
-        if self.deselected or self.collect_errors or session.shouldstop or session.shouldfail:
-            return False
+        from pytest_millrun.outputs.snapshot_scope import Folder, Scope
+
+        root = self.config.rootpath
         if session.exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-            return False
-        reported = sum(len(ids) for ids in self.used.values())
-        return self.collected >= 0 and reported == self.collected
+            return Scope(root)
+        whole = {nb: ids for nb, ids in self.ran.items() if len(ids) == self.planned.get(nb)}
+        partial = sorted(set(self.ran) - set(whole))
+        filtered = self.filtered | {_folder(nb) for nb in partial}
+        option = self.config.option
+        selecting = (
+            getattr(option, "keyword", "")
+            or getattr(option, "markexpr", "")
+            or getattr(option, "deselect", None)
+            or getattr(option, "lf", False)
+            or getattr(option, "stepwise", False)
+            or getattr(option, "stepwise_skip", False)
+        )
+        folders: list[Folder] = []
+        base = self.config.invocation_params.dir
+        for arg in [] if selecting else self.config.args:
+            path, separator, _ = arg.partition("::")
+            folder = (base / path).resolve()
+            if separator or not folder.is_dir():
+                continue
+            with contextlib.suppress(ValueError):
+                folders.append(Folder(folder.relative_to(root.resolve()).as_posix()))
+        return Scope(root, whole, partial, folders, sorted(filtered))
+
+    def _ignored(self, path: Path) -> bool:
+        """Whether this run would not have collected ``path`` (``--ignore``, norecursedirs ...)."""
+        if self.config.hook.pytest_ignore_collect(collection_path=path, config=self.config):
+            return True
+        patterns = self.config.getini("norecursedirs") if path.suffix != ".ipynb" else []
+        return any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.worker:
             return
-        used = self.used if self.full_run(session) else None
+        from pytest_millrun.outputs.snapshot_scope import unused_in_scope
+
         try:
+            unused = unused_in_scope(self.directory, self.scope(session), self._ignored)
             if self.update:
                 self.summary = apply_changes(
-                    self.directory, sorted(self.changes.values(), key=_order), used
+                    self.directory, sorted(self.changes.values(), key=_order), unused
                 )
-            elif used is not None:
-                self.summary = Summary(unused=unused_entries(self.directory, used))
+            else:
+                self.summary = Summary(
+                    unused=unused.names(self.directory), unchecked=len(unused.unchecked)
+                )
         except (OSError, SnapshotFileError) as exc:
             self.error = f"could not write the snapshots in {self.directory}: {exc}"
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            return
+        self.failing = self.strict and not self.update and bool(self.summary.unused)
+        if self.failing and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.error:
@@ -229,12 +300,20 @@ class SnapshotChecks:
         summary = self.summary
         if summary is None or (not self.update and not summary.unused):
             return
-        terminalreporter.write_line(f"millrun {summary.describe(self.update)}")
-        unused = summary.unused or []
+        strict = STRICT_HINT if self.failing else ""
+        terminalreporter.write_line(
+            f"millrun {summary.describe(self.update, UPDATE_HINT, strict)}", red=self.failing
+        )
+        unused = [] if self.update else summary.unused
         for name in unused[:20]:
             terminalreporter.write_line(f"  unused: {name}")
         if len(unused) > 20:
             terminalreporter.write_line(f"  ... and {len(unused) - 20} more")
+
+
+def _folder(notebook: str) -> str:
+    """The folder of a notebook given relative to the rootdir (posix; ``.`` the rootdir)."""
+    return PurePosixPath(notebook).parent.as_posix()
 
 
 def _order(change: Change) -> tuple[str, str]:

@@ -92,7 +92,9 @@ def test_changes_within_the_tolerance_pass_and_beyond_fail_with_the_table(
 
     result = pytester.runpytest("--millrun-snapshot-update", "-k", "oslo")
     result.assert_outcomes(passed=1, deselected=1)
-    result.stdout.fnmatch_lines(["*0 written, 1 updated, 0 unchanged, unused not checked*"])
+    result.stdout.fnmatch_lines(
+        ["*0 written, 1 updated, 0 unchanged, 0 unused; unused not checked in 1 file *"]
+    )
     data = json.loads(snap.read_text())
     assert data["oslo"] == {"values": {"label": "oslo", "total": 2.002}}
     assert data["rome"] == {
@@ -101,22 +103,54 @@ def test_changes_within_the_tolerance_pass_and_beyond_fail_with_the_table(
     }  # not selected: left as it was
 
 
-def test_unused_entries_are_reported_and_removed_only_by_a_full_update(
+def test_unused_entries_are_found_by_exact_ids_in_runs_with_a_path_or_testpaths(
     pytester: pytest.Pytester, snap: Path
 ) -> None:
-    pytester.runpytest("--millrun-snapshot-update").assert_outcomes(passed=2)
-    project(pytester.path, ["oslo"])  # rome is gone
-    result = pytester.runpytest()
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["millrun snapshots: 1 unused *", "  unused: nbs/calc.json ?rome?"])
+    other = pytester.path / "nbs" / "sub" / "other.ipynb"
+    write_notebook(other, ["total = x\nlabel = city"], params="x = 1.0\ncity = 'a'")
+    pytester.runpytest("--millrun-snapshot-update", "nbs").assert_outcomes(passed=4)
+    project(pytester.path, ["oslo", "lima"])  # rome is gone, lima new
+    other.unlink()  # and so is a notebook
 
-    result = pytester.runpytest("--millrun-snapshot-update", "-k", "oslo or nothing")
-    result.stdout.fnmatch_lines(["*1 unchanged, unused not checked (not a full run)"])
-    assert "rome" in json.loads(snap.read_text())
+    # -k: calc ran in part, and nothing is said of the notebook gone
+    result = pytester.runpytest("nbs", "-k", "lima", "--millrun-snapshot-update")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        ["millrun snapshots: 1 written, 0 updated, 0 unchanged, 0 unused; unused not checked in "
+         "1 file (not every variation of its notebook ran)"]
+    )  # fmt: skip
+    assert sorted(json.loads(snap.read_text())) == ["lima", "oslo", "rome"]
+    assert (snap.parent / "sub" / "other.json").exists()
 
-    result = pytester.runpytest("--millrun-snapshot-update")
-    result.stdout.fnmatch_lines(["*0 updated, 1 unchanged, 1 unused (1 removed)"])
-    assert list(json.loads(snap.read_text())) == ["oslo"]
+    # a path argument: reported (by default the run passes; strict fails it)
+    result = pytester.runpytest("nbs")
+    result.assert_outcomes(passed=2)
+    assert result.ret == 0
+    result = pytester.runpytest("nbs", "--millrun-snapshot-strict")
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "millrun snapshots: 3 unused (--millrun-snapshot-update on a run of their notebooks "
+            "removes them); they fail the run (--millrun-snapshot-strict)",
+            "  unused: nbs/calc.json [[]rome[]]",
+            "  unused: nbs/sub/other.json [[]oslo[]]",
+            "  unused: nbs/sub/other.json [[]rome[]]",
+        ]
+    )
+
+    # testpaths: an update removes them, and then nothing is unused
+    (pytester.path / "pytest.ini").write_text(
+        (pytester.path / "pytest.ini").read_text() + "testpaths = nbs\n"
+    )
+    result = pytester.runpytest("--millrun-snapshot-update", "--millrun-snapshot-strict")
+    result.stdout.fnmatch_lines(["*0 updated, 2 unchanged, 3 unused (3 removed)"])
+    assert result.ret == 0
+    assert sorted(json.loads(snap.read_text())) == ["lima", "oslo"]
+    assert sorted(p.name for p in snap.parent.rglob("*")) == ["calc.json", "sub"]
+    result = pytester.runpytest("--millrun-snapshot-strict")
+    assert result.ret == 0
+    assert "millrun snapshots" not in result.stdout.str()
 
 
 def test_under_xdist_every_update_lands(pytester: pytest.Pytester) -> None:
@@ -135,6 +169,20 @@ def test_under_xdist_every_update_lands(pytester: pytest.Pytester) -> None:
         "calc.json", "more", "twice.json"
     ]  # fmt: skip
     pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=6)
+
+    project(pytester.path, ["oslo", "rome"])  # lima is gone
+    (pytester.path / "nbs" / "more" / "twice.ipynb").unlink()
+    result = pytester.runpytest_subprocess("nbs", "-n", "2", "--millrun-snapshot-strict")
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["millrun snapshots: 4 unused *", "  unused: nbs/calc.json [[]lima[]]",
+         "  unused: nbs/more/twice.json [[]lima[]]"]
+    )  # fmt: skip
+    result = pytester.runpytest_subprocess("nbs", "-n", "2", "--millrun-snapshot-update")
+    result.stdout.fnmatch_lines(["*0 updated, 2 unchanged, 4 unused (4 removed)"])
+    assert sorted(json.loads(snap.read_text())) == ["oslo", "rome"]
+    assert not (snap.parent / "more" / "twice.json").exists()
 
 
 def test_the_command_and_the_api_check_and_update(tmp_path: Path) -> None:
@@ -187,3 +235,24 @@ def test_the_command_and_the_api_check_and_update(tmp_path: Path) -> None:
             output_prepend_components=["city"], record=["total", "label"], snapshots=snaps,
         )  # fmt: skip
     assert not snap.exists()  # the plugin's layout (under nbs/) was never used here
+    unused = r"1 unused snapshot entry:\n  calc.json \[old\]"
+    with pytest.raises(SnapshotMismatchError, match=unused):
+        execute_run(
+            tmp_path / "nbs", {"x": [1.0], "city": ["oslo"]}, output_dir=tmp_path / "out",
+            output_prepend_components=["city"], record=["total", "label"], snapshots=snaps,
+            snapshot_strict=True,
+        )  # fmt: skip
+    (snaps / "other.json").write_text('{"a": {"values": {}}}')  # its notebook is gone...
+    with pytest.raises(SnapshotMismatchError) as info:
+        execute_run(
+            tmp_path / "nbs" / "calc.ipynb", {"x": [1.0], "city": ["oslo"]},
+            output_dir=tmp_path / "out", output_prepend_components=["city"],
+            record=["total", "label"], snapshots=snaps, snapshot_strict=True,
+        )  # fmt: skip
+    assert info.value.unused == ["calc.json [old]"]  # ...but a run of one notebook cannot tell
+    (snaps / "other.json").unlink()
+    done = command("--snapshot-strict")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "they fail the run (--snapshot-strict)" in done.stdout
+    assert "  unused: calc.json [old]" in done.stdout
+    assert "  unused: calc.json [rome]" not in done.stdout  # rome is in this run's params

@@ -21,8 +21,8 @@ from pytest_millrun.outputs.snapshot_files import (
     read_file,
     render_file,
     snapshot_file,
-    unused_entries,
 )
+from pytest_millrun.outputs.snapshot_scope import Folder, Scope, unused_in_scope
 from pytest_millrun.outputs.snapshots import check_values, compare, format_check, format_table
 
 json_values = st.recursive(
@@ -208,7 +208,7 @@ def test_updates_keep_tolerances_and_other_entries_and_files(tmp_path: Path) -> 
         ],
     )
     assert (summary.written, summary.updated, summary.unchanged) == (1, 1, 1)
-    assert summary.unused is None  # not a full run: not checked
+    assert summary.unused == []  # no scope given: nothing checked
     assert summary.removed == 0
     data = json.loads(path.read_text())
     assert data == {
@@ -220,7 +220,9 @@ def test_updates_keep_tolerances_and_other_entries_and_files(tmp_path: Path) -> 
     assert sorted(p.name for p in path.parent.iterdir()) == ["nb.json"]  # no temporary left
 
 
-def test_a_full_update_removes_unused_entries_and_files(tmp_path: Path) -> None:
+def test_an_update_removes_the_unused_entries_it_is_given_and_empty_files(
+    tmp_path: Path,
+) -> None:
     directory = tmp_path / "snaps"
     apply_changes(
         directory,
@@ -230,9 +232,9 @@ def test_a_full_update_removes_unused_entries_and_files(tmp_path: Path) -> None:
             Change("old.ipynb", "a", "missing", {"x": 1}),
         ],
     )
-    used = {"nb.ipynb": ["a"]}
-    assert unused_entries(directory, used) == ["nb.json [gone]", "old.json [a]"]
-    summary = apply_changes(directory, [Change("nb.ipynb", "a", "matches", {"x": 1})], used)
+    unused = unused_in_scope(directory, Scope(tmp_path, {"nb.ipynb": ["a"]}, folders=[Folder(".")]))
+    assert unused.names(directory) == ["nb.json [gone]", "old.json [a]"]
+    summary = apply_changes(directory, [Change("nb.ipynb", "a", "matches", {"x": 1})], unused)
     assert summary.unused == ["nb.json [gone]", "old.json [a]"]
     assert summary.removed == 2
     assert sorted(p.name for p in directory.iterdir()) == ["nb.json"]
