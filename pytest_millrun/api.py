@@ -24,7 +24,7 @@ from pytest_millrun.core.data import (
 )
 from pytest_millrun.core.params import BulkParams
 from pytest_millrun.core.suite import resolve_suite
-from pytest_millrun.core.values import parse_names
+from pytest_millrun.core.values import parse_record
 from pytest_millrun.dispatch.pool import run_in_pool, run_jobs
 from pytest_millrun.execution.jobs import RunOptions
 from pytest_millrun.execution.plan import check_papermill_kwargs, plan_run, planned_outputs
@@ -40,7 +40,8 @@ class RunFailedError(Exception):
         lines = [f"{len(self.failures)} of {len(results)} notebook runs failed:"]
         for r in self.failures:
             headline = r.error.headline if r.error else r.status
-            lines.append(f"  {r.notebook.name} [{r.variation_id}]: {headline} -> {r.output}")
+            where = f" -> {r.output}" if r.output is not None else " (no output written)"
+            lines.append(f"  {r.notebook.name} [{r.variation_id}]: {headline}{where}")
         super().__init__("\n".join(lines))
 
 
@@ -94,7 +95,9 @@ def execute_run(
     earlier runs wrote beside this run's and this run does not write (only
     files carrying millrun's output marker).
     ``record`` names variables read after each notebook's last cell into
-    ``ExecutionResult.recorded``, with its scrapbook scraps; write the table with
+    ``ExecutionResult.recorded``, with its scrapbook scraps (``"GLOB:name"`` only
+    in the notebooks GLOB matches; a suite's ``record`` keys add names per
+    notebook); write the table with
     :func:`write_results`.  ``snapshots`` names a folder of snapshots the
     recorded values are compared with (``rtol``/``atol``, see
     :mod:`pytest_millrun.outputs.snapshots`); a difference raises
@@ -125,13 +128,14 @@ def execute_run(
             if figure_tolerance is not None:
                 figures = check_tolerance(figure_tolerance, "figure_tolerance")
     papermill_kwargs = dict(kwargs)
+    spec = parse_record(record, "record")
     options = RunOptions(
         kernel_name=papermill_kwargs.pop("kernel_name", None),
         cell_timeout=papermill_kwargs.pop("execution_timeout", None),
         notebook_timeout=notebook_timeout,
         kernel_start=kernel_start,
         preload=tuple(preload),
-        record=parse_names(record, "record"),
+        record=spec.names,
         papermill_kwargs=papermill_kwargs,
     )
     jobs = plan_run(
@@ -144,6 +148,7 @@ def execute_run(
         exclude_glob_pattern=exclude_glob_pattern,
         include_glob_pattern=include_glob_pattern,
         strict_params=strict_params,
+        record=spec,
     )
     if clean_output:
         stale = handle_stale_outputs(planned_outputs(jobs), clean=True)

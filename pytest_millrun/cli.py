@@ -25,7 +25,7 @@ from pytest_millrun.core.naming import OutputPathError
 from pytest_millrun.core.params import ParamsError
 from pytest_millrun.core.suite import MillrunSuiteWarning, load_suite
 from pytest_millrun.core.text import cell_words
-from pytest_millrun.core.values import parse_names, report_lines
+from pytest_millrun.core.values import parse_record, report_lines
 from pytest_millrun.dispatch.pool import run_in_pool, run_jobs
 from pytest_millrun.execution.execute import resolve_kernel_start
 from pytest_millrun.execution.jobs import Job, RunOptions
@@ -144,7 +144,7 @@ text is kept as is; with no components the variation's index is prepended.""",
     "--record",
     metavar="NAMES",
     help="Comma-separated variables read after each notebook's last cell and recorded "
-    "with its scrapbook scraps.",
+    "with its scrapbook scraps; GLOB:NAME only in the notebooks GLOB matches.",
 )
 @click.option(
     "--results",
@@ -261,6 +261,7 @@ def main(
             warnings.simplefilter("always", MillrunParameterWarning)
             warnings.simplefilter("always", MillrunSuiteWarning)
             variations = load_suite(params)
+            spec = parse_record(record, "--record")
             jobs = plan_run(
                 notebook_dir_or_file,
                 variations,
@@ -271,8 +272,8 @@ def main(
                 exclude_glob_pattern=exclude_glob_pattern,
                 include_glob_pattern=include_glob_pattern,
                 strict_params=strict_params,
+                record=spec,
             )
-        names = parse_names(record, "--record")
         if results_file is not None:
             results_file = check_results_path(results_file, [job.notebook for job in jobs])
         if report_file is not None:
@@ -296,7 +297,7 @@ def main(
         kernel_start=resolve_kernel_start(kernel_start),
         preload=tuple(_components(preload)),
         option_names=OPTION_NAMES,
-        record=names,
+        record=spec.names,
     )
     root = notebook_dir_or_file if notebook_dir_or_file.is_dir() else notebook_dir_or_file.parent
     progress = _Progress(len(jobs), min(workers, len(jobs)), bar=not no_progress and _is_tty())
@@ -483,13 +484,25 @@ class _Progress:
         status = "PASSED" if result.passed else "FAILED"
         click.echo(
             f"[{self.done}/{self.total}] {status} {result.notebook.name} [{result.variation_id}] "
-            f"in {result.duration:.1f} s -> {result.output}",
+            f"in {result.duration:.1f} s{_where_it_went(result)}",
             file=self.stream,
         )
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _where_it_went(result: ExecutionResult) -> str:
+    """`` -> OUTPUT``, or why there is none (the notebook could not be read, say)."""
+    if result.output is not None:
+        return f" -> {result.output}"
+    error = result.error
+    if error is None:
+        return ": no output written"
+    reason = error.headline.replace(str(result.notebook), result.notebook.name)
+    ran = error.cell_index is not None or error.kind not in ("error", "kernel-start")
+    return f": {'no output written' if ran else 'not run'}: {reason}"
 
 
 def _summary(

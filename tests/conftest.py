@@ -35,22 +35,6 @@ MakeNotebook = Callable[..., Path]
 os.environ["PYTHONSTARTUP"] = str(Path(__file__).with_name("kernel_startup.py"))
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Iterator[object]:
-    """Run each test body without pytest's ``PYTEST_CURRENT_TEST``, as a user's shell has none.
-
-    ipykernel turns its descriptor capture off when it sees that variable, so a
-    ``millrun`` command or an ``execute_run`` started from a test would run its kernels
-    unlike anywhere else.  Runs of the plugin (``pytester``) set their own, as in life.
-    """
-    current = os.environ.pop("PYTEST_CURRENT_TEST", None)
-    try:
-        return (yield)
-    finally:
-        if current is not None:
-            os.environ["PYTEST_CURRENT_TEST"] = current
-
-
 def write_notebook(
     path: Path,
     cells: Sequence[str] = ("result = x + y",),

@@ -91,6 +91,8 @@ class Failure:
     exec_count: int | None = None
     source: str = ""
     traceback: tuple[str, ...] = ()
+    #: The last lines the cell printed, quoted when its error has no text of its own.
+    output: str = ""
 
     @property
     def headline(self) -> str:

@@ -39,10 +39,13 @@ from pytest_millrun.core.params import (
     normalize_params,
 )
 from pytest_millrun.core.paramsfile import Locations, read_params_data
+from pytest_millrun.core.values import RecordNameError, parse_names
 
-SUITE_KEYS = ("grid", "variations", "constants", "notebooks", "prepend", "append", "marks")
-#: What a suite under ``notebooks`` may hold: its own variations and components.
-SUB_SUITE_KEYS = ("grid", "variations", "constants", "prepend", "append")
+SUITE_KEYS = (
+    "grid", "variations", "constants", "notebooks", "prepend", "append", "record", "marks"
+)  # fmt: skip
+#: What a suite under ``notebooks`` may hold: its own variations, components and records.
+SUB_SUITE_KEYS = ("grid", "variations", "constants", "prepend", "append", "record")
 RULE_KEYS = ("notebooks", "where", "ids")
 #: pytest marks that need arguments a rule cannot give, and the one millrun sets itself.
 RESERVED_MARKS = ("millrun", "parametrize", "usefixtures", "filterwarnings", "skipif")
@@ -67,6 +70,8 @@ class Section:
     prepend: tuple[str, ...] | None = None
     append: tuple[str, ...] | None = None
     line: int | None = None
+    #: variables its notebooks record after their last cell (the command line's add to them)
+    record: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,20 +130,25 @@ class Suite:
         return [rule for rule in self.marks if rule.matches(rel, variation, variation_id)]
 
     def unmatched_globs(self, matched: Iterable[str | None]) -> list[tuple[Section, str]]:
-        """A warning for each notebooks glob that matched no notebook of the run.
+        """A warning for each notebooks glob that matched no notebook of the run, and no file
+        under ``base`` either.
 
-        Such a glob is most likely a typo, and its notebook quietly gets the top level.
+        Such a glob is most likely a typo, and its notebook quietly gets the top level.  A
+        glob whose notebooks exist but are not part of this run (a subset was asked for) is
+        not.
         """
         used = set(matched)
         return [
             (
                 section,
-                f"{self.source}: the notebooks glob {section.glob!r} matched no notebook of this "
-                f"run, so its variations run nowhere. Globs are relative to {self.base}; "
-                f"check it against the notebooks' paths.",
+                f"{self.source}: the notebooks glob {section.glob!r} matches no file under "
+                f"{self.base}, so its variations run nowhere. Globs are relative to the params "
+                f"file's folder; check it against the notebooks' paths.",
             )
             for section in self.sections
             if section.glob not in used
+            and section.glob is not None
+            and not glob_matches_a_file(self.base, section.glob)
         ]
 
     def describe(self) -> list[str]:
@@ -199,7 +209,7 @@ def build_suite(data: Any, source: str, base: Path, locations: Locations | None 
     notebooks = data.get("notebooks")
     sections = _notebook_sections(notebooks, source, loc) if "notebooks" in data else ()
     if not sections:
-        top = Section("every notebook", None, top.variations, top.prepend, top.append)
+        top = dataclasses.replace(top, label="every notebook")
     marks = _mark_rules(data["marks"], source, loc) if "marks" in data else ()
     return Suite(source, base, top, sections, marks, is_suite=True)
 
@@ -218,6 +228,31 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[Variation]:
 def glob_match(pattern: str, relative_path: str) -> bool:
     """Match a ``/``-separated path: ``*`` and ``?`` stay in one folder, ``**`` spans any."""
     return _glob_regex(pattern).fullmatch(relative_path) is not None
+
+
+def glob_matches_a_file(base: Path, pattern: str) -> bool:
+    """Whether any file under ``base`` (hidden ones and folders left out) matches ``pattern``.
+
+    Only the part of the tree the pattern can reach is walked: below its literal leading
+    folders, and no deeper than its parts unless it holds ``**``.
+    """
+    parts = pattern.removeprefix("./").split("/")
+    root, fixed = base, 0
+    while fixed < len(parts) - 1 and not any(c in parts[fixed] for c in "*?["):
+        root, fixed = root / parts[fixed], fixed + 1
+    deep = any("**" in part for part in parts[fixed:])
+    levels = len(parts) - fixed  # below root: folders, then the file
+    for folder, dirs, files in os.walk(root):
+        depth = len(Path(folder).relative_to(root).parts)
+        deeper = deep or depth + 1 < levels
+        dirs[:] = [d for d in sorted(dirs) if deeper and not d.startswith(".")]
+        for name in files:
+            if name.startswith("."):
+                continue
+            relative = os.path.relpath(os.path.join(folder, name), base).replace(os.sep, "/")
+            if glob_match(pattern, relative):
+                return True
+    return False
 
 
 @functools.lru_cache(maxsize=256)
@@ -338,7 +373,20 @@ def _section(
         tuple(variations),
         _components(data, "prepend", where, loc),
         _components(data, "append", where, loc),
+        record=_record(data, where, loc),
     )
+
+
+def _record(data: Mapping[Any, Any], where: str, loc: Locations) -> tuple[str, ...]:
+    if "record" not in data:
+        return ()
+    value = data["record"]
+    if not isinstance(value, str) and not _is_list(value):
+        value = [value]  # parse_names says what is wrong with it
+    try:
+        return parse_names(value, f"{where}{loc.at(data, 'record')}: 'record'")
+    except RecordNameError as exc:
+        raise SuiteError(str(exc)) from None
 
 
 def _grid(grid: Any, where: str, loc: Locations, parent: Any) -> Mapping[str, Sequence[Any]]:

@@ -27,6 +27,7 @@ import json
 import keyword
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pytest_millrun.core.discovery import OUTPUT_MARKER
@@ -73,6 +74,59 @@ def parse_names(
         if name not in names:
             names.append(name)
     return tuple(names)
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """The names a run records: for every notebook, and for the notebooks a glob matches.
+
+    From the command line's ``a,b,GLOB:c`` (see :func:`parse_record`).  A notebook records
+    its suite section's ``record`` names and then these, each name once: the command line
+    adds names, it never takes a suite's away.
+    """
+
+    names: tuple[str, ...] = ()
+    by_glob: tuple[tuple[str, str], ...] = ()
+
+    def for_notebook(self, relative: str, own: Sequence[str] = ()) -> tuple[str, ...]:
+        """The names for the notebook at ``relative`` (``/``-separated, from the suite's
+        folder) whose suite section records ``own``.
+
+        A glob without ``/`` matches the file name, one with ``/`` the path, as a suite's
+        notebooks globs do.
+        """
+        from pytest_millrun.core.suite import glob_match
+
+        name = relative.rsplit("/", 1)[-1]
+        chosen = [*own, *self.names]
+        for glob, wanted in self.by_glob:
+            if glob_match(glob, relative if "/" in glob else name):
+                chosen.append(wanted)
+        return tuple(dict.fromkeys(chosen))
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.by_glob)
+
+
+def parse_record(text: str | Sequence[str] | None, option: str = "--millrun-record") -> RecordSpec:
+    """``a,b`` names for every notebook, ``GLOB:name`` for the notebooks GLOB matches."""
+    if text is None:
+        return RecordSpec()
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    plain: list[str] = []
+    by_glob: list[tuple[str, str]] = []
+    for part in parts:
+        if isinstance(part, str) and ":" in part:
+            glob, _, name = part.strip().rpartition(":")
+            if not glob.strip():
+                raise RecordNameError(
+                    f"{option}: {part.strip()!r} has no glob before its ':'. Write "
+                    f"GLOB:name (e.g. fit*.ipynb:rmse), or the name alone for every notebook."
+                )
+            by_glob += [(glob.strip(), checked) for checked in parse_names([name], option)]
+        else:
+            plain.append(part)
+    return RecordSpec(parse_names(plain, option), tuple(dict.fromkeys(by_glob)))
 
 
 def encode(value: Any) -> Any:

@@ -198,14 +198,18 @@ def execute_notebook(
             watchdog.start()
         error: Failure | None = None
         interrupted = retry = False
+        cells: Sequence[Any] = ()  # of a run that ended without an error
         try:
-            papermill.execute_notebook(
+            done = papermill.execute_notebook(
                 nb, str(partial), parameters=dict(parameters), **engine_kwargs
             )
+            cells = done.cells
         except PapermillExecutionError as exc:
             standing = expected_errors.settle(partial, exc)  # raises-exception cells may pass
             if standing is not None:
-                error = failures.cell_failure(standing)
+                error = failures.cell_failure(standing, partial)
+            else:
+                cells = failures.notebook_cells(partial)
         except KeyboardInterrupt:
             interrupted = True
         except Exception as exc:
@@ -244,6 +248,8 @@ def execute_notebook(
         raise ExecutionInterrupted(
             finish("interrupted", Failure("interrupted", "Interrupted by a signal."))
         )
+    if error is None and (stopped := failures.early_exit_note(notebook, cells)):
+        notes.append(stopped)
     if error is None and (problem := recorder.problem(notebook)):
         error = Failure("record", problem[1], ename="RecordError", evalue=problem[0])
     return finish("failed" if error else "passed", error)

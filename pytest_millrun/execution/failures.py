@@ -8,7 +8,7 @@ Nothing here starts a kernel or imports papermill at module level.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -38,6 +38,8 @@ def format_failure(result: ExecutionResult) -> str:
         lines += ["Cell source:", indent(error.source), ""]
     if error.traceback:
         lines += ["Traceback:", indent("\n".join(error.traceback)), ""]
+    if error.output:
+        lines += ["The cell printed (last lines):", indent(error.output), ""]
     if error.kind != "cell" and error.ename:
         lines += [error.message, ""]
     lines += report_lines(result.recorded, result.record_notes)
@@ -48,20 +50,89 @@ def format_failure(result: ExecutionResult) -> str:
     return "\n".join(lines)
 
 
-def cell_failure(exc: Any) -> Failure:
-    """A ``PapermillExecutionError``: the exception a cell raised, where, and its traceback."""
+def cell_failure(exc: Any, saved: Path | None = None) -> Failure:
+    """A ``PapermillExecutionError``: the exception a cell raised, where, and its traceback.
+
+    A cell can fail without an error output (IPython prints a ``UsageError`` for an
+    unknown magic instead), and papermill then has no text for it: the last line
+    the cell printed, read from the ``saved`` notebook, stands in for it.
+    """
     from papermill.exceptions import strip_color
 
+    evalue, printed = exc.evalue, ""
+    if not str(evalue).strip() and not exc.traceback and saved is not None:
+        printed = printed_lines(saved, exc.cell_index)
+        evalue = sentence(printed.splitlines()[-1]) if printed else evalue
     return Failure(
         kind="cell",
-        message=exception_words(exc.ename, exc.evalue),
+        message=exception_words(exc.ename, evalue),
         ename=exc.ename,
-        evalue=exc.evalue,
+        evalue=evalue,
         cell_index=exc.cell_index,
         exec_count=exc.exec_count,
         source=exc.source,
         traceback=tuple(str(strip_color(line)) for line in exc.traceback),
+        output=printed,
     )
+
+
+#: The tag of the cells papermill inserts to point at a failure (not the notebook's own).
+PAPERMILL_MARKER_TAG = "papermill-error-cell-tag"
+
+
+def notebook_cells(path: Path) -> list[dict[str, Any]]:
+    """A saved output's own cells, without papermill's error markers ([] if unreadable)."""
+    try:
+        cells = read_notebook_json(path)["cells"]
+    except (NotebookError, KeyError):
+        return []
+    return [
+        cell
+        for cell in cells
+        if isinstance(cell, dict)
+        and PAPERMILL_MARKER_TAG not in (cell.get("metadata") or {}).get("tags", ())
+    ]
+
+
+def printed_lines(path: Path, cell_index: int | None, lines: int = 8) -> str:
+    """The last lines cell ``cell_index`` of the saved notebook wrote to stdout and stderr."""
+    cells = notebook_cells(path)
+    if cell_index is None or not 0 <= cell_index < len(cells):
+        return ""
+    text = "".join(
+        "".join(output.get("text", "")) if output.get("output_type") == "stream" else ""
+        for output in cells[cell_index].get("outputs", ())
+    )
+    return "\n".join(line.rstrip() for line in text.strip().splitlines()[-lines:])
+
+
+def early_exit_note(notebook: Path, cells: Sequence[Any]) -> str | None:
+    """What a run that passed because a cell raised ``SystemExit(0)`` left out, if anything.
+
+    papermill counts ``sys.exit()`` and ``SystemExit(0)`` as success, as a script's exit
+    status would, but the cells after it never run; say how many.
+    """
+    for index, cell in enumerate(cells):
+        stopped = any(
+            output.get("output_type") == "error" and output.get("ename") == "SystemExit"
+            for output in cell.get("outputs", ())
+        )
+        if not stopped:
+            continue
+        skipped = sum(
+            1
+            for later in cells[index + 1 :]
+            if later.get("cell_type") == "code"
+            and (later.get("metadata") or {}).get("papermill", {}).get("status") == "pending"
+        )
+        if not skipped:
+            return None
+        where = cell_words(index, cell.get("execution_count"))
+        return (
+            f"{notebook.name}: stopped by SystemExit{where}; {skipped} later "
+            f"cell{'s' if skipped != 1 else ''} not run."
+        )
+    return None
 
 
 def output_folder_failure(exc: OSError, names: OptionNames) -> Failure:

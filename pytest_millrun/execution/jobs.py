@@ -32,6 +32,8 @@ class Job:
     variation: Variation
     variation_id: str
     output: Path
+    #: the variables this notebook records, when the run says per notebook (None: the run's)
+    record: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def run_job(job: Job, options: RunOptions) -> ExecutionResult:
         kernel_start=options.kernel_start,
         preload=options.preload,
         option_names=options.option_names,
-        record=options.record,
+        record=options.record if job.record is None else job.record,
         **options.papermill_kwargs,
     )
 

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -28,6 +29,27 @@ from typing import IO, Any, Protocol
 from pytest_millrun.core.data import KernelStart
 from pytest_millrun.core.text import first_line, quote_log
 from pytest_millrun.execution.kernel_requests import setup_request_code, wait_for_relay
+
+#: What pytest and pytest-xdist set in their own process's environment for its tests.  A
+#: kernel never sees them, whichever front end starts it: ipykernel captures no file
+#: descriptors under ``PYTEST_CURRENT_TEST``, so ``os.system``'s and a C library's output
+#: would go to the kernel's log under the plugin and into the notebook under the CLI.
+PYTEST_VARIABLES = frozenset(
+    {
+        "PYTEST_CURRENT_TEST",
+        "PYTEST_VERSION",
+        "PYTEST_XDIST_TESTRUNUID",
+        "PYTEST_XDIST_WORKER",
+        "PYTEST_XDIST_WORKER_COUNT",
+    }
+)
+
+
+def kernel_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a kernel starts with: ``env`` (default: this process's) minus
+    :data:`PYTEST_VARIABLES`, so an output notebook does not depend on the front end."""
+    source = os.environ if env is None else env
+    return {key: value for key, value in source.items() if key not in PYTEST_VARIABLES}
 
 
 class KernelProcess(Protocol):
@@ -128,6 +150,7 @@ class KernelSandbox:
                     await self.provisioner.kill(restart=restart)
 
             async def _async_pre_start_kernel(self, **kw: Any) -> Any:
+                kw["env"] = kernel_environment(kw.get("env"))
                 if sandbox.kernel_start == "fork" and self.provisioner is None:
                     from pytest_millrun import forkserver
 
@@ -394,6 +417,7 @@ __all__ = [
     "KernelSandbox",
     "KernelStart",
     "fork_broken",
+    "kernel_environment",
     "kill_leftover_kernels",
     "stop_execution",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from pytest_millrun.core.naming import (
 )
 from pytest_millrun.core.params import Variation
 from pytest_millrun.core.suite import MillrunSuiteWarning, Suite, pick_components
+from pytest_millrun.core.values import RecordSpec
 from pytest_millrun.execution.execute import OverwriteError, check_output_target
 from pytest_millrun.execution.jobs import Job
 
@@ -46,14 +48,17 @@ def plan_run(
     exclude_glob_pattern: str | None = None,
     include_glob_pattern: str | None = None,
     strict_params: bool = False,
+    record: RecordSpec | None = None,
 ) -> list[Job]:
     """Every job of a run, in a deterministic order, with collisions refused.
 
-    With a :class:`Suite` each notebook gets its own section's variations and
-    components; ``prepend``/``append`` win over the suite's where not empty.
+    With a :class:`Suite` each notebook gets its own section's variations,
+    components and recorded names; ``prepend``/``append`` win over the suite's
+    where not empty, and ``record``'s names add to its.
     """
     target = Path(notebook_dir_or_file)
     out = Path(output_dir) if output_dir is not None else None
+    record = record or RecordSpec()
     notebooks = discover_notebooks(
         target,
         recursive=recursive,
@@ -80,8 +85,10 @@ def plan_run(
             own = section.variations
             own_prepend = pick_components(prepend, section.prepend)
             own_append = pick_components(append, section.append)
+            names = record.for_notebook(variations.relative(notebook), section.record)
         else:
             own = variations
+            names = record.for_notebook(os.path.relpath(notebook, base).replace(os.sep, "/"))
         keys = [key for variation in own for key in variation]
         try:
             data = read_notebook_json(notebook)
@@ -104,10 +111,10 @@ def plan_run(
         if folder_root / folder not in writable:
             check_output_folder(folder_root / folder, "output_dir= or --output-dir")
             writable.add(folder_root / folder)
-        names = name_variations(notebook.stem, own, own_prepend, own_append)
-        for name, variation in zip(names, own, strict=False):
+        named = name_variations(notebook.stem, own, own_prepend, own_append)
+        for name, variation in zip(named, own, strict=False):
             output = safe_output_path(folder_root, folder, name.filename)
-            jobs.append(Job(notebook, variation, name.id, output))
+            jobs.append(Job(notebook, variation, name.id, output, names))
     _refuse_collisions(jobs)
     if isinstance(variations, Suite) and variations.is_suite:
         for _, message in variations.unmatched_globs(used_globs):

@@ -119,10 +119,9 @@ def expect_next_launch(
     """Say what the next launch in this process will look like, so its spare matches it.
 
     By default a spare copies the launch it follows.  A caller that knows better
-    (pytest: the next item, its folder and its ``PYTEST_CURRENT_TEST``) says so
-    before each launch; ``last=True`` means no launch follows, so no spare is
-    forked for nothing.  It holds for the next launch only.  A wrong guess
-    costs only the spare.
+    (pytest: the next item's folder) says so before each launch; ``last=True``
+    means no launch follows, so no spare is forked for nothing.  It holds for the
+    next launch only.  A wrong guess costs only the spare.
     """
     _SPARES.next = None if last else (cwd, dict(env_updates or {}))
 

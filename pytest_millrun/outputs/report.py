@@ -124,7 +124,8 @@ def render_page(
 ) -> str:
     """The page's text; links relative to ``folder``, the rows' paths relative to ``root``."""
     rendered = rendered or {}
-    notes = list(notes)
+    # the runs' own notes (a default kernel, a SystemExit that skipped cells), each once
+    notes = [*dict.fromkeys(note for row in rows for note in row.notes), *notes]
     from pytest_millrun.outputs.figure_report import figures_section
 
     charts = figures_section(rows, root) + _charts(rows, notes)

@@ -57,6 +57,8 @@ class ResultRow:
     #: a failure's cell source and traceback (or message), for the HTML report; not a column
     source: str = ""
     traceback: str = ""
+    #: what the run's notes say (a SystemExit that skipped cells), for the report; not a column
+    notes: tuple[str, ...] = ()
 
     @classmethod
     def from_result(cls, result: ExecutionResult, root: Path | None = None) -> ResultRow:
@@ -71,6 +73,7 @@ class ResultRow:
             values=dict(result.recorded),
             source=result.error.source if result.error is not None else "",
             traceback=_failure_detail(result),
+            notes=tuple(result.notes),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -81,6 +84,7 @@ class ResultRow:
             "values": encode(dict(self.values)),
             **({"source": self.source} if self.source else {}),
             **({"traceback": self.traceback} if self.traceback else {}),
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
     @classmethod
@@ -96,6 +100,7 @@ class ResultRow:
             values=decode(data.get("values", {})),
             source=data.get("source", ""),
             traceback=data.get("traceback", ""),
+            notes=tuple(data.get("notes", ())),
         )
 
     def _fixed_columns(self) -> dict[str, Any]:
@@ -118,11 +123,12 @@ class ResultRow:
 
 
 def _failure_detail(result: ExecutionResult) -> str:
-    """The traceback, and for a failure outside a cell (timeout, dead kernel) its message."""
+    """The traceback (or what a cell printed when it failed without one), and for a failure
+    outside a cell (timeout, dead kernel) its message."""
     error = result.error
     if error is None:
         return ""
-    lines = "\n".join(error.traceback)
+    lines = "\n".join(error.traceback) or error.output
     if error.kind != "cell":
         lines = f"{lines}\n\n{error.message}".strip()
     return lines

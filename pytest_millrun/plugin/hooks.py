@@ -113,10 +113,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         check_mark_names(session.config, settings.suite)
 
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     """Repeat each run's notes once at the end, where a passing item's sections never show.
 
-    Then say what was found (or removed) of earlier runs' stale outputs.
+    Then say what was found (or removed) of earlier runs' stale outputs, or that there was
+    no notebook to run at all.
     """
     title = f"Captured {NOTES_SECTION} call"
     notes = sorted(
@@ -134,6 +135,49 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     message = stale.describe("--millrun-clean-output") if stale is not None else None
     if stale is not None and message:
         terminalreporter.write_line(f"millrun: {message}", yellow=not stale.removed)
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and _enabled(config):
+        nothing = _no_notebooks(config, config.stash[settings_key])
+        if nothing:
+            terminalreporter.write_line(f"millrun: {nothing}", yellow=True)
+
+
+def _no_notebooks(config: pytest.Config, settings: Settings) -> str | None:
+    """When nothing was collected: that no input notebook lies under pytest's paths, if so.
+
+    A notebook there means the items were deselected or filtered, which pytest says itself.
+    """
+    import fnmatch
+    import os
+
+    from pytest_millrun.core.discovery import (
+        NotebookError,
+        is_excluded_path,
+        is_output_notebook,
+        read_notebook_json,
+    )
+
+    paths = _argument_paths(config)
+    skip = [*config.getini("norecursedirs")]
+    outputs = _dedicated_output_dirs(settings, config)
+    for path in paths:
+        found = [path] if path.is_file() else []
+        for folder, dirs, files in os.walk(path) if path.is_dir() else ():
+            dirs[:] = [d for d in dirs if not any(fnmatch.fnmatch(d, p) for p in skip)]
+            found += [Path(folder, name) for name in files if name.endswith(".ipynb")]
+        for notebook in found:
+            if notebook.suffix != ".ipynb" or is_excluded_path(notebook, outputs):
+                continue
+            with contextlib.suppress(NotebookError):
+                if is_output_notebook(read_notebook_json(notebook)):
+                    continue
+            return None
+    base = config.invocation_params.dir
+    where = ", ".join(os.path.relpath(path, base) for path in paths)
+    return (
+        f"no notebook found under {where}: the plugin collects files ending in .ipynb there "
+        f"and in subfolders, leaving out hidden files, .ipynb_checkpoints, outputs of earlier "
+        f"runs and the folders of norecursedirs. Check the paths given to pytest."
+    )
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> NotebookFile | None:

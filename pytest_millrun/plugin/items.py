@@ -10,6 +10,7 @@ this module only once the plugin is on.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -35,7 +36,13 @@ from pytest_millrun.core.naming import (
 )
 from pytest_millrun.core.params import ParamsError, Variation
 from pytest_millrun.core.suite import pick_components
-from pytest_millrun.plugin.marking import marks_for, matched_globs_key
+from pytest_millrun.core.values import RecordSpec
+from pytest_millrun.plugin.marking import (
+    collected_key,
+    marks_for,
+    matched_globs_key,
+    says_collection_warnings,
+)
 from pytest_millrun.plugin.options import Settings, option_names
 from pytest_millrun.plugin.state import (
     NOTES_SECTION,
@@ -58,6 +65,7 @@ def notebook_variations(
         return settings.variations, settings.prepend, settings.append
     section = settings.suite.section_for(notebook)
     config.stash.setdefault(matched_globs_key, set()).add(section.glob)
+    config.stash.setdefault(collected_key, set()).add(settings.suite.relative(notebook))
     cli_prepend = config.getoption("millrun_prepend") is not None
     cli_append = config.getoption("millrun_append") is not None
     prepend = pick_components(
@@ -65,6 +73,19 @@ def notebook_variations(
     )
     append = pick_components(settings.append if cli_append else (), section.append, settings.append)
     return section.variations, prepend, append
+
+
+def record_names(settings: Settings, notebook: Path, rootpath: Path) -> tuple[str, ...]:
+    """What a notebook records: its suite section's ``record``, then ``--millrun-record``'s.
+
+    ``GLOB:name`` globs are relative to the params file's folder, as the suite's are (the
+    rootdir without a params file).
+    """
+    spec = settings.record or RecordSpec()
+    if settings.suite is None:
+        return spec.for_notebook(os.path.relpath(notebook, rootpath).replace(os.sep, "/"))
+    section = settings.suite.section_for(notebook)
+    return spec.for_notebook(settings.suite.relative(notebook), section.record)
 
 
 def plan_variations(
@@ -98,6 +119,7 @@ class NotebookFile(pytest.File):
         except ParamsError as exc:
             raise self.CollectError(str(exc)) from None
         self._check_parameters(settings, data, variations)
+        record = record_names(settings, self.path, self.config.rootpath)
         folder = mirrored_folder(self.path, self.config.rootpath)
         try:
             check_output_folder(settings.output_dir / folder, "--millrun-output-dir")
@@ -120,6 +142,7 @@ class NotebookFile(pytest.File):
                 variation=variation,
                 variation_id=name.id,
                 output=output,
+                record=record,
             )
             for mark in marks_for(self.config, settings.suite, self.path, variation, name.id):
                 item.add_marker(mark)
@@ -146,9 +169,12 @@ class NotebookFile(pytest.File):
             return
         except ParameterNameError as exc:  # this file's error; also right on xdist workers
             raise self.CollectError(str(exc)) from None
-        if warning:
+        if warning and says_collection_warnings(self.config):
+            # Named by the notebook's path as pytest shows paths, at line 0: a notebook has no
+            # source line to quote (line 1 of its JSON is "{").
+            where = os.path.relpath(self.path, self.config.invocation_params.dir)
             warnings.warn_explicit(
-                MillrunParameterWarning(warning), MillrunParameterWarning, str(self.path), 1
+                MillrunParameterWarning(warning), MillrunParameterWarning, where, 0
             )
 
 
@@ -164,12 +190,19 @@ class NotebookItem(pytest.Item):
     """One variation of one notebook."""
 
     def __init__(
-        self, *, variation: Variation, variation_id: str, output: Path, **kwargs: Any
+        self,
+        *,
+        variation: Variation,
+        variation_id: str,
+        output: Path,
+        record: tuple[str, ...] = (),
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.variation = variation
         self.variation_id = variation_id
         self.output = output
+        self.record = record  # the variables this notebook records after its last cell
         self.result: Any = None  # the ExecutionResult, once run
 
     def runtest(self) -> None:
@@ -184,7 +217,7 @@ class NotebookItem(pytest.Item):
             kernel_start=settings.kernel_start,
             preload=settings.preload,
             option_names=option_names(),
-            record=settings.record,
+            record=self.record,
         )
         self._start_next_kernel_ahead(settings)
         result = run_job(Job(self.path, self.variation, self.variation_id, self.output), options)
@@ -198,8 +231,10 @@ class NotebookItem(pytest.Item):
         """In fork mode, the next item's kernel starts while this item runs.
 
         The next item is known here (pytest and xdist hold one back), and so is
-        what its kernel will see that this one's does not: its folder, and
-        pytest's ``PYTEST_CURRENT_TEST``.  After the last item nothing is started.
+        its folder, the one thing its kernel's launch differs in: pytest's own
+        variables (``PYTEST_CURRENT_TEST``) never reach a kernel (see
+        :func:`pytest_millrun.execution.kernels.kernel_environment`).  After the
+        last item nothing is started.
         """
         from pytest_millrun.execution.execute import expect_next_execution, kernels_ahead
 
@@ -209,11 +244,7 @@ class NotebookItem(pytest.Item):
             ahead.enter_context(kernels_ahead(settings.kernel_start))
             self.config.add_cleanup(ahead.close)
         following = self.stash.get(next_item_key, None)
-        if isinstance(following, NotebookItem):
-            current_test = {"PYTEST_CURRENT_TEST": f"{following.nodeid} (call)"}
-            expect_next_execution(following.path, current_test)
-        else:
-            expect_next_execution(None)
+        expect_next_execution(following.path if isinstance(following, NotebookItem) else None)
 
     def repr_failure(
         self,

@@ -30,6 +30,8 @@ KEYWORD_MATCHING = (8, 3)
 matched_rules_key = pytest.StashKey[set[int]]()
 #: The notebooks globs of the suite that gave some collected notebook its variations.
 matched_globs_key = pytest.StashKey[set[str | None]]()
+#: The collected notebooks, relative to the suite's folder, as its globs see them.
+collected_key = pytest.StashKey[set[str]]()
 
 
 def configure_marks(config: pytest.Config) -> None:
@@ -108,9 +110,8 @@ def warn_unmatched(config: pytest.Config, suite: Suite | None, path: Path | None
 
     if suite is None or not suite.is_suite:
         return
-    worker: dict[str, str] = getattr(config, "workerinput", {})
-    if worker.get("workerid", "gw0") != "gw0":
-        return  # every xdist worker collects everything; one of them says it once
+    if not says_collection_warnings(config):
+        return
     filename = str(path) if path else suite.source
     matched_globs: set[str | None] = config.stash.get(matched_globs_key, set())
     for section, message in suite.unmatched_globs(matched_globs):
@@ -119,7 +120,7 @@ def warn_unmatched(config: pytest.Config, suite: Suite | None, path: Path | None
         )
     matched = config.stash.get(matched_rules_key, set())
     for index, rule in enumerate(suite.marks):
-        if index not in matched:
+        if index not in matched and not _outside_this_run(rule, config, suite):
             warnings.warn_explicit(
                 MillrunSuiteWarning(
                     f"{suite.source}: {rule.label} matched no collected item, so it marks "
@@ -130,6 +131,26 @@ def warn_unmatched(config: pytest.Config, suite: Suite | None, path: Path | None
                 filename,
                 rule.line or 1,
             )
+
+
+def _outside_this_run(rule: MarkRule, config: pytest.Config, suite: Suite) -> bool:
+    """A rule for notebooks that exist but that this run did not collect (a subset of the
+    suite was asked for): it cannot have matched, and is no typo."""
+    from pytest_millrun.core.suite import glob_match, glob_matches_a_file
+
+    if rule.notebooks is None:
+        return False
+    collected: set[str] = config.stash.get(collected_key, set())
+    if any(glob_match(rule.notebooks, relative) for relative in collected):
+        return False
+    return glob_matches_a_file(suite.base, rule.notebooks)
+
+
+def says_collection_warnings(config: pytest.Config) -> bool:
+    """Whether this process warns about what it collects: every xdist worker collects
+    everything, so one of them (``gw0``) says it, once."""
+    worker: dict[str, str] = getattr(config, "workerinput", {})
+    return worker.get("workerid", "gw0") == "gw0"
 
 
 def variation_counts(items: Sequence[pytest.Item], root: Path) -> list[str]:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pytest_millrun.core.data import KernelStart, OptionNames
     from pytest_millrun.core.params import Variation
     from pytest_millrun.core.suite import Suite
+    from pytest_millrun.core.values import RecordSpec
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class Settings:
     #: The params file read as a suite (seed forms too); None without a params file.
     suite: Suite | None = None
     clean_output: bool = False
-    record: tuple[str, ...] = ()
+    #: ``--millrun-record``'s names and ``GLOB:name`` entries; None without the option
+    record: RecordSpec | None = None
     results: Path | None = None
     report: Path | None = None
 
@@ -117,7 +119,8 @@ OPTIONS = (
     Option(
         "record",
         "Comma-separated variables read after the last cell of every notebook and recorded "
-        "with its scrapbook scraps (a name not defined then fails that variation)",
+        "with its scrapbook scraps (a name not defined then fails that variation); GLOB:NAME "
+        "records NAME only in the notebooks GLOB matches, and a suite's record key adds more",
         metavar="NAMES",
     ),
     Option(
@@ -259,14 +262,14 @@ def resolve_settings(config: pytest.Config) -> Settings:
         except ResultsPathError as exc:
             raise pytest.UsageError(str(exc)) from None
 
-    def record() -> tuple[str, ...]:
+    def record() -> RecordSpec | None:
         value = raw("record")[0]
         if not value:
-            return ()
-        from pytest_millrun.core.values import RecordNameError, parse_names
+            return None
+        from pytest_millrun.core.values import RecordNameError, parse_record
 
         try:
-            return parse_names(value)
+            return parse_record(value)
         except RecordNameError as exc:
             raise pytest.UsageError(str(exc)) from None
 

@@ -81,7 +81,7 @@ def test_each_item_kernel_is_fresh_and_its_own_even_when_started_ahead(
     pytester: pytest.Pytester, kernel_tmp: Path, workers: str
 ) -> None:
     # In fork mode each item's kernel is started while the previous item runs; it must still
-    # be a new process in the item's own folder, environment and PYTEST_CURRENT_TEST.
+    # be a new process in the item's own folder and environment, without PYTEST_CURRENT_TEST.
     for folder in ("a", "b"):
         write_notebook(pytester.path / folder / f"nb_{folder}.ipynb", [AHEAD_PROBE], params="x = 0")
     write_params(pytester.path / "p.json", {"x": [1, 2, 3]})
@@ -96,7 +96,7 @@ def test_each_item_kernel_is_fresh_and_its_own_even_when_started_ahead(
     for folder in ("a", "b"):
         for x in (1, 2, 3):
             probe = json.loads((pytester.path / folder / f"probe-{x}.json").read_text())
-            assert probe["test"] == f"{folder}/nb_{folder}.ipynb::nb_{folder}[{x - 1}] (call)"
+            assert probe["test"] is None, "pytest's variables never reach a kernel"
             assert probe["cwd"] == str(pytester.path / folder)
             assert probe["extra"] == f"nb_{folder}[{x - 1}]"
             seen.append(probe)

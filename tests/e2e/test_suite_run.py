@@ -202,9 +202,9 @@ def test_notebooks_glob_matching_no_notebook_is_a_warning_naming_it(
     )
     result = pytester.runpytest("--millrun-params", "typo.yaml", "nbs", "--collect-only", "-q")
     result.stdout.fnmatch_lines(
-        ["*typo.yaml:3: MillrunSuiteWarning: *the notebooks glob 'nbs/calc.ipnyb' matched no*"]
+        ["*typo.yaml:3: MillrunSuiteWarning: *the notebooks glob 'nbs/calc.ipnyb' matches no file*"]
     )
-    with pytest.warns(MillrunSuiteWarning, match="glob 'calc.ipnyb' matched no notebook"):
+    with pytest.warns(MillrunSuiteWarning, match="glob 'calc.ipnyb' matches no file"):
         plan_run(suite_project / "nbs", build_suite(
             {"notebooks": {"calc.ipnyb": {"constants": {"x": 2}}}}, "s", suite_project / "nbs"
         ))  # fmt: skip
