@@ -8,6 +8,7 @@ later for the keyword form), and a suite's rules become real marks, so
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,11 +113,13 @@ def warn_unmatched(config: pytest.Config, suite: Suite | None, path: Path | None
         return
     if not says_collection_warnings(config):
         return
-    filename = str(path) if path else suite.source
+    # At the params file's line of the glob or rule; line 0 where unknown (a JSON file), so
+    # no unrelated line ("{") is quoted as its source.
+    filename = os.path.relpath(path, config.invocation_params.dir) if path else suite.source
     matched_globs: set[str | None] = config.stash.get(matched_globs_key, set())
     for section, message in suite.unmatched_globs(matched_globs):
         warnings.warn_explicit(
-            MillrunSuiteWarning(message), MillrunSuiteWarning, filename, section.line or 1
+            MillrunSuiteWarning(message), MillrunSuiteWarning, filename, section.line or 0
         )
     matched = config.stash.get(matched_rules_key, set())
     for index, rule in enumerate(suite.marks):
@@ -129,7 +132,7 @@ def warn_unmatched(config: pytest.Config, suite: Suite | None, path: Path | None
                 ),
                 MillrunSuiteWarning,
                 filename,
-                rule.line or 1,
+                rule.line or 0,
             )
 
 

@@ -155,3 +155,18 @@ def test_empty_folder_says_no_notebook_was_found_and_where(pytester: pytest.Pyte
     deselected = pytester.runpytest("--millrun", "full", "-k", "nothing")
     assert deselected.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     assert "no notebook found" not in deselected.stdout.str()
+
+
+def test_suite_warning_of_a_json_params_file_quotes_no_line_of_it(
+    pytester: pytest.Pytester,
+) -> None:
+    write_notebook(pytester.path / "nbs" / "calc.ipynb")
+    write_params(
+        pytester.path / "suite.json", {"notebooks": {"nbs/calc.ipnyb": {"constants": {"x": 2}}}}
+    )
+    result = pytester.runpytest(
+        "--millrun-params", "suite.json", "nbs", "--collect-only", "-n", "2"
+    )
+    result.stdout.fnmatch_lines(["suite.json:0", "  suite.json:0: MillrunSuiteWarning: *"])
+    assert result.stdout.str().count("matches no file under") == 1
+    assert "    {" not in result.stdout.lines
