@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_millrun.execution.failures import early_exit_note, printed_lines
-from pytest_millrun.core.values import RecordNameError, RecordSpec, parse_record
 from pytest_millrun.core.suite import SuiteError, build_suite, glob_matches_a_file
+from pytest_millrun.core.values import RecordNameError, RecordSpec, parse_record
+from pytest_millrun.execution.failures import early_exit_note, printed_lines
 
 
 def test_record_entries_for_every_notebook_and_by_glob() -> None:
