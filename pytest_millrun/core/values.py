@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_millrun.core.discovery import OUTPUT_MARKER
+from pytest_millrun.core.globs import glob_match
 
 SCRAP_PREFIX = "application/scrapbook.scrap."
 
@@ -95,8 +96,6 @@ class RecordSpec:
         A glob without ``/`` matches the file name, one with ``/`` the path, as a suite's
         notebooks globs do.
         """
-        from pytest_millrun.core.suite import glob_match
-
         name = relative.rsplit("/", 1)[-1]
         chosen = [*own, *self.names]
         for glob, wanted in self.by_glob:

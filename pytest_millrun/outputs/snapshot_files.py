@@ -31,7 +31,6 @@ from pytest_millrun.outputs.files import atomic_write
 
 if TYPE_CHECKING:
     from pytest_millrun.outputs.figures import FigureResult
-    from pytest_millrun.outputs.snapshot_scope import Unused
 
 DEFAULT_RTOL = 1e-9
 
@@ -360,3 +359,21 @@ def _drop_figures(
 
     folder = baseline_folder(directory, notebook, variation)
     summary.figures_removed += remove_baselines(folder, old.figures)
+
+
+@dataclass(frozen=True)
+class Unused:
+    """Unused entries by snapshot file, and the files a run could not check."""
+
+    #: snapshot file -> its unused variation ids, sorted
+    entries: Mapping[Path, list[str]] = field(default_factory=dict)
+    #: snapshot files of notebooks that ran in part
+    unchecked: list[Path] = field(default_factory=list)
+
+    def names(self, directory: Path) -> list[str]:
+        """``file [id]`` per unused entry, the file relative to the snapshot folder."""
+        return [
+            f"{path.relative_to(directory).as_posix()} [{variation}]"
+            for path, ids in sorted(self.entries.items())
+            for variation in ids
+        ]

@@ -20,7 +20,12 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from pytest_millrun.outputs.snapshot_files import SnapshotFileError, read_file, snapshot_file
+from pytest_millrun.outputs.snapshot_files import (
+    SnapshotFileError,
+    Unused,
+    read_file,
+    snapshot_file,
+)
 
 
 @dataclass(frozen=True)
@@ -54,24 +59,6 @@ class Scope:
     partial: Collection[str] = ()
     folders: Collection[Folder] = ()
     filtered: Collection[str] = ()
-
-
-@dataclass(frozen=True)
-class Unused:
-    """Unused entries by snapshot file, and the files a run could not check."""
-
-    #: snapshot file -> its unused variation ids, sorted
-    entries: Mapping[Path, list[str]] = field(default_factory=dict)
-    #: snapshot files of notebooks that ran in part
-    unchecked: list[Path] = field(default_factory=list)
-
-    def names(self, directory: Path) -> list[str]:
-        """``file [id]`` per unused entry, the file relative to the snapshot folder."""
-        return [
-            f"{path.relative_to(directory).as_posix()} [{variation}]"
-            for path, ids in sorted(self.entries.items())
-            for variation in ids
-        ]
 
 
 def _exists(root: Path, name: PurePosixPath) -> bool:

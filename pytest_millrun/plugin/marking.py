@@ -139,7 +139,7 @@ def warn_unmatched(config: pytest.Config, suite: Suite | None, path: Path | None
 def _outside_this_run(rule: MarkRule, config: pytest.Config, suite: Suite) -> bool:
     """A rule for notebooks that exist but that this run did not collect (a subset of the
     suite was asked for): it cannot have matched, and is no typo."""
-    from pytest_millrun.core.suite import glob_match, glob_matches_a_file
+    from pytest_millrun.core.globs import glob_match, glob_matches_a_file
 
     if rule.notebooks is None:
         return False

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pytest_millrun.core.globs import glob_match
 from pytest_millrun.core.params import ParamsError, normalize_params
 from pytest_millrun.core.suite import (
     SUITE_KEYS,
@@ -23,7 +24,6 @@ from pytest_millrun.core.suite import (
     SuiteError,
     build_suite,
     expand_grid,
-    glob_match,
     is_suite_form,
     load_suite,
     marker_kwargs,
