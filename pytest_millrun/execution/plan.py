@@ -21,7 +21,9 @@ from pytest_millrun.core.discovery import (
     absolute,
     check_parameters,
     discover_notebooks,
-    read_notebook_json,
+    read_notebook,
+    record_needs_python,
+    takes_python_parameters,
 )
 from pytest_millrun.core.naming import (
     check_output_folder,
@@ -46,11 +48,17 @@ def plan_run(
     exclude_glob_pattern: str | None = None,
     include_glob_pattern: str | None = None,
     strict_params: bool = False,
+    text_notebooks: Sequence[str] = (),
+    record: Sequence[str] = (),
+    kernel_name: str | None = None,
 ) -> list[Job]:
     """Every job of a run, in a deterministic order, with collisions refused.
 
     With a :class:`Suite` each notebook gets its own section's variations and
     components; ``prepend``/``append`` win over the suite's where not empty.
+    ``text_notebooks`` globs (relative to the folder) name text files that are
+    notebooks without a jupytext header.  ``record`` is refused here for a
+    notebook whose kernel cannot take the Python that reads variables.
     """
     target = Path(notebook_dir_or_file)
     out = Path(output_dir) if output_dir is not None else None
@@ -60,10 +68,12 @@ def plan_run(
         include_glob_pattern=include_glob_pattern,
         exclude_glob_pattern=exclude_glob_pattern,
         output_dirs=[out] if out is not None and out.resolve() != target.resolve() else [],
+        text_notebooks=text_notebooks,
     )
     if not notebooks:
+        pattern = include_glob_pattern or "*.ipynb and text notebooks"
         raise FileNotFoundError(
-            f"No notebooks found in {target} (pattern {include_glob_pattern or '*.ipynb'}"
+            f"No notebooks found in {target} (pattern {pattern}"
             f"{', recursively' if recursive else ''}). Check the path and the glob patterns, "
             f"or pass --recursive for notebooks in subfolders."
         )
@@ -84,10 +94,12 @@ def plan_run(
             own = variations
         keys = [key for variation in own for key in variation]
         try:
-            data = read_notebook_json(notebook)
+            data = read_notebook(notebook)
         except NotebookError:
             pass  # fails as its own job, with the same message, and the others still run
         else:
+            if record and kernel_name is None and not takes_python_parameters(data):
+                raise ValueError(record_needs_python(notebook, data, "record= (--record)"))
             warning = check_parameters(
                 notebook,
                 data,

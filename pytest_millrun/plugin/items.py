@@ -23,7 +23,9 @@ from pytest_millrun.core.discovery import (
     ParameterNameError,
     UndeclaredParameterError,
     check_parameters,
-    read_notebook_json,
+    read_notebook,
+    record_needs_python,
+    takes_python_parameters,
 )
 from pytest_millrun.core.naming import (
     OutputPathError,
@@ -90,9 +92,11 @@ class NotebookFile(pytest.File):
     def collect(self) -> Iterable[NotebookItem]:
         settings = self.config.stash[settings_key]
         try:
-            data = read_notebook_json(self.path)
+            data = read_notebook(self.path)
         except NotebookError as exc:
             raise self.CollectError(str(exc)) from None
+        if settings.record and settings.kernel is None and not takes_python_parameters(data):
+            raise self.CollectError(record_needs_python(self.path, data, "--millrun-record"))
         try:
             variations, prepend, append = notebook_variations(self.config, settings, self.path)
         except ParamsError as exc:
