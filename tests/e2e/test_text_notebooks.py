@@ -89,6 +89,8 @@ def test_text_notebooks_run_like_ipynb_files_through_the_plugin_on_two_workers(
     result.stdout.fnmatch_lines(
         ["FAILED nbs/report.md::report[[]1[]] - AssertionError: 47 in cell*"]
     )
+    # a headerless text notebook names no kernel: the default one, said as for an .ipynb
+    result.stdout.fnmatch_lines(["millrun: script.py names no kernel in its metadata, so it ran*"])
     ran = outputs(team / ".millrun")
     assert sorted(ran) == [
         "nbs/0-analysis.ipynb",
