@@ -78,7 +78,7 @@ TEXT_SUFFIXES = frozenset(
 #: Files pytest itself imports: never notebooks, whatever they say.
 NEVER_NOTEBOOKS = frozenset({"conftest.py", "__init__.py", "setup.py", "noxfile.py"})
 #: How much of a file is read to decide whether it carries a header (headers come first).
-_HEAD_BYTES = 16384
+_HEAD_BYTES = 4096
 EXTRA = "pytest-millrun[jupytext]"
 
 
