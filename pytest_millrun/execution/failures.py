@@ -8,6 +8,7 @@ Nothing here starts a kernel or imports papermill at module level.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -207,7 +208,9 @@ def no_such_kernel(
     """
     from jupyter_client.kernelspec import KernelSpecManager
 
-    specs = KernelSpecManager().get_all_specs()
+    with warnings.catch_warnings():  # bash_kernel's spec has a key traitlets deprecates
+        warnings.simplefilter("ignore", DeprecationWarning)
+        specs = KernelSpecManager().get_all_specs()
     installed = ", ".join(sorted(specs)) or "none"
     language = language or "python"
     if is_python(language):
