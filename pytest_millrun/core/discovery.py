@@ -141,8 +141,8 @@ def declared_parameters(path: Path, data: dict[str, Any]) -> tuple[bool, list[st
     """Whether the notebook has a parameters cell, and the names that cell declares.
 
     papermill's translator for the notebook's language reads the cell (it knows
-    that language's syntax); the names are None when it cannot (papermill reads
-    Python and R, not bash, Julia or the others).
+    that language's syntax); the names are None when it cannot (papermill's
+    translators read Python only, not R, bash, Julia or the others).
     """
     from papermill.exceptions import PapermillException
     from papermill.translators import papermill_translators
@@ -157,7 +157,7 @@ def declared_parameters(path: Path, data: dict[str, Any]) -> tuple[bool, list[st
     try:
         translator = papermill_translators.find_translator(kernel, language or "python")
         names = translator.inspect(_cell_node(tagged[0]))
-    except (NotImplementedError, PapermillException):
+    except (NotImplementedError, PapermillException):  # no introspection for the language
         return True, None
     except Exception:  # a parameters cell its translator cannot parse: nothing is checked
         return True, None
