@@ -24,6 +24,7 @@ from pytest_millrun.core.data import (
 )
 from pytest_millrun.core.params import BulkParams
 from pytest_millrun.core.suite import resolve_suite
+from pytest_millrun.core.text_notebooks import parse_globs
 from pytest_millrun.core.values import parse_record
 from pytest_millrun.dispatch.pool import run_in_pool, run_jobs
 from pytest_millrun.execution.jobs import RunOptions
@@ -73,6 +74,7 @@ def execute_run(
     atol: float | None = None,
     on_result: Callable[[ExecutionResult], None] | None = None,
     clean_output: bool = False,
+    text_notebooks: str | Sequence[str] = (),
     **kwargs: Any,
 ) -> list[ExecutionResult]:
     """Run every notebook with every variation; return one result per pair.
@@ -94,6 +96,9 @@ def execute_run(
     ``clean_output`` removes, before the run, outputs of these notebooks that
     earlier runs wrote beside this run's and this run does not write (only
     files carrying millrun's output marker).
+    A text notebook (jupytext, with the ``jupytext`` extra) is a notebook when it
+    carries a jupytext header or matches one of the ``text_notebooks`` globs
+    (``"*.py,docs/*.md"``, relative to the notebook folder).
     ``record`` names variables read after each notebook's last cell into
     ``ExecutionResult.recorded``, with its scrapbook scraps (``"GLOB:name"`` only
     in the notebooks GLOB matches; a suite's ``record`` keys add names per
@@ -148,7 +153,9 @@ def execute_run(
         exclude_glob_pattern=exclude_glob_pattern,
         include_glob_pattern=include_glob_pattern,
         strict_params=strict_params,
+        text_notebooks=parse_globs(text_notebooks),
         record=spec,
+        kernel_name=options.kernel_name,
     )
     if clean_output:
         stale = handle_stale_outputs(planned_outputs(jobs), clean=True)

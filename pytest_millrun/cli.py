@@ -25,6 +25,7 @@ from pytest_millrun.core.naming import OutputPathError
 from pytest_millrun.core.params import ParamsError
 from pytest_millrun.core.suite import MillrunSuiteWarning, load_suite
 from pytest_millrun.core.text import cell_words
+from pytest_millrun.core.text_notebooks import parse_globs
 from pytest_millrun.core.values import parse_record, report_lines
 from pytest_millrun.dispatch.pool import run_in_pool, run_jobs
 from pytest_millrun.execution.execute import resolve_kernel_start
@@ -97,7 +98,13 @@ text is kept as is; with no components the variation's index is prepended.""",
 @click.option(
     "--include-glob-pattern",
     metavar="P",
-    help="Run the files matching this glob instead.  [default: *.ipynb]",
+    help="Run the files matching this glob instead.  [default: *.ipynb and text notebooks]",
+)
+@click.option(
+    "--text-notebooks",
+    metavar="GLOB,GLOB",
+    help="Comma-separated globs (relative to the notebook folder) of text files to run as "
+    "jupytext notebooks even without a jupytext header (needs pytest-millrun[jupytext]).",
 )
 @click.option(
     "--workers",
@@ -221,6 +228,7 @@ def main(
     recursive: bool,
     exclude_glob_pattern: str | None,
     include_glob_pattern: str | None,
+    text_notebooks: str | None,
     workers: int,
     dask: str | None,
     kernel: str | None,
@@ -272,7 +280,9 @@ def main(
                 exclude_glob_pattern=exclude_glob_pattern,
                 include_glob_pattern=include_glob_pattern,
                 strict_params=strict_params,
+                text_notebooks=parse_globs(text_notebooks),
                 record=spec,
+                kernel_name=kernel,
             )
         if results_file is not None:
             results_file = check_results_path(results_file, [job.notebook for job in jobs])

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -200,3 +201,30 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture(scope="session")
+def bash_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """bash_kernel's kernelspec installed into a private JUPYTER_PATH for the session.
+
+    Installed the way its README says (``python -m bash_kernel.install``), with
+    ``--prefix`` so no other test, nor the machine, sees it; skipped with the
+    reason when bash_kernel is not installed (it is in the test extra).
+    """
+    pytest.importorskip("bash_kernel", reason="bash_kernel (in the test extra) is not installed")
+    prefix = tmp_path_factory.mktemp("bash-kernel")
+    subprocess.run(
+        [sys.executable, "-m", "bash_kernel.install", "--prefix", str(prefix)],
+        check=True,
+        capture_output=True,
+    )
+    saved = os.environ.get("JUPYTER_PATH")
+    path = str(prefix / "share" / "jupyter")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([path, saved]) if saved else path
+    try:
+        yield "bash"
+    finally:
+        if saved is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = saved

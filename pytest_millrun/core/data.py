@@ -97,6 +97,8 @@ class Failure:
     @property
     def headline(self) -> str:
         """The report's first line: ``ename: evalue``, with the cell where there is one."""
+        if self.kind == "cell" and not self.ename:  # a kernel that names no exception (bash)
+            return f"Error{cell_words(self.cell_index, self.exec_count)}: {self.unnamed_words()}"
         if self.kind == "cell":
             return exception_words(self.ename, self.evalue) + cell_words(
                 self.cell_index, self.exec_count
@@ -105,8 +107,15 @@ class Failure:
             return exception_words(self.ename, self.evalue)
         return self.message.split(". ")[0].rstrip(".")
 
+    def unnamed_words(self) -> str:
+        """What a cell's error without an ``ename`` says: its evalue, else its last line."""
+        last = next((line for line in reversed(self.traceback) if line.strip()), "")
+        return self.evalue.strip() or last.strip() or "the cell failed"
+
     def summary_lines(self) -> list[str]:
         """The failure in a line or two under its notebook and cell, each said once."""
+        if self.kind == "cell" and not self.ename:
+            return [f"Error: {self.unnamed_words()}"]
         if self.kind == "cell":
             return [exception_words(self.ename, self.evalue)]
         if self.ename:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import keyword
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,23 @@ def read_notebook_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_notebook(path: Path) -> dict[str, Any]:
+    """Any notebook as a dict: an ``.ipynb`` read as JSON, a text notebook through jupytext.
+
+    Raises :class:`NotebookError` with the reason (for a text notebook without
+    jupytext installed, the extra to install).
+    """
+    if path.suffix == ".ipynb":
+        return read_notebook_json(path)
+    from pytest_millrun.core.text_notebooks import read_text_notebook
+
+    try:
+        nb: dict[str, Any] = read_text_notebook(path)
+    except (ImportError, ValueError) as exc:
+        raise NotebookError(str(exc)) from None
+    return nb
+
+
 def absolute(path: str | Path) -> Path:
     """A notebook's path as the user gave it, made absolute, symlinks kept.
 
@@ -73,15 +90,22 @@ def discover_notebooks(
     include_glob_pattern: str | None = None,
     exclude_glob_pattern: str | None = None,
     output_dirs: Iterable[Path] = (),
+    text_notebooks: Sequence[str] = (),
 ) -> list[Path]:
     """The input notebooks of a run, sorted so every process sees the same order.
 
-    A file is taken as given; for a directory, ``include_glob_pattern`` (default
-    ``*.ipynb``) selects and ``exclude_glob_pattern`` removes, both matched the
-    way ``Path.glob`` (or ``Path.rglob`` when recursive) matches.  Outputs of
-    earlier runs are skipped, unreadable notebooks are not: they are returned
-    so that they fail loudly when run.
+    A file is taken as given; for a directory, ``include_glob_pattern`` (default:
+    every ``*.ipynb`` and every text notebook) selects and ``exclude_glob_pattern``
+    removes, both matched the way ``Path.glob`` (or ``Path.rglob`` when
+    recursive) matches.  A text notebook is a file with a jupytext header or one
+    that ``text_notebooks`` globs (relative to ``target``) match, and it is left
+    out when the ``.ipynb`` it is paired with is found too (see
+    :func:`~pytest_millrun.core.text_notebooks.ipynb_twin`).  Outputs of earlier
+    runs are skipped, unreadable notebooks are not: they are returned so that
+    they fail loudly when run.
     """
+    from pytest_millrun.core.text_notebooks import ipynb_twin, is_text_notebook
+
     target = Path(target)
     if not target.exists():
         raise FileNotFoundError(
@@ -94,10 +118,13 @@ def discover_notebooks(
     glob = target.rglob if recursive else target.glob
     excluded = set(glob(exclude_glob_pattern)) if exclude_glob_pattern else set()
     found: list[Path] = []
-    for path in glob(include_glob_pattern or "*.ipynb"):
-        if path in excluded or path.suffix != ".ipynb" or not path.is_file():
+    texts: list[Path] = []
+    for path in glob(include_glob_pattern or "*"):
+        if path in excluded or not path.is_file() or is_excluded_path(path, output_dirs):
             continue
-        if is_excluded_path(path, output_dirs):
+        if path.suffix != ".ipynb":
+            if is_text_notebook(path, text_notebooks, target):
+                texts.append(path)
             continue
         try:
             if is_output_notebook(read_notebook_json(path)):
@@ -105,28 +132,58 @@ def discover_notebooks(
         except NotebookError:
             pass
         found.append(path)
+    ipynbs = set(found)
+    found += [path for path in texts if ipynb_twin(path) not in ipynbs]
     return sorted(found)
 
 
 def declared_parameters(path: Path, data: dict[str, Any]) -> tuple[bool, list[str] | None]:
     """Whether the notebook has a parameters cell, and the names that cell declares.
 
-    papermill reads the cell for us (it knows each kernel language's syntax);
-    the names are None when papermill cannot parse that language.
+    papermill's translator for the notebook's language reads the cell (it knows
+    that language's syntax); the names are None when it cannot (papermill's
+    translators read Python only, not R, bash, Julia or the others).
     """
-    import papermill
+    from papermill.exceptions import PapermillException
+    from papermill.translators import papermill_translators
 
-    tagged = any(
-        "parameters" in (cell.get("metadata") or {}).get("tags", ())
-        for cell in data.get("cells", ())
-        if isinstance(cell, dict)
-    )
+    cells = [cell for cell in data.get("cells", ()) if isinstance(cell, dict)]
+    tagged = [
+        cell for cell in cells if "parameters" in (cell.get("metadata") or {}).get("tags", ())
+    ]
     if not tagged:
         return False, None
+    kernel, language = notebook_kernel_and_language(data)
     try:
-        return True, sorted(papermill.inspect_notebook(str(path)))
-    except Exception:
+        translator = papermill_translators.find_translator(kernel, language or "python")
+        names = translator.inspect(_cell_node(tagged[0]))
+    except (NotImplementedError, PapermillException):  # no introspection for the language
         return True, None
+    except Exception:  # a parameters cell its translator cannot parse: nothing is checked
+        return True, None
+    return True, sorted(param.name for param in names)
+
+
+def _cell_node(cell: dict[str, Any]) -> Any:
+    """The cell as nbformat's node (translators read ``cell.source``), joined if a list."""
+    import nbformat
+
+    source = cell.get("source", "")
+    joined = "".join(source) if isinstance(source, list) else source
+    return nbformat.from_dict({**cell, "source": joined})  # type: ignore[no-untyped-call]
+
+
+def notebook_kernel_and_language(data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The kernel name and language papermill picks a translator by, from the metadata."""
+    metadata = data.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    kernelspec = metadata.get("kernelspec") or {}
+    language_info = metadata.get("language_info") or {}
+    kernel = kernelspec.get("name") if isinstance(kernelspec, dict) else None
+    language = (language_info.get("name") if isinstance(language_info, dict) else None) or (
+        kernelspec.get("language") if isinstance(kernelspec, dict) else None
+    )
+    return kernel or None, language or None
 
 
 class MillrunParameterWarning(UserWarning):
@@ -152,14 +209,7 @@ def takes_python_parameters(data: dict[str, Any]) -> bool:
     from papermill.exceptions import PapermillException
     from papermill.translators import PythonTranslator, papermill_translators
 
-    metadata = data.get("metadata")
-    metadata = metadata if isinstance(metadata, dict) else {}
-    kernelspec = metadata.get("kernelspec") or {}
-    language_info = metadata.get("language_info") or {}
-    kernel = kernelspec.get("name") if isinstance(kernelspec, dict) else None
-    language = (language_info.get("name") if isinstance(language_info, dict) else None) or (
-        kernelspec.get("language") if isinstance(kernelspec, dict) else None
-    )
+    kernel, language = notebook_kernel_and_language(data)
     if not kernel and not language:
         return True
     try:
@@ -167,6 +217,22 @@ def takes_python_parameters(data: dict[str, Any]) -> bool:
     except PapermillException:
         return False
     return isinstance(translator, type) and issubclass(translator, PythonTranslator)
+
+
+def record_needs_python(path: Path, data: dict[str, Any], flag: str) -> str:
+    """Why a notebook of another language cannot record variables, and what it can do.
+
+    Variables are read by code sent into the kernel, which is Python; scraps,
+    which any kernel can display, are recorded all the same.
+    """
+    kernel, language = notebook_kernel_and_language(data)
+    return (
+        f"{flag} reads variables from Python kernels, but {path} is written in "
+        f"{language or kernel}, so its variables cannot be read. Leave {flag} out for this "
+        f"notebook, or record its values as scraps: any kernel's output of the mimetype "
+        f"application/scrapbook.scrap.json+json (e.g. IRdisplay's publish_mimebundle in R) "
+        f"is recorded."
+    )
 
 
 def check_parameter_names(path: Path, data: dict[str, Any], keys: Iterable[str]) -> None:
@@ -222,7 +288,15 @@ def check_parameters(
             f"{', '.join(keys)} at the top where later cells may overwrite them. Tag the "
             f"cell that sets the defaults with 'parameters'."
         )
-    unknown = [key for key in keys if declared is not None and key not in declared]
+    if declared is None:
+        kernel, language = notebook_kernel_and_language(data)
+        message = (
+            f"Notebook {path} is written in {language or kernel}: papermill cannot read the names "
+            f"its parameters cell declares, so the params' keys ({', '.join(keys)}) are not "
+            f"checked against it; papermill injects them after that cell all the same."
+        )
+        return message + (f" {strict_flag} cannot check them either." if strict else "")
+    unknown = [key for key in keys if key not in declared]
     if not unknown:
         return None
     message = (

@@ -215,7 +215,8 @@ def check_output_folder(folder: Path, option: str | None = None) -> None:
     choose = f"choose another output directory ({option})" if option else "choose another one"
     probe = os.path.abspath(folder)
     while not os.path.isdir(probe):
-        if os.path.lexists(probe):
+        # isdir again: another run may have made the folder since (concurrent pool workers)
+        if os.path.lexists(probe) and not os.path.isdir(probe):
             raise OutputPathError(
                 f"Output folder {folder} cannot be created: {probe} exists and is not a folder. "
                 f"Move the file or {choose}."

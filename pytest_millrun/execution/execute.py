@@ -46,6 +46,7 @@ from pytest_millrun.core.discovery import (
     NotebookError,
     absolute,
     is_output_notebook,
+    read_notebook,
     read_notebook_json,
 )
 from pytest_millrun.core.naming import OutputPathError, check_output_folder, partial_path
@@ -166,6 +167,11 @@ def execute_notebook(
     except OSError as exc:  # the folder changed since the plan: this run fails, not the others
         return finish("failed", failures.output_folder_failure(exc, option_names))
     if kernel_name is None and not nb.metadata.get("kernelspec", {}).get("name"):
+        if not failures.is_python(_notebook_language(nb)):  # a text notebook in bash, say
+            return finish(
+                "failed",
+                failures.no_such_kernel(None, notebook, _notebook_language(nb), option_names),
+            )
         kernel_name = DEFAULT_KERNEL  # as nbclient and nbmake do
         notes.append(
             f"{notebook.name} names no kernel in its metadata, so it ran on the default kernel "
@@ -174,6 +180,14 @@ def execute_notebook(
     if not papermill_kwargs.get("language") and not _notebook_language(nb):
         # papermill needs the language to write the parameters; the kernel's spec knows it
         papermill_kwargs["language"] = _kernel_language(kernel_name)
+    missing = failures.missing_kernel(
+        kernel_name or nb.metadata.get("kernelspec", {}).get("name"),
+        notebook,
+        papermill_kwargs.get("language") or _notebook_language(nb),
+        option_names,
+    )
+    if missing is not None:  # said before a kernel manager logs a traceback of its own
+        return finish("failed", missing)
 
     partial = partial_path(output)
     with KernelSandbox(resolve_kernel_start(kernel_start), tuple(preload)) as sandbox:
@@ -342,16 +356,24 @@ def check_output_target(notebook: Path, output: Path) -> None:
 
 
 def _load_input(notebook: Path, variation_id: str) -> Any:
-    """Read the notebook and mark it, so every save of its output says it is an output."""
+    """Read the notebook and mark it, so every save of its output says it is an output.
+
+    A text notebook is read by jupytext into the same notebook node papermill
+    would read from an ``.ipynb`` (papermill has no reader of its own for one);
+    its output's ``metadata.papermill.input_path`` still names the text file.
+    """
     import nbformat
 
     if not notebook.exists():
         raise NotebookError(f"Notebook {notebook} does not exist (was it moved or deleted?).")
-    read_notebook_json(notebook)  # a clear message for broken JSON, before nbformat's
-    try:
-        nb = nbformat.read(str(notebook), as_version=4)  # type: ignore[no-untyped-call]
-    except Exception as exc:
-        raise NotebookError(f"Notebook {notebook} is not a valid notebook: {exc}") from None
+    if notebook.suffix != ".ipynb":
+        nb = nbformat.from_dict(read_notebook(notebook))  # type: ignore[no-untyped-call]
+    else:
+        read_notebook_json(notebook)  # a clear message for broken JSON, before nbformat's
+        try:
+            nb = nbformat.read(str(notebook), as_version=4)  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            raise NotebookError(f"Notebook {notebook} is not a valid notebook: {exc}") from None
     nb.metadata[OUTPUT_MARKER] = {"input": str(notebook), "variation": variation_id}
     return nb
 

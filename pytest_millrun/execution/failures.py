@@ -8,6 +8,7 @@ Nothing here starts a kernel or imports papermill at module level.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,7 +34,7 @@ def format_failure(result: ExecutionResult) -> str:
     """The plain-text failure report shared by pytest's ``repr_failure`` and the CLI."""
     error = result.error
     assert error is not None
-    lines = [error.headline if error.ename else error.message, ""]
+    lines = [error.headline if error.ename or error.kind == "cell" else error.message, ""]
     if error.source:
         lines += ["Cell source:", indent(error.source), ""]
     if error.traceback:
@@ -206,17 +207,7 @@ def explain(
             **cell,
         )
     if isinstance(exc, NoSuchKernel):
-        from jupyter_client.kernelspec import find_kernel_specs
-
-        installed = ", ".join(sorted(find_kernel_specs()))
-        return Failure(
-            "kernel-start",
-            f"No kernel named {exc.name!r} is installed, so {notebook.name} cannot start "
-            f"(installed: {installed or 'none'}). Install one (python -m ipykernel install "
-            f"--user --name {exc.name}) or choose an installed kernel with {names.kernel}.",
-            ename="NoSuchKernel",
-            evalue=str(exc.name),
-        )
+        return no_such_kernel(str(exc.name), notebook, None, names)
     if isinstance(exc, OSError) and exc.filename and Path(exc.filename).parent == partial.parent:
         return Failure(
             "error",
@@ -262,6 +253,85 @@ def explain(
         evalue=str(exc),
         **cell,
     )
+
+
+def missing_kernel(
+    kernel_name: str | None, notebook: Path, language: str | None, names: OptionNames
+) -> Failure | None:
+    """The failure of a notebook whose kernel is not installed, or None when it is."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if not kernel_name:
+        return None
+    if kernel_name.lower() in KernelSpecManager().find_kernel_specs():
+        return None  # a broken one fails as it starts, saying why
+    return no_such_kernel(kernel_name, notebook, language, names)
+
+
+def no_such_kernel(
+    kernel_name: str | None, notebook: Path, language: str | None, names: OptionNames
+) -> Failure:
+    """No kernel of that name (None: none for the language): the advice fits the language.
+
+    ``ipykernel install --name r`` would install a Python kernel named ``r``,
+    so for another language the advice is a kernel of that language, and the
+    installed kernels of that language are named.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    with warnings.catch_warnings():  # bash_kernel's spec has a key traitlets deprecates
+        warnings.simplefilter("ignore", DeprecationWarning)
+        specs = KernelSpecManager().get_all_specs()
+    installed = ", ".join(sorted(specs)) or "none"
+    language = language or "python"
+    if is_python(language):
+        advice = (
+            f"Install one (python -m ipykernel install --user --name {kernel_name}) or choose "
+            f"an installed kernel with {names.kernel}."
+        )
+    else:
+        same = sorted(
+            name
+            for name, spec in specs.items()
+            if str(spec.get("spec", {}).get("language", "")).lower() == language.lower()
+        )
+        example = KERNELS_BY_LANGUAGE.get(language.lower(), "")
+        advice = (
+            f"It is written in {language}: install a Jupyter kernel for {language}"
+            f"{f', e.g. {example}' if example else ''}, or choose an installed {language} kernel "
+            f"with {names.kernel} ({', '.join(same) if same else 'none is installed'})."
+        )
+    missing = f"named {kernel_name!r}" if kernel_name else f"for {language}"
+    return Failure(
+        "kernel-start",
+        f"No kernel {missing} is installed, so {notebook.name} cannot start "
+        f"(installed: {installed}). {advice}",
+        ename="NoSuchKernel",
+        evalue=kernel_name or language,
+    )
+
+
+def is_python(language: str | None) -> bool:
+    """Whether a notebook's language is Python, as papermill and the kernelspecs spell it."""
+    return (language or "python").lower() in ("python", "python3", "ipython", "ipython3")
+
+
+#: A well-known Jupyter kernel for a language, named in the advice for a missing one.
+KERNELS_BY_LANGUAGE = {
+    "r": "IRkernel",
+    "julia": "IJulia",
+    "bash": "bash_kernel",
+    "sh": "bash_kernel",
+    "scala": "almond",
+    "c++": "xeus-cling",
+    "javascript": "IJavascript",
+    "typescript": "tslab",
+    "go": "gophernotes",
+    "rust": "evcxr_jupyter",
+    "matlab": "jupyter-matlab-proxy",
+    "sas": "saspy",
+    "powershell": "PowerShell_kernel",
+}
 
 
 def running_cell(partial: Path) -> dict[str, Any]:

@@ -22,7 +22,9 @@ from pytest_millrun.core.discovery import (
     absolute,
     check_parameters,
     discover_notebooks,
-    read_notebook_json,
+    read_notebook,
+    record_needs_python,
+    takes_python_parameters,
 )
 from pytest_millrun.core.naming import (
     check_output_folder,
@@ -48,13 +50,18 @@ def plan_run(
     exclude_glob_pattern: str | None = None,
     include_glob_pattern: str | None = None,
     strict_params: bool = False,
+    text_notebooks: Sequence[str] = (),
     record: RecordSpec | None = None,
+    kernel_name: str | None = None,
 ) -> list[Job]:
     """Every job of a run, in a deterministic order, with collisions refused.
 
     With a :class:`Suite` each notebook gets its own section's variations,
     components and recorded names; ``prepend``/``append`` win over the suite's
-    where not empty, and ``record``'s names add to its.
+    where not empty, and ``record``'s names add to its.  ``text_notebooks``
+    globs (relative to the folder) name text files that are notebooks without a
+    jupytext header.  Recording is refused here for a notebook whose kernel
+    cannot take the Python that reads variables.
     """
     target = Path(notebook_dir_or_file)
     out = Path(output_dir) if output_dir is not None else None
@@ -65,10 +72,12 @@ def plan_run(
         include_glob_pattern=include_glob_pattern,
         exclude_glob_pattern=exclude_glob_pattern,
         output_dirs=[out] if out is not None and out.resolve() != target.resolve() else [],
+        text_notebooks=text_notebooks,
     )
     if not notebooks:
+        pattern = include_glob_pattern or "*.ipynb and text notebooks"
         raise FileNotFoundError(
-            f"No notebooks found in {target} (pattern {include_glob_pattern or '*.ipynb'}"
+            f"No notebooks found in {target} (pattern {pattern}"
             f"{', recursively' if recursive else ''}). Check the path and the glob patterns, "
             f"or pass --recursive for notebooks in subfolders."
         )
@@ -91,10 +100,12 @@ def plan_run(
             names = record.for_notebook(os.path.relpath(notebook, base).replace(os.sep, "/"))
         keys = [key for variation in own for key in variation]
         try:
-            data = read_notebook_json(notebook)
+            data = read_notebook(notebook)
         except NotebookError:
             pass  # fails as its own job, with the same message, and the others still run
         else:
+            if names and kernel_name is None and not takes_python_parameters(data):
+                raise ValueError(record_needs_python(notebook, data, "record= (--record)"))
             warning = check_parameters(
                 notebook,
                 data,

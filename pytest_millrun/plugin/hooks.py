@@ -11,7 +11,7 @@ ini keys) switch the plugin on, so a plain ``pytest`` run stays fast.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,25 +180,58 @@ def _no_notebooks(config: pytest.Config, settings: Settings) -> str | None:
     )
 
 
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> NotebookFile | None:
-    settings = parent.config.stash.get(settings_key, None)
-    if settings is None or not settings.enabled or file_path.suffix != ".ipynb":
-        return None
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Generator[None, Any, None]:
+    """A notebook becomes a :class:`NotebookFile`; a text notebook never a Python module.
+
+    A hook wrapper, so it sees what pytest's Python plugin made of a ``.py``
+    text notebook (a :class:`pytest.Module` when it is named on the command
+    line or matches ``python_files``, a doctest module with
+    ``--doctest-modules``) and takes it back before anything imports it:
+    collecting a Module is what would import the file.
+    """
+    outcome = yield
+    if not _enabled(parent.config):
+        return
+    file = _notebook_file(file_path, parent)
+    if file is not None:
+        collected = outcome.get_result()
+        kept = [c for c in collected if not (isinstance(c, pytest.Module) and c.path == file_path)]
+        outcome.force_result([*kept, file])
+
+
+def _notebook_file(file_path: Path, parent: pytest.Collector) -> NotebookFile | None:
+    """The notebook collector of an ``.ipynb`` or a text notebook, or None for other files."""
     from pytest_millrun.core.discovery import (
         NotebookError,
         is_excluded_path,
         is_output_notebook,
         read_notebook_json,
     )
+    from pytest_millrun.core.text_notebooks import ipynb_twin, is_text_notebook
     from pytest_millrun.plugin.items import NotebookFile
 
-    if is_excluded_path(file_path, _dedicated_output_dirs(settings, parent.config)):
-        return None
-    try:
-        if is_output_notebook(read_notebook_json(file_path)):
+    settings = parent.config.stash[settings_key]
+    if file_path.suffix == ".ipynb":
+        if is_excluded_path(file_path, _dedicated_output_dirs(settings, parent.config)):
             return None
-    except NotebookError:
-        pass  # collect() raises it again, as this file's own collection error
+        try:
+            if is_output_notebook(read_notebook_json(file_path)):
+                return None
+        except NotebookError:
+            pass  # collect() raises it again, as this file's own collection error
+    else:
+        if not is_text_notebook(file_path, settings.text_notebooks, parent.config.rootpath):
+            return None
+        if is_excluded_path(file_path, _dedicated_output_dirs(settings, parent.config)):
+            return None
+        twin = ipynb_twin(file_path)
+        if twin is not None and not parent.session.isinitpath(file_path):
+            try:
+                if not is_output_notebook(read_notebook_json(twin)):
+                    return None  # its .ipynb runs; see ipynb_twin
+            except NotebookError:
+                return None  # the .ipynb fails as its own collection error
     file: NotebookFile = NotebookFile.from_parent(parent, path=file_path)
     return file
 
@@ -285,8 +318,17 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     config: pytest.Config = node.config
     if stale_key in config.stash:
         return
+    from pytest_millrun.core.text_notebooks import is_text_notebook
+
+    settings = config.stash.get(settings_key, None)
+    globs = settings.text_notebooks if settings is not None else ()
     paths = sorted({nodeid.partition("::")[0] for nodeid in ids})
-    notebooks = [config.rootpath / path for path in paths if path.endswith(".ipynb")]
+    notebooks = [
+        config.rootpath / path
+        for path in paths
+        if path.endswith(".ipynb")
+        or is_text_notebook(config.rootpath / path, globs, config.rootpath)
+    ]
     _handle_stale_outputs(config, notebooks)
 
 

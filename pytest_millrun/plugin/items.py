@@ -24,7 +24,9 @@ from pytest_millrun.core.discovery import (
     ParameterNameError,
     UndeclaredParameterError,
     check_parameters,
-    read_notebook_json,
+    read_notebook,
+    record_needs_python,
+    takes_python_parameters,
 )
 from pytest_millrun.core.naming import (
     OutputPathError,
@@ -111,7 +113,7 @@ class NotebookFile(pytest.File):
     def collect(self) -> Iterable[NotebookItem]:
         settings = self.config.stash[settings_key]
         try:
-            data = read_notebook_json(self.path)
+            data = read_notebook(self.path)
         except NotebookError as exc:
             raise self.CollectError(str(exc)) from None
         try:
@@ -120,6 +122,8 @@ class NotebookFile(pytest.File):
             raise self.CollectError(str(exc)) from None
         self._check_parameters(settings, data, variations)
         record = record_names(settings, self.path, self.config.rootpath)
+        if record and settings.kernel is None and not takes_python_parameters(data):
+            raise self.CollectError(record_needs_python(self.path, data, "--millrun-record"))
         folder = mirrored_folder(self.path, self.config.rootpath)
         try:
             check_output_folder(settings.output_dir / folder, "--millrun-output-dir")

@@ -46,6 +46,8 @@ class Settings:
     record: RecordSpec | None = None
     results: Path | None = None
     report: Path | None = None
+    #: Globs (relative to the rootdir) of text files that are notebooks without a jupytext header.
+    text_notebooks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,12 @@ OPTIONS = (
         "Write a self-contained HTML report of every variation (status grid, table, "
         "failures, charts) to FILE",
         metavar="FILE",
+    ),
+    Option(
+        "text-notebooks",
+        "Comma-separated globs (relative to the rootdir) of text files to run as jupytext "
+        "notebooks even without a jupytext header (needs pytest-millrun[jupytext])",
+        metavar="GLOB,GLOB",
     ),
     Option(
         "strict-params",
@@ -312,4 +320,5 @@ def resolve_settings(config: pytest.Config) -> Settings:
         record=record(),
         results=results(),
         report=report(),
+        text_notebooks=components("text-notebooks"),
     )
