@@ -3,46 +3,83 @@
 It is built from the rows of the results table (:class:`~pytest_millrun.outputs.results.ResultRow`,
 the same rows that travel from xdist workers to the controller) and written with the same
 atomic replace, so the plugin, the CLI and :func:`write_report` share it.  The page is one
-file that works from ``file://``: styles and script inline, charts as inline SVG, the rows as
-a JSON blob that the script pages through (10,000 variations open without freezing).  The
-executed notebooks of failures are rendered with nbconvert into ``<name>_files/`` beside it,
-so a reader needs no Jupyter.  matplotlib and nbconvert come with the ``report`` extra and
-are imported here only when a report is written; without them the page says what is missing.
+file that works from ``file://``: styles and script inline, charts as inline SVG
+(:mod:`~pytest_millrun.outputs.report_charts`), the rows as a JSON blob that the script pages
+through (10,000 variations open without freezing).  The table has a column per parameter and
+per recorded value, as the results table does, the sweep's varied parameters first; the view
+(filters, sort) lives in the URL's fragment so a link can open it.  The executed notebooks of
+failures are rendered with nbconvert into ``<name>_files/`` beside it
+(:mod:`~pytest_millrun.outputs.report_notebooks`), so a reader needs no Jupyter.  matplotlib
+and nbconvert come with the ``report`` extra and are imported only when a report is written;
+without them the page says what is missing.
+
+The page's data (``id="millrun-data"``) is ``{"columns": [...], "rows": [...]}``: a column is
+``{"key", "label", "group", "numeric"}`` and a row ``{"status", "cells", "links", "detail"}``,
+``cells`` in column order.  To add a column, add it to :data:`RUN_COLUMNS`; to show more of a
+failure (e.g. a figure's expected and actual images), add blocks to the row's ``detail`` in
+:func:`detail_blocks`: ``{"title", "text"}`` (preformatted) or ``{"title", "images":
+[{"label", "src"}]}`` (``src`` a ``data:`` URI; the page's policy loads nothing else).
 """
 
 from __future__ import annotations
 
 import html
-import io
 import json
 import math
 import os
+import posixpath
 import re
 import statistics
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_millrun.core.values import dumps, encode
+from pytest_millrun.core.values import dumps
 from pytest_millrun.outputs.files import atomic_write, common_root
+from pytest_millrun.outputs.report_charts import draw_charts
+from pytest_millrun.outputs.report_notebooks import MAX_RENDERED, render_failed_notebooks
 from pytest_millrun.outputs.results import ResultRow, ResultsPathError
 
 if TYPE_CHECKING:
     from pytest_millrun.core.data import ExecutionResult
 
+__all__ = ["MAX_RENDERED", "check_report_path", "render_page", "write_report"]
+
 STATUSES = ("passed", "failed", "interrupted", "skipped")
 SYMBOLS = {"passed": "✓", "failed": "✗", "interrupted": "!", "skipped": "○"}
-#: failed notebooks rendered to HTML at most; the rest keep their .ipynb link
-MAX_RENDERED = 50
-#: above this many points a chart's markers are drawn as one embedded image inside the SVG
-RASTER_POINTS = 2000
-MARKERS = "osD^vPX<>*"
 #: a grid with at most this many distinct variation ids gets one column per id
 GRID_COLUMNS = 60
-EXTRA = "pip install 'pytest-millrun[report]'"
+#: a text cell longer than this is cut in the page (the results table has it whole)
+CELL_CHARS = 300
+#: a detail block (cell source, traceback) longer than this is cut: head and tail kept
+DETAIL_CHARS = 20_000
+
+Block = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the page's table; ``key`` names it in the URL (``#sort=p.rate``)."""
+
+    key: str
+    label: str
+    #: "run" (what every row has), "varied" or "constant" (parameters), "value", "error"
+    group: str
+    numeric: bool = False
+
+
+#: the columns before the parameters: (key, label, numeric, the cell of row number i)
+RUN_COLUMNS: tuple[tuple[str, str, bool, Callable[[int, ResultRow], Any]], ...] = (
+    ("index", "#", True, lambda i, r: i + 1),
+    ("status", "status", False, lambda i, r: r.status),
+    ("notebook", "notebook", False, lambda i, r: r.notebook),
+    ("variation", "variation", False, lambda i, r: r.variation),
+    ("duration", "duration s", True, lambda i, r: r.duration_s),
+)
 
 
 def check_report_path(path: str | Path, inputs: Iterable[Path] = ()) -> Path:
@@ -96,7 +133,7 @@ def write_report(
     rows = [r if isinstance(r, ResultRow) else ResultRow.from_result(r, base) for r in items]
     notes: list[str] = []
     files = target.with_name(f"{target.stem}_files")
-    rendered = _render_notebooks(rows, base.absolute(), files, notes)
+    rendered = render_failed_notebooks(rows, base.absolute(), files, notes)
     page = render_page(
         rows,
         folder=target.parent,
@@ -116,36 +153,38 @@ def render_page(
     *,
     folder: Path,
     root: Path,
-    rendered: dict[int, Path] | None = None,
+    rendered: Mapping[int, Path] | None = None,
     command: str = "",
     params_file: str = "",
     title: str = "millrun report",
     notes: Sequence[str] = (),
+    extra_details: Mapping[int, Sequence[Block]] | None = None,
 ) -> str:
-    """The page's text; links relative to ``folder``, the rows' paths relative to ``root``."""
+    """The page's text; links relative to ``folder``, the rows' paths relative to ``root``.
+
+    ``extra_details`` adds blocks (see the module's docs) to the detail of row number i.
+    """
     rendered = rendered or {}
+    extra_details = extra_details or {}
     # the runs' own notes (a default kernel, a SystemExit that skipped cells), each once
     notes = [*dict.fromkeys(note for row in rows for note in row.notes), *notes]
     from pytest_millrun.outputs.figure_report import figures_section
 
-    charts = figures_section(rows, root) + _charts(rows, notes)
-    data = [
-        [
-            index,
-            row.notebook,
-            row.variation,
-            row.status,
-            row.duration_s,
-            _mapping_text(row.params),
-            _mapping_text(row.values),
-            row.error,
-            _href(root / row.output, folder) if row.output else "",
-            _href(rendered[index], folder) if index in rendered else "",
-            row.source,
-            row.traceback,
-        ]
-        for index, row in enumerate(rows)
-    ]
+    charts = figures_section(rows, root) + draw_charts(rows, notes)
+    columns, getters = table_columns(rows)
+    data = {
+        "folder": _shared_folder(rows),
+        "columns": [asdict(c) for c in columns],
+        "rows": [
+            {
+                "status": row.status,
+                "cells": [get(index, row) for get in getters],
+                "links": _links(index, row, root, folder, rendered),
+                "detail": [*detail_blocks(row), *extra_details.get(index, ())],
+            }
+            for index, row in enumerate(rows)
+        ],
+    }
     present = [s for s in STATUSES if any(r.status == s for r in rows)]
     options = "".join(f'<option value="{s}">{s}</option>' for s in present)
     replacements = {
@@ -160,22 +199,117 @@ def render_page(
     return re.sub(r"@@[A-Z_]+@@", lambda m: replacements[m.group(0)], _template())
 
 
+def _shared_folder(rows: Sequence[ResultRow]) -> str:
+    """The folder all notebooks are in, with its final slash, or nothing."""
+    folders = {posixpath.dirname(r.notebook) for r in rows}
+    try:
+        common = posixpath.commonpath(folders) if folders and "" not in folders else ""
+    except ValueError:  # absolute and relative paths (notebooks outside the root)
+        common = ""
+    return f"{common}/" if common and common != "/" else ""
+
+
+def table_columns(
+    rows: Sequence[ResultRow],
+) -> tuple[list[Column], list[Callable[[int, ResultRow], Any]]]:
+    """The table's columns and how to get each cell: the run's, parameters, values, error.
+
+    Parameters that take two values or more come first (the sweep's shape), then the ones
+    that stay the same; each in first-seen order, as in the results table.
+    """
+    columns = [Column(key, label, "run", numeric) for key, label, numeric, _ in RUN_COLUMNS]
+    getters = [get for *_, get in RUN_COLUMNS]
+    params = list(dict.fromkeys(key for row in rows for key in row.params))
+    values = list(dict.fromkeys(name for row in rows for name in row.values))
+    seen: dict[str, set[str]] = {key: set() for key in params}
+    for row in rows:
+        for key in params:
+            seen[key].add(_value_text(row.params[key]) if key in row.params else "")
+    varied = [key for key in params if len(seen[key]) > 1]
+    constant = [key for key in params if len(seen[key]) <= 1]
+    for group, keys, prefix, attribute in (
+        ("varied", varied, "p.", "params"),
+        ("constant", constant, "p.", "params"),
+        ("value", values, "v.", "values"),
+    ):
+        for key in keys:
+            numbers = [getattr(r, attribute).get(key) for r in rows]
+            numeric = any(_number(v) for v in numbers) and all(
+                _number(v) or v is None for v in numbers
+            )
+            columns.append(Column(prefix + key, key, group, numeric))
+            getters.append(_getter(attribute, key))
+    columns.append(Column("error", "error", "error"))
+    getters.append(lambda i, r: r.error)
+    return columns, getters
+
+
+def _getter(attribute: str, key: str) -> Callable[[int, ResultRow], Any]:
+    missing = object()
+
+    def cell(index: int, row: ResultRow) -> Any:
+        value = getattr(row, attribute).get(key, missing)
+        return None if value is missing else _cell_value(value)
+
+    return cell
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _cell_value(value: Any) -> Any:
+    """A finite number as itself (sorted as one); anything else as its text."""
+    if _number(value) and math.isfinite(value):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= CELL_CHARS else value[: CELL_CHARS - 1] + "…"
+    if value is None:
+        return "None"
+    return _value_text(value)
+
+
+def _links(
+    index: int, row: ResultRow, root: Path, folder: Path, rendered: Mapping[int, Path]
+) -> list[list[str]]:
+    links = []
+    if row.output:
+        links.append(["ipynb", _href(root / row.output, folder)])
+    if index in rendered:
+        links.append(["html", _href(rendered[index], folder)])
+    return links
+
+
+def detail_blocks(row: ResultRow) -> list[Block]:
+    """What the row's detail shows under its error: the cell's source, the traceback."""
+    blocks = []
+    if row.source:
+        blocks.append({"title": "Cell source", "text": _cut(row.source), "kind": "source"})
+    if row.traceback:
+        blocks.append({"title": "Traceback", "text": _cut(row.traceback), "kind": "traceback"})
+    return blocks
+
+
+def _cut(text: str) -> str:
+    if len(text) <= DETAIL_CHARS:
+        return text
+    return (
+        f"{text[: DETAIL_CHARS // 2]}\n… {len(text) - DETAIL_CHARS:,} characters left out "
+        f"(the executed notebook has them) …\n{text[-DETAIL_CHARS // 2 :]}"
+    )
+
+
 def _template() -> str:
     return resources.files(__package__).joinpath("report_page.html").read_text(encoding="utf-8")
 
 
 def _script_json(data: Any) -> str:
     """JSON safe inside ``<script>``: no ``<`` (so no ``</script>`` or ``<!--``) and standard."""
-    return json.dumps(encode(data), ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
+    return json.dumps(data, ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
 
 
 def _href(path: Path, folder: Path) -> str:
     return urllib.parse.quote(Path(os.path.relpath(path, folder)).as_posix())
-
-
-def _mapping_text(mapping: Any) -> str:
-    """``k=v, k=v`` with each value as compact JSON (strings quoted, nan as nan)."""
-    return ", ".join(f"{key}={_value_text(value)}" for key, value in mapping.items())
 
 
 def _value_text(value: Any) -> str:
@@ -185,7 +319,7 @@ def _value_text(value: Any) -> str:
         text = dumps(value)
     except (TypeError, ValueError):
         text = repr(value)
-    return text if len(text) <= 300 else text[:299] + "…"
+    return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
 
 
 def _header(rows: Sequence[ResultRow], command: str, params_file: str, notes: list[str]) -> str:
@@ -205,12 +339,20 @@ def _header(rows: Sequence[ResultRow], command: str, params_file: str, notes: li
     if params_file:
         meta.append(("params file", params_file))
     items = "".join(
-        f"<dt>{html.escape(k)}</dt><dd>{'<code>' if k == 'command' else ''}{html.escape(v)}"
-        f"{'</code>' if k == 'command' else ''}</dd>"
+        f"<dt>{html.escape(k)}</dt><dd>{_command(v) if k == 'command' else html.escape(v)}</dd>"
         for k, v in meta
     )
     boxes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
     return f'<p class="counts">{spans or "no variations"}</p><dl class="meta">{items}</dl>{boxes}'
+
+
+def _command(command: str) -> str:
+    """The command, breaking between its words only: ``--millrun-results`` stays whole."""
+    words = [
+        f'<span class="w">{html.escape(w)}</span>' if len(w) <= 60 else html.escape(w)
+        for w in command.split(" ")
+    ]
+    return f"<code>{' '.join(words)}</code>"
 
 
 def _plural(count: int, word: str) -> str:
@@ -246,166 +388,3 @@ def _grid(rows: Sequence[ResultRow]) -> str:
             )
     out.append("</tbody></table>")
     return "".join(out)
-
-
-def _numeric(rows: Sequence[ResultRow], attribute: str) -> list[str]:
-    """Names whose values are all numbers (nan and None allowed) with at least two distinct."""
-    seen: dict[str, set[float] | None] = {}
-    for row in rows:
-        for name, value in getattr(row, attribute).items():
-            known = seen.setdefault(name, set())
-            if known is None or value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                seen[name] = None
-            elif math.isfinite(value):
-                known.add(float(value))
-    return [name for name, known in seen.items() if known is not None and len(known) >= 2]
-
-
-def _charts(rows: Sequence[ResultRow], notes: list[str]) -> str:
-    """One figure per numeric value: a panel per numeric parameter, a series per notebook."""
-    values = _numeric(rows, "values")
-    params = _numeric(rows, "params")
-    if not values or not params:
-        why = "no recorded value is a number" if not values else "no numeric parameter varies"
-        return f"<p>No charts: {why}.</p>"
-    try:
-        from matplotlib import rc_context
-        from matplotlib.backends.backend_svg import FigureCanvasSVG
-        from matplotlib.figure import Figure
-    except ImportError:
-        notes.append(f"Charts need matplotlib, which is not installed: {EXTRA}.")
-        return "<p>No charts: matplotlib is not installed.</p>"
-    notebooks = list(dict.fromkeys(r.notebook for r in rows))
-    figures = []
-    for number, value in enumerate(values):
-        columns = min(len(params), 4)
-        lines = math.ceil(len(params) / columns)
-        # a salt per figure: ids inside one page's SVGs must not collide
-        with rc_context({"svg.hashsalt": f"m{number}", "svg.fonttype": "none", "font.size": 9}):
-            figure = Figure(figsize=(3.4 * columns, 2.7 * lines + 0.5), layout="constrained")
-            FigureCanvasSVG(figure)
-            axes = list(figure.subplots(lines, columns, squeeze=False).flat)
-            for ax, param in zip(axes, params, strict=False):
-                series: dict[str, list[tuple[Any, Any]]] = {n: [] for n in notebooks}
-                for r in rows:
-                    x, y = r.params.get(param), r.values.get(value)
-                    if _finite(x) and _finite(y):
-                        series[r.notebook].append((x, y))
-                # many markers as vector paths make a slow, heavy page: draw them as one image
-                raster = sum(map(len, series.values())) > RASTER_POINTS
-                for shape, (notebook, points) in enumerate(series.items()):
-                    if points:
-                        xs, ys = zip(*points, strict=True)
-                        # hollow markers of a shape per notebook: coinciding series stay visible
-                        marker = MARKERS[shape % len(MARKERS)]
-                        ax.plot(
-                            xs,
-                            ys,
-                            marker,
-                            ls="none",
-                            ms=5,
-                            mfc="none",
-                            alpha=0.8,
-                            color=f"C{shape % 10}",
-                            label=notebook,
-                            rasterized=raster,
-                        )
-                ax.locator_params(nbins=4)
-                ax.set_xlabel(param)
-                ax.set_ylabel(value)
-                ax.grid(alpha=0.3)
-            for ax in axes[len(params) :]:
-                ax.set_visible(False)
-            handles, labels = figure.axes[0].get_legend_handles_labels()
-            if handles:
-                wide = max(map(len, labels)) > 120 / min(len(labels), 4)
-                figure.legend(
-                    handles,
-                    labels,
-                    loc="outside lower center",
-                    ncols=1 if wide else min(len(labels), 4),
-                    frameon=False,
-                )
-            buffer = io.StringIO()
-            figure.savefig(buffer, format="svg", dpi=72)
-        # the page needs the drawing alone: no XML prolog, no RDF metadata (date, tool URLs)
-        svg = re.sub(r"<metadata>.*?</metadata>", "", buffer.getvalue(), count=1, flags=re.S)
-        svg = svg[svg.index("<svg") :]
-        figures.append(
-            f'<figure id="chart-{html.escape(value, quote=True)}"><figcaption><code>'
-            f"{html.escape(value)}</code> against each numeric parameter</figcaption>"
-            f"{svg}</figure>"
-        )
-    return "".join(figures)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _render_notebooks(
-    rows: Sequence[ResultRow], root: Path, files: Path, notes: list[str]
-) -> dict[int, Path]:
-    """The executed notebooks of failures as HTML pages in ``files``: row index -> page."""
-    wanted = [
-        (index, root / row.output)
-        for index, row in enumerate(rows)
-        if row.status in ("failed", "interrupted") and row.output and (root / row.output).is_file()
-    ]
-    if not wanted:
-        return {}
-    try:
-        import nbformat
-        from nbconvert import HTMLExporter
-    except ImportError:
-        notes.append(
-            f"Failed notebooks are not rendered to HTML: nbconvert is not installed ({EXTRA}); "
-            f"each row still links to its .ipynb."
-        )
-        return {}
-    if len(wanted) > MAX_RENDERED:
-        notes.append(
-            f"The first {MAX_RENDERED} of {len(wanted)} failed notebooks are rendered to HTML; "
-            f"the others link to their .ipynb only."
-        )
-    # the basic template is the notebook alone: no scripts, no fonts or MathJax from a CDN
-    exporter = HTMLExporter(template_name="basic")  # type: ignore[no-untyped-call]
-    from pygments.formatters import HtmlFormatter
-
-    highlight = HtmlFormatter().get_style_defs(".highlight")
-    pages: dict[int, Path] = {}
-    for index, source in wanted[:MAX_RENDERED]:
-        page = files / f"{index:05d}-{source.stem}.html"
-        try:
-            body, _ = exporter.from_notebook_node(nbformat.read(source, as_version=4))  # type: ignore[no-untyped-call]
-        except Exception as exc:  # a broken output notebook must not cost the whole report
-            notes.append(f"{source.name} could not be rendered to HTML: {exc}")
-            continue
-        atomic_write(
-            page,
-            _NOTEBOOK_PAGE.format(title=html.escape(source.name), body=body, highlight=highlight),
-        )
-        pages[index] = page
-    return pages
-
-
-_NOTEBOOK_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<meta http-equiv="Content-Security-Policy"
- content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
-<style>
-body {{ font: 14px/1.45 system-ui, sans-serif; margin: 1em 2em; max-width: 70em; }}
-pre {{ background: #f6f8fa; padding: .5em; overflow: auto; white-space: pre-wrap; }}
-.jp-InputPrompt, .jp-OutputPrompt {{ color: #6e7781; font-family: monospace; font-size: 12px; }}
-.jp-Cell {{ margin: .6em 0; }} .jp-OutputArea-output pre {{ background: #fff; }}
-.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"] pre {{ background: #ffebe9; }}
-.ansi-red-fg {{ color: #cf222e; }} .ansi-green-fg {{ color: #1a7f37; }}
-.ansi-cyan-fg {{ color: #0969da; }} .ansi-yellow-fg {{ color: #9a6700; }}
-img {{ max-width: 100%; }}
-{highlight}
-</style></head><body><h1>{title}</h1>
-{body}
-</body></html>
-"""
