@@ -183,7 +183,10 @@ def _panels(
                 panel.marks.append(
                     (float(row.params[x]), float(y) if finite(y) else None, row.status)
                 )
-    result = [p for p in panels.values() if p.series]
+    # a notebook's own grid first, the panels notebooks share after
+    result = sorted(
+        (p for p in panels.values() if p.series), key=lambda p: p.series_by == "notebook"
+    )
     for panel in result:
         # stable: lines of equal order stay as they were seen
         panel.series = dict(sorted(panel.series.items(), key=lambda item: item[1].order))
