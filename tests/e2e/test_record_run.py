@@ -337,5 +337,7 @@ def test_an_interrupted_run_writes_the_rows_it_has(
     # the HTML report is made from the same rows
     page = (tmp_path / "r.html").read_text()
     blob = json.loads(page.split('id="millrun-data">', 1)[1].split("</script>", 1)[0])
-    assert [(r[1], r[2], r[3]) for r in blob] == [row[:3] for row in rows]
+    keys = [c["key"] for c in blob["columns"]]
+    at = [keys.index(k) for k in ("notebook", "variation", "status")]
+    assert [tuple(r["cells"][i] for i in at) for r in blob["rows"]] == [row[:3] for row in rows]
     assert_no_kernels_left(kernel_tmp)
