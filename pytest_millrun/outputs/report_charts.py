@@ -105,7 +105,7 @@ def numeric_values(rows: Sequence[ResultRow]) -> list[str]:
 
 
 def plan_charts(rows: Sequence[ResultRow]) -> tuple[list[Chart], str]:
-    """The charts of ``rows``, and when there are none, why (a sentence for the page)."""
+    """The charts of ``rows``, and why there are none or some values have none (a sentence)."""
     values = numeric_values(rows)
     if not values:
         return [], "no recorded value is a number."
@@ -125,7 +125,8 @@ def plan_charts(rows: Sequence[ResultRow]) -> tuple[list[Chart], str]:
         if panels:
             charts.append(Chart(value, panels[:MAX_PANELS], max(0, len(panels) - MAX_PANELS)))
     if charts:
-        return charts, ""
+        left = f"no chart for {', '.join(few)}: fewer than two variations recorded a number."
+        return charts, left if few else ""
     if few == values:
         names = ", ".join(few)
         return [], (
@@ -297,6 +298,7 @@ def draw_charts(rows: Sequence[ResultRow], notes: list[str]) -> str:
     charts, why = plan_charts(rows)
     if not charts:
         return f'<p class="no-charts">No charts: {html.escape(why)}</p>'
+    left = f'<p class="no-charts">{html.escape(why[0].upper() + why[1:])}</p>' if why else ""
     try:
         from matplotlib import rc_context
         from matplotlib.backends.backend_svg import FigureCanvasSVG
@@ -334,7 +336,7 @@ def draw_charts(rows: Sequence[ResultRow], notes: list[str]) -> str:
             f'<figure id="chart-{html.escape(chart.value, quote=True)}"><figcaption>{caption}'
             f"</figcaption>{svg}</figure>"
         )
-    return "".join(figures)
+    return "".join(figures) + left
 
 
 def _draw_panel(ax: Any, panel: Panel, value: str) -> bool:

@@ -160,6 +160,14 @@ def test_charts_say_why_there_are_none() -> None:
     assert plan_charts(one)[1] == (
         "fewer than two variations recorded a number for v; a chart needs at least two points."
     )
+    drawn = [
+        *one,
+        *(ResultRow("a.ipynb", str(x), "passed", 1.0, params={"x": x}, values={"w": x})
+          for x in (2, 3)),
+    ]  # fmt: skip
+    charts, why = plan_charts(drawn)
+    assert [c.value for c in charts] == ["w"]
+    assert why == "no chart for v: fewer than two variations recorded a number."
     flat = [ResultRow("a.ipynb", str(i), "passed", 1.0, params={"x": 1}, values={"v": i})
             for i in range(2)]  # fmt: skip
     assert plan_charts(flat)[1] == "no numeric parameter varies within a notebook."
