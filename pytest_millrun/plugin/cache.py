@@ -76,7 +76,7 @@ def check_item(item: Any) -> tuple[Verdict, CacheKey | None]:
             warnings.warn(CacheInputWarning(message), stacklevel=2)
     except (OSError, ValueError):  # the run reports the unreadable notebook itself
         found: tuple[Verdict, CacheKey | None] = (
-            cache.Verdict(False, ("notebook unreadable",)),
+            cache.Verdict(False, ("no cache key: a text notebook, or unreadable",)),
             None,
         )
     else:
