@@ -682,7 +682,12 @@ def environment_line(load_before: float) -> str:
 
 
 def write_report(
-    path: Path, rows: Sequence[Row], notes: Sequence[str], argv: Sequence[str], load: float
+    path: Path,
+    rows: Sequence[Row],
+    notes: Sequence[str],
+    argv: Sequence[str],
+    load: float,
+    extra: Sequence[str] = (),
 ) -> str:
     """The table and its context, printed and saved as Markdown."""
     command = shlex.join(["python", "benchmarks/bench.py", *argv])
@@ -692,15 +697,183 @@ def write_report(
         f"`{command}`  ",
         environment_line(load),
         "",
-        markdown_table(rows),
+        markdown_table(rows) if rows else "",
     ]
     failures = [f"- {r.corpus} / {r.runner.label} / {r.mode}: {r.error}" for r in rows if r.error]
     if notes or failures:
         parts += ["", *(f"- {note}" for note in notes), *failures]
+    parts += extra
     text = "\n".join(parts) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return text
+
+
+# --------------------------------------------------------------------------- incremental runs
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """One step of the incremental sequence: its wall time and what ran or was cached."""
+
+    step: str
+    wall: float
+    ran: int
+    cached: int
+    error: str = ""
+
+
+def _pytest_step(
+    corpus: Corpus, out: Path, extra: Sequence[str], log: Path, timeout: float
+) -> tuple[float, dict[str, int], str]:
+    """One pytest run of the corpus, its wall time and summary counts.
+
+    ``out`` holding a ``test_trivial.py`` runs that folder instead: as many passing
+    Python tests as the corpus has items, pytest's own cost per item.
+    """
+    target = out if (out / "test_trivial.py").exists() else corpus.folder
+    command = [
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+        *(arg for name in foreign_pytest_plugins() for arg in ("-p", f"no:{name}")),
+        "-q", "-o", "addopts=", "--rootdir", str(target),
+        "--millrun-params", str(corpus.params), "--millrun-output-dir", str(out),
+        *extra, str(target),
+    ]  # fmt: skip
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command, cwd=corpus.folder, env=clean_env(), stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return time.perf_counter() - started, {}, f"timed out after {timeout:g} s"
+    wall = time.perf_counter() - started
+    with log.open("a", encoding="utf-8") as sink:
+        sink.write(f"$ {shlex.join(command)}\n{done.stdout}{done.stderr}\n")
+    counts = {
+        word: int(number)
+        for number, word in re.findall(r"(\d+) (passed|failed|cached|error|errors)\b", done.stdout)
+    }
+    error = "" if done.returncode in (0, 5) else f"exit status {done.returncode} (see {log})"
+    return wall, counts, error
+
+
+def incremental_rows(corpus: Corpus, run_dir: Path, timeout: float, repeat: int) -> list[StepRow]:
+    """``pytest -n 2`` on the corpus: without the cache, then cold, warm, one code cell edited.
+
+    Each round starts from an empty output folder; the edit (a comment appended to the
+    code cell of the first notebook) is undone after the round.  Also timed: ``pytest
+    -n 2`` on as many trivial passing Python tests as the corpus has items, so that
+    (warm - trivial) / items is what a cache hit costs beyond pytest's own per-item cost.
+    """
+    steps: dict[str, list[StepRow]] = {}
+    notebook = corpus.notebooks[0]
+    original = notebook.read_text(encoding="utf-8")
+    n2 = ["-n", "2", "--millrun-kernel-start", "fork"]
+    for round_ in range(max(1, repeat)):
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        log = run_dir / "log.txt"
+        cached = [*n2, "--millrun-cache"]
+        trivial = run_dir / "trivial"
+        trivial.mkdir()
+        (trivial / "test_trivial.py").write_text(
+            "import pytest\n\n\n"
+            f"@pytest.mark.parametrize('i', range({corpus.executions}))\n"
+            "def test_trivial(i):\n    pass\n",
+            encoding="utf-8",
+        )
+        plan = [
+            ("pytest -n 2 (no cache)", run_dir / "plain", n2),
+            (f"pytest -n 2 on {corpus.executions} trivial Python tests", trivial, n2),
+            ("--millrun-cache, cold", run_dir / "out", cached),
+            ("--millrun-cache, warm (nothing changed)", run_dir / "out", cached),
+            ("--millrun-cache, 1 code cell of 1 notebook edited", run_dir / "out", cached),
+        ]
+        try:
+            for step, out, extra in plan:
+                if step.endswith("edited"):
+                    edited = json.loads(original)
+                    edited["cells"][1]["source"] = (
+                        "".join(edited["cells"][1]["source"]) + "\n# edited"
+                    )
+                    notebook.write_text(json.dumps(edited), encoding="utf-8")
+                print(
+                    f"[{corpus.key}] {step} (round {round_ + 1}) ...", file=sys.stderr, flush=True
+                )
+                wall, counts, error = _pytest_step(corpus, out, extra, log, timeout)
+                ran = counts.get("passed", 0) + counts.get("failed", 0)
+                row = StepRow(step, wall, ran, counts.get("cached", 0), error)
+                print(
+                    f"    {wall:.1f} s, ran {row.ran}, cached {row.cached} {error}", file=sys.stderr
+                )
+                steps.setdefault(step, []).append(row)
+        finally:
+            notebook.write_text(original, encoding="utf-8")
+    return [
+        sorted(found, key=lambda r: (bool(r.error), r.wall))[(len(found) - 1) // 2]
+        for found in steps.values()
+    ]
+
+
+def incremental_table(rows: Sequence[StepRow], items: int) -> str:
+    """The steps, each against the cold run, and the targets of issue 22."""
+
+    def wall(word: str) -> float | None:
+        return next((r.wall for r in rows if word in r.step), None)
+
+    cold, warm, edited = wall("cold"), wall("warm"), wall("edited")
+    collect, plain = wall("trivial"), wall("no cache")
+    lines = ["| step | wall s | ran | cached | x cold |", "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        ratio = f"{r.wall / cold:.2f}" if cold else "n/a"
+        ran = "-" if "trivial" in r.step else str(r.ran)
+        lines.append(f"| {r.step} | {r.wall:.1f} | {ran} | {r.cached} | {ratio} |")
+    notes = []
+    if cold and warm is not None:
+        target = max(0.1 * cold, 3.0)
+        notes.append(f"warm: {warm:.1f} s; target at most max(10% of cold, 3 s) = {target:.1f} s")
+    if cold and edited is not None:
+        notes.append(f"one notebook edited: {edited / cold:.0%} of cold; target at most 35%")
+    if warm is not None and collect is not None:
+        per_item = (warm - collect) / items * 1000
+        notes.append(
+            f"a cache hit costs {per_item:.1f} ms per item beyond pytest's own (warm minus the "
+            f"trivial tests, over {items} items; start-up included); target 5 ms"
+        )
+    if cold and plain:
+        notes.append(f"cold with --millrun-cache / without: {cold / plain:.2f}")
+    failures = [f"{r.step}: {r.error}" for r in rows if r.error]
+    return "\n".join([*lines, "", *(f"- {n}" for n in notes + failures)])
+
+
+def sweep_rows(variations: int, workdir: Path, timeout: float) -> list[StepRow]:
+    """1 notebook x N variations as a user runs it (record, results, report, snapshots), twice."""
+    spec = CorpusSpec("sweep", 1, variations, TRIVIAL_CODE)
+    corpus = write_corpus(spec, workdir / "sweep")
+    run_dir = workdir / "runs" / "sweep"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    common = [
+        "-n", "2", "--millrun-cache", "--millrun-record", "y",
+        "--millrun-results", str(run_dir / "results.csv"),
+        "--millrun-report", str(run_dir / "report.html"),
+        "--millrun-snapshots", str(run_dir / "snaps"),
+    ]  # fmt: skip
+    rows = []
+    for step, extra in (
+        (f"{variations} variations, cold (snapshots written)", ["--millrun-snapshot-update"]),
+        (f"{variations} variations, warm", []),
+    ):
+        print(f"[sweep] {step} ...", file=sys.stderr, flush=True)
+        wall, counts, error = _pytest_step(
+            corpus, run_dir / "out", [*common, *extra], run_dir / "log.txt", timeout
+        )
+        rows.append(StepRow(step, wall, counts.get("passed", 0), counts.get("cached", 0), error))
+        print(f"    {wall:.1f} s {counts} {error}", file=sys.stderr)
+    return rows
 
 
 # --------------------------------------------------------------------------- main
@@ -743,6 +916,21 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=1,
         help="run every row this many times, in rounds, and report each row's median run "
         "(default: 1)",
+    )
+    parser.add_argument(
+        "--incremental",
+        choices=("with", "only", "no"),
+        default="with",
+        help="the incremental rows (pytest -n 2 --millrun-cache on corpus a: cold, warm, one "
+        "cell edited): with the table (default), only them, or not",
+    )
+    parser.add_argument(
+        "--sweep",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time 1 notebook x N variations, cold then warm, with --millrun-cache, "
+        "record, results, report and snapshots (default: not run)",
     )
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument(
@@ -826,7 +1014,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     foreign = foreign_pytest_plugins()
     if foreign:
         notes.append(f"pytest plugins not part of a pytest-millrun install turned off: {foreign}")
-    for corpus in corpora:
+    for corpus in corpora if args.incremental != "only" else ():
         warm_up(corpus, runs / "warmup")
         tries: dict[tuple[str, str], list[Row]] = {}
         for round_ in range(max(1, args.repeat)):
@@ -852,12 +1040,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tries.setdefault((runner.key, mode), []).append(row)
         rows += [median_row(found) for found in tries.values()]
 
-    if not rows:
+    extra: list[str] = []
+    steps: list[StepRow] = []
+    incremental = [c for c in corpora if c.key == "a"] if args.incremental != "no" else []
+    for corpus in incremental:
+        found = incremental_rows(corpus, runs / "incremental", args.timeout, args.repeat)
+        steps += found
+        extra += [
+            "",
+            "## Incremental runs (corpus a, fork mode)",
+            "",
+            incremental_table(found, corpus.executions),
+        ]
+    if args.sweep:
+        found = sweep_rows(args.sweep, workdir, args.timeout)
+        steps += found
+        extra += [
+            "",
+            f"## A sweep of {args.sweep} variations, pytest -n 2",
+            "",
+            incremental_table(found, args.sweep),
+        ]
+    if not rows and not steps:
         print("Nothing was run.", file=sys.stderr)
         return 1
-    print(write_report(args.results, rows, notes, argv, load))
+    text = write_report(args.results, rows, notes, argv, load, extra)
+    print(text)
     print(f"(written to {args.results})", file=sys.stderr)
-    return 0 if all(r.ok for r in rows) else 1
+    return 0 if all(r.ok for r in rows) and not any(r.error for r in steps) else 1
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from pytest_millrun.core.suite import resolve_suite
 from pytest_millrun.core.text_notebooks import parse_globs
 from pytest_millrun.core.values import parse_record
 from pytest_millrun.dispatch.pool import run_in_pool, run_jobs
+from pytest_millrun.execution.cache import CacheSettings
+from pytest_millrun.execution.cache_split import CacheSplit
 from pytest_millrun.execution.jobs import RunOptions
 from pytest_millrun.execution.plan import check_papermill_kwargs, plan_run, planned_outputs
 from pytest_millrun.outputs.stale import handle_stale_outputs
@@ -75,6 +77,9 @@ def execute_run(
     on_result: Callable[[ExecutionResult], None] | None = None,
     clean_output: bool = False,
     text_notebooks: str | Sequence[str] = (),
+    cache: bool = False,
+    force: bool = False,
+    cache_inputs: Sequence[str] = (),
     **kwargs: Any,
 ) -> list[ExecutionResult]:
     """Run every notebook with every variation; return one result per pair.
@@ -112,6 +117,11 @@ def execute_run(
     ``snapshot_strict``; an update removes them.  ``snapshot_figures`` compares
     each run's figures (image outputs) with baselines beside the values, within
     ``figure_tolerance`` RMS (default 2), kernels drawing with Agg.
+    With ``cache`` a variation whose output holds a passing run with the same key
+    (code cells, parameters, kernel, options, environment and the files
+    ``cache_inputs`` globs name, relative to the notebook folder) is not run:
+    its result is read back from that output, ``cached`` set; ``force`` runs
+    everything and records fresh keys.  See ``docs/incremental.md``.
     """
     target = Path(notebook_dir_or_file)
     variations = resolve_suite(bulk_params, target if target.is_dir() else target.parent)
@@ -142,6 +152,12 @@ def execute_run(
         preload=tuple(preload),
         record=spec.names,
         papermill_kwargs=papermill_kwargs,
+        cache=CacheSettings(
+            enabled=cache or force,
+            force=force,
+            inputs=tuple(cache_inputs),
+            base=target if target.is_dir() else target.parent,
+        ),
     )
     jobs = plan_run(
         notebook_dir_or_file,
@@ -163,21 +179,22 @@ def execute_run(
             warnings.warn(error, stacklevel=2)
     from pytest_millrun.dispatch.dask_client import client_of, run_on_cluster
 
+    split = CacheSplit(jobs, options, on_result, warn=True)
     dask = dask if dask is not None else client_of(executor)
+    slots = workers or os.cpu_count() or 1
     with contextlib.ExitStack() as stack:
         if figures is not None:
             from pytest_millrun.outputs.figures import kernel_backend
 
             stack.enter_context(kernel_backend())
         if dask is not None:
-            count = workers or os.cpu_count() or 1
-            results = run_on_cluster(dask, count, jobs, options, on_result)
+            results = split.run(lambda todo, hear: run_on_cluster(dask, slots, todo, options, hear))
         elif executor is not None:
-            results = run_jobs(jobs, options, executor, on_result)
+            results = split.run(lambda todo, hear: run_jobs(todo, options, executor, hear))
         elif use_multiprocessing:
-            results = run_in_pool(jobs, options, workers or os.cpu_count() or 1, on_result)
+            results = split.run(lambda todo, hear: run_in_pool(todo, options, slots, hear))
         else:
-            results = run_jobs(jobs, options, None, on_result)
+            results = split.run(lambda todo, hear: run_jobs(todo, options, None, hear))
     if snapshots is not None:
         from pytest_millrun.outputs.snapshots import snapshot_check
 

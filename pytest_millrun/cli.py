@@ -28,6 +28,9 @@ from pytest_millrun.core.text import cell_words
 from pytest_millrun.core.text_notebooks import parse_globs
 from pytest_millrun.core.values import parse_record, report_lines
 from pytest_millrun.dispatch.pool import run_in_pool, run_jobs
+from pytest_millrun.execution.cache import CacheSettings
+from pytest_millrun.execution.cache_key import unmatched_message
+from pytest_millrun.execution.cache_split import CacheSplit
 from pytest_millrun.execution.execute import resolve_kernel_start
 from pytest_millrun.execution.jobs import Job, RunOptions
 from pytest_millrun.execution.plan import plan_run, planned_outputs
@@ -217,6 +220,20 @@ text is kept as is; with no components the variation's index is prepended.""",
     help="Before the run, remove outputs of these notebooks that earlier runs wrote and this "
     "run does not (only files millrun wrote).",
 )
+@click.option(
+    "--cache",
+    is_flag=True,
+    help="Run only variations whose last passing output no longer matches their code cells, "
+    "parameters, kernel, options, environment or --cache-inputs files; read the others back.",
+)
+@click.option("--force", is_flag=True, help="With --cache: run everything, record fresh keys.")
+@click.option(
+    "--cache-inputs",
+    metavar="GLOBS",
+    help="Comma-separated globs (relative to the notebook folder) of data files the notebooks "
+    "read: part of the cache key, by content.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Say why each variation ran (with --cache).")
 @click.option("--no-progress", is_flag=True, help="Print one line per finished run, no bar.")
 @click.version_option(package_name="pytest-millrun", prog_name="millrun")
 def main(
@@ -248,6 +265,10 @@ def main(
     report_file: Path | None,
     strict_params: bool,
     clean: bool,
+    cache: bool,
+    force: bool,
+    cache_inputs: str | None,
+    verbose: bool,
     no_progress: bool,
 ) -> None:
     """Run every notebook in NOTEBOOK_DIR_OR_FILE once per parameter variation in PARAMS.
@@ -300,6 +321,7 @@ def main(
         click.secho(f"warning: {warning.message}", fg="yellow", err=True)
     stale = handle_stale_outputs(planned_outputs(jobs), clean=clean).describe("--clean")
 
+    root = notebook_dir_or_file if notebook_dir_or_file.is_dir() else notebook_dir_or_file.parent
     options = RunOptions(
         kernel_name=kernel,
         cell_timeout=timeout,
@@ -308,23 +330,37 @@ def main(
         preload=tuple(_components(preload)),
         option_names=OPTION_NAMES,
         record=spec.names,
+        cache=CacheSettings(
+            enabled=cache or force,
+            force=force,
+            inputs=tuple(_components(cache_inputs)),
+            base=root,
+            force_option="--force",
+        ),
     )
-    root = notebook_dir_or_file if notebook_dir_or_file.is_dir() else notebook_dir_or_file.parent
     progress = _Progress(len(jobs), min(workers, len(jobs)), bar=not no_progress and _is_tty())
+    progress.verbose = verbose
     started = time.monotonic()
     figures = None
     if snapshot_figures:
         figures = DEFAULT_FIGURE_TOLERANCE if figure_tolerance is None else figure_tolerance
+    split = CacheSplit(jobs, options, progress.update)
+    if split.unmatched:
+        message = unmatched_message(split.unmatched, root, "--cache-inputs")
+        click.secho(f"warning: {message}", fg="yellow", err=True)
+    progress.workers = min(workers, len(split.to_run))
     try:
         with contextlib.ExitStack() as stack:
             if figures is not None:
                 stack.enter_context(kernel_backend())
             if dask is not None:
-                results = _run_on_dask(dask, workers, jobs, options, progress)
+                results = split.run(
+                    lambda todo, _: _run_on_dask(dask, workers, todo, options, progress)
+                )
             elif workers == 1:
-                results = run_jobs(jobs, options, None, progress.update)
+                results = split.run(lambda todo, hear: run_jobs(todo, options, None, hear))
             else:
-                results = run_in_pool(jobs, options, workers, progress.update)
+                results = split.run(lambda todo, hear: run_in_pool(todo, options, workers, hear))
     except RunInterrupted as exc:
         progress.close()
         _write_table(exc.results, results_file, root)
@@ -472,6 +508,8 @@ class _Progress:
         self.workers = workers
         self.done = 0
         self.failed = 0
+        self.cached = 0
+        self.verbose = False
         self.stream = stream or sys.stderr
         self.bar: Any = None
         if bar:
@@ -482,21 +520,28 @@ class _Progress:
 
     def _postfix(self) -> None:
         running = min(self.workers, self.total - self.done)
-        self.bar.set_postfix_str(f"failed={self.failed} running={running}")
+        cached = f" cached={self.cached}" if self.cached else ""
+        self.bar.set_postfix_str(f"failed={self.failed}{cached} running={running}")
 
     def update(self, result: ExecutionResult) -> None:
         self.done += 1
         self.failed += not result.passed
+        self.cached += result.cached
         if self.bar is not None:
             self.bar.update(1)
             self._postfix()
+            if self.verbose and result.cache_reasons:
+                self.bar.write(_reason_line(result), file=self.stream)
             return
-        status = "PASSED" if result.passed else "FAILED"
+        status = "CACHED" if result.cached else "PASSED" if result.passed else "FAILED"
+        took = "" if result.cached else f" in {result.duration:.1f} s"
         click.echo(
-            f"[{self.done}/{self.total}] {status} {result.notebook.name} [{result.variation_id}] "
-            f"in {result.duration:.1f} s{_where_it_went(result)}",
+            f"[{self.done}/{self.total}] {status} {result.notebook.name} [{result.variation_id}]"
+            f"{took}{_where_it_went(result)}",
             file=self.stream,
         )
+        if self.verbose and result.cache_reasons:
+            click.echo(_reason_line(result), file=self.stream)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -515,6 +560,11 @@ def _where_it_went(result: ExecutionResult) -> str:
     return f": {'no output written' if ran else 'not run'}: {reason}"
 
 
+def _reason_line(result: ExecutionResult) -> str:
+    """Why a variation ran although the cache was on: ``calc [3]: code cell 4 changed``."""
+    return f"  {result.notebook.name} [{result.variation_id}]: {'; '.join(result.cache_reasons)}"
+
+
 def _summary(
     results: Sequence[ExecutionResult], seconds: float, planned: int | None = None
 ) -> None:
@@ -525,7 +575,8 @@ def _summary(
     """
     failures = [r for r in results if r.status == "failed"]
     cut = [r for r in results if r.status == "interrupted"]
-    passed = len(results) - len(failures) - len(cut)
+    cached = sum(1 for r in results if r.cached)
+    passed = len(results) - len(failures) - len(cut) - cached
     if failures:
         click.secho(f"\n{len(failures)} failed:", fg="red", bold=True)
         for r in failures:
@@ -539,7 +590,11 @@ def _summary(
                 click.echo(f"    {line.strip()}")
     for note in sorted({note for r in results for note in r.notes}):
         click.secho(f"note: {note}", fg="yellow")
-    parts = [f"{passed} passed", f"{len(failures)} failed"]
+    parts = [
+        f"{passed} passed",
+        *([f"{cached} cached"] if cached else []),
+        f"{len(failures)} failed",
+    ]
     if planned is not None:
         not_run = planned - len(results)
         click.secho(

@@ -42,6 +42,10 @@ class ExecutionResult:
     recorded: Mapping[str, Any] = field(default_factory=dict)
     #: name -> why that scrap or variable is not (exactly) recorded
     record_notes: Mapping[str, str] = field(default_factory=dict)
+    #: Not run: the output of an earlier passing run with the same cache key answers for it.
+    cached: bool = False
+    #: With the cache on, why this variation ran (see :mod:`pytest_millrun.execution.cache`).
+    cache_reasons: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:

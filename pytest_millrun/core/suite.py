@@ -44,7 +44,7 @@ SUITE_KEYS = (
     "grid", "variations", "constants", "notebooks", "prepend", "append", "record", "marks"
 )  # fmt: skip
 #: What a suite under ``notebooks`` may hold: its own variations, components and records.
-SUB_SUITE_KEYS = ("grid", "variations", "constants", "prepend", "append", "record")
+SUB_SUITE_KEYS = ("grid", "variations", "constants", "prepend", "append", "record", "inputs")
 RULE_KEYS = ("notebooks", "where", "ids")
 #: pytest marks that need arguments a rule cannot give, and the one millrun sets itself.
 RESERVED_MARKS = ("millrun", "parametrize", "usefixtures", "filterwarnings", "skipif")
@@ -71,6 +71,8 @@ class Section:
     line: int | None = None
     #: variables its notebooks record after their last cell (the command line's add to them)
     record: tuple[str, ...] = ()
+    #: Globs of the data files these notebooks read, absolute (``--millrun-cache``'s key).
+    inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,7 @@ def build_suite(data: Any, source: str, base: Path, locations: Locations | None 
     _check_suite_keys(data, source, loc)
     top = _section(data, source, loc, "every other notebook", None, top_level=True)
     notebooks = data.get("notebooks")
-    sections = _notebook_sections(notebooks, source, loc) if "notebooks" in data else ()
+    sections = _notebook_sections(notebooks, source, loc, base) if "notebooks" in data else ()
     if not sections:
         top = dataclasses.replace(top, label="every notebook")
     marks = _mark_rules(data["marks"], source, loc) if "marks" in data else ()
@@ -267,6 +269,7 @@ def _section(
     glob: str | None,
     *,
     top_level: bool = False,
+    base: Path | None = None,
 ) -> Section:
     where = f"{source}: {label}" if not top_level else source
     if not top_level:
@@ -314,6 +317,7 @@ def _section(
         _components(data, "prepend", where, loc),
         _components(data, "append", where, loc),
         record=_record(data, where, loc),
+        inputs=_inputs(data, where, loc, base),
     )
 
 
@@ -327,6 +331,24 @@ def _record(data: Mapping[Any, Any], where: str, loc: Locations) -> tuple[str, .
         return parse_names(value, f"{where}{loc.at(data, 'record')}: 'record'")
     except RecordNameError as exc:
         raise SuiteError(str(exc)) from None
+
+
+def _inputs(
+    data: Mapping[Any, Any], where: str, loc: Locations, base: Path | None
+) -> tuple[str, ...]:
+    """A section's ``inputs``: globs relative to the params file's folder, made absolute."""
+    if "inputs" not in data:
+        return ()
+    value = data["inputs"]
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not _is_list(value) or not all(isinstance(v, str) and v for v in value):
+        raise SuiteError(
+            f"{where}{loc.at(data, 'inputs')}: 'inputs' must be a list of file globs relative "
+            f"to the params file's folder, not {_short(value)}. Write e.g. inputs: "
+            f"[data/prices.csv, 'data/*.json']."
+        )
+    return tuple(os.path.join(base, v) if base is not None else v for v in value)
 
 
 def _grid(grid: Any, where: str, loc: Locations, parent: Any) -> Mapping[str, Sequence[Any]]:
@@ -373,7 +395,9 @@ def _components(
     return tuple(value)
 
 
-def _notebook_sections(value: Any, source: str, loc: Locations) -> tuple[Section, ...]:
+def _notebook_sections(
+    value: Any, source: str, loc: Locations, base: Path | None = None
+) -> tuple[Section, ...]:
     if not isinstance(value, Mapping):
         raise SuiteError(
             f"{source}: 'notebooks' is a {type(value).__name__}, not a mapping of glob to "
@@ -397,7 +421,7 @@ def _notebook_sections(value: Any, source: str, loc: Locations) -> tuple[Section
                 f"suite (a mapping with grid, variations, constants, prepend, append) or a "
                 f"list of variations."
             )
-        section = _section(entry, source, loc, label, glob)
+        section = _section(entry, source, loc, label, glob, base=base)
         position = loc.of(value, glob)
         sections.append(dataclasses.replace(section, line=position[0] if position else None))
     return tuple(sections)

@@ -7,6 +7,7 @@ they must import this and nothing of the API or the CLI that planned the run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from pytest_millrun.core.data import (
     Status,
 )
 from pytest_millrun.core.params import Variation
+from pytest_millrun.execution.cache import CacheSettings
+from pytest_millrun.execution.cache_key import CacheKey
 from pytest_millrun.execution.execute import execute_notebook
 
 
@@ -34,6 +37,11 @@ class Job:
     output: Path
     #: the variables this notebook records, when the run says per notebook (None: the run's)
     record: tuple[str, ...] | None = None
+    #: With the cache on: the key its output records if it passes, and why it runs.
+    cache_key: CacheKey | None = None
+    cache_reasons: tuple[str, ...] = ()
+    #: A suite section's own ``inputs`` (absolute globs), part of the cache key.
+    cache_inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,11 +57,12 @@ class RunOptions:
     papermill_kwargs: Mapping[str, Any] = field(default_factory=dict)
     #: How the front end spells the options a failure's advice names.
     option_names: OptionNames = API_OPTION_NAMES
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
 
 def run_job(job: Job, options: RunOptions) -> ExecutionResult:
     """Run one job; module-level so process pools can pickle it."""
-    return execute_notebook(
+    result = execute_notebook(
         job.notebook,
         job.output,
         job.variation,
@@ -65,8 +74,12 @@ def run_job(job: Job, options: RunOptions) -> ExecutionResult:
         preload=options.preload,
         option_names=options.option_names,
         record=options.record if job.record is None else job.record,
+        cache_key=job.cache_key,
         **options.papermill_kwargs,
     )
+    if job.cache_reasons:
+        result = dataclasses.replace(result, cache_reasons=job.cache_reasons)
+    return result
 
 
 def interrupted_result(job: Job) -> ExecutionResult:

@@ -88,8 +88,10 @@ def plan_run(
     for notebook in map(absolute, notebooks):
         own: Sequence[Variation]
         own_prepend, own_append = prepend, append
+        own_inputs: tuple[str, ...] = ()
         if isinstance(variations, Suite):
             section = variations.section_for(notebook)
+            own_inputs = section.inputs
             used_globs.append(section.glob)
             own = section.variations
             own_prepend = pick_components(prepend, section.prepend)
@@ -125,7 +127,7 @@ def plan_run(
         named = name_variations(notebook.stem, own, own_prepend, own_append)
         for name, variation in zip(named, own, strict=False):
             output = safe_output_path(folder_root, folder, name.filename)
-            jobs.append(Job(notebook, variation, name.id, output, names))
+            jobs.append(Job(notebook, variation, name.id, output, names, cache_inputs=own_inputs))
     _refuse_collisions(jobs)
     if isinstance(variations, Suite) and variations.is_suite:
         for _, message in variations.unmatched_globs(used_globs):

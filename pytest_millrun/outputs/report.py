@@ -334,6 +334,9 @@ def _header(rows: Sequence[ResultRow], command: str, params_file: str, notes: li
         ("median duration", f"{statistics.median(durations):.3f} s" if durations else "none"),
         ("written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")),
     ]
+    cached = sum(1 for r in rows if r.cached)
+    if cached:
+        meta.append(("cached", f"{cached} of {len(rows)}, read back from earlier passing runs"))
     if command:
         meta.append(("command", command))
     if params_file:

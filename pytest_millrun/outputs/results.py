@@ -1,7 +1,8 @@
 """The results table: one row per (notebook, variation), what it was given and what it computed.
 
 Columns: ``notebook`` (relative to the run's root), ``variation``, ``status``
-(``passed``, ``failed``, ``interrupted``, ``skipped``), ``duration_s``,
+(``passed``, ``failed``, ``interrupted``, ``skipped``), ``cached`` (true when
+the cache answered for the variation instead of a run), ``duration_s``,
 ``output``, ``error`` (the failure's headline), then ``param.<key>`` for every
 parameter and ``value.<name>`` for every recorded value, the union over all
 rows in first-seen order, empty where a row has none.  The format follows the
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from pytest_millrun.core.data import ExecutionResult
 
 FORMATS = (".csv", ".json", ".jsonl")
-BASE_COLUMNS = ("notebook", "variation", "status", "duration_s", "output", "error")
+BASE_COLUMNS = ("notebook", "variation", "status", "cached", "duration_s", "output", "error")
 
 
 class ResultsPathError(ValueError):
@@ -59,6 +60,8 @@ class ResultRow:
     traceback: str = ""
     #: what the run's notes say (a SystemExit that skipped cells), for the report; not a column
     notes: tuple[str, ...] = ()
+    #: Not run: read back from the output of an earlier passing run (``--millrun-cache``).
+    cached: bool = False
 
     @classmethod
     def from_result(cls, result: ExecutionResult, root: Path | None = None) -> ResultRow:
@@ -66,6 +69,7 @@ class ResultRow:
             notebook=relative(result.notebook, root),
             variation=result.variation_id,
             status=result.status,
+            cached=result.cached,
             duration_s=round(result.duration, 3),
             output=relative(result.output, root) if result.output is not None else "",
             error=result.error.headline if result.error is not None else "",
@@ -93,6 +97,7 @@ class ResultRow:
             notebook=data["notebook"],
             variation=data["variation"],
             status=data["status"],
+            cached=bool(data.get("cached", False)),
             duration_s=data.get("duration_s"),
             output=data.get("output", ""),
             error=data.get("error", ""),
@@ -109,6 +114,7 @@ class ResultRow:
             "notebook": self.notebook,
             "variation": self.variation,
             "status": self.status,
+            "cached": self.cached,
             "duration_s": self.duration_s,
             "output": self.output,
             "error": self.error,

@@ -64,6 +64,10 @@ def pytest_configure(config: pytest.Config) -> None:
             ResultsTable(config, settings.results, settings.report), "millrun-results"
         )
         configure_snapshots(config)
+        if settings.cache is not None:
+            from pytest_millrun.plugin.cache import configure as configure_cache
+
+            configure_cache(config)
 
 
 def _enabled(config: pytest.Config) -> bool:

@@ -14,7 +14,7 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -46,6 +46,9 @@ from pytest_millrun.plugin.marking import (
     says_collection_warnings,
 )
 from pytest_millrun.plugin.options import Settings, option_names
+
+if TYPE_CHECKING:
+    from pytest_millrun.execution.jobs import Job
 from pytest_millrun.plugin.state import (
     NOTES_SECTION,
     kernels_ahead_key,
@@ -182,6 +185,15 @@ class NotebookFile(pytest.File):
             )
 
 
+def _will_be_cached(item: NotebookItem) -> bool:
+    """Whether the cache answers for the item, so no kernel need be started ahead for it."""
+    if item.config.stash[settings_key].cache is None:
+        return False
+    from pytest_millrun.plugin.cache import check_item
+
+    return check_item(item)[0].hit
+
+
 class NotebookFailed(Exception):
     """Carries a failed result from ``runtest`` to ``repr_failure``."""
 
@@ -214,6 +226,12 @@ class NotebookItem(pytest.Item):
 
         settings = self.config.stash[settings_key]
         self.user_properties.append(("millrun_output", str(self.output)))
+        job = Job(self.path, self.variation, self.variation_id, self.output)
+        if settings.cache is not None:
+            checked = self._through_cache(job)
+            if checked is None:
+                return
+            job = checked
         options = RunOptions(
             kernel_name=settings.kernel,
             cell_timeout=settings.timeout,
@@ -224,12 +242,30 @@ class NotebookItem(pytest.Item):
             record=self.record,
         )
         self._start_next_kernel_ahead(settings)
-        result = run_job(Job(self.path, self.variation, self.variation_id, self.output), options)
+        result = run_job(job, options)
         self.result = result
         for note in result.notes:
             self.add_report_section("call", NOTES_SECTION, note)
         if not result.passed:
             raise NotebookFailed(result)
+
+    def _through_cache(self, job: Job) -> Job | None:
+        """With ``--millrun-cache``: None when the earlier output answers (the item passes
+        from it), else the job with the key its pass records and why it runs."""
+        import dataclasses
+
+        from pytest_millrun.execution.cache import cached_result
+        from pytest_millrun.plugin.cache import CACHED_PROPERTY, REASON_PROPERTY, check_item
+
+        verdict, key = check_item(self)
+        if verdict.hit:
+            self.result = cached_result(
+                self.path, self.variation_id, self.variation, self.output, verdict
+            )
+            self.user_properties.append((CACHED_PROPERTY, "true"))
+            return None
+        self.user_properties.append((REASON_PROPERTY, "; ".join(verdict.reasons)))
+        return dataclasses.replace(job, cache_key=key, cache_reasons=verdict.reasons)
 
     def _start_next_kernel_ahead(self, settings: Settings) -> None:
         """In fork mode, the next item's kernel starts while this item runs.
@@ -248,7 +284,10 @@ class NotebookItem(pytest.Item):
             ahead.enter_context(kernels_ahead(settings.kernel_start))
             self.config.add_cleanup(ahead.close)
         following = self.stash.get(next_item_key, None)
-        expect_next_execution(following.path if isinstance(following, NotebookItem) else None)
+        if isinstance(following, NotebookItem) and not _will_be_cached(following):
+            expect_next_execution(following.path)
+        else:
+            expect_next_execution(None)
 
     def repr_failure(
         self,

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pytest_millrun.core.params import Variation
     from pytest_millrun.core.suite import Suite
     from pytest_millrun.core.values import RecordSpec
+    from pytest_millrun.execution.cache import CacheSettings
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class Settings:
     report: Path | None = None
     #: Globs (relative to the rootdir) of text files that are notebooks without a jupytext header.
     text_notebooks: tuple[str, ...] = ()
+    #: With --millrun-cache (or --millrun-force); None without.
+    cache: CacheSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,24 @@ OPTIONS = (
         "Comma-separated globs (relative to the rootdir) of text files to run as jupytext "
         "notebooks even without a jupytext header (needs pytest-millrun[jupytext])",
         metavar="GLOB,GLOB",
+    ),
+    Option(
+        "cache",
+        "Run only the variations whose last passing output no longer matches: its code cells, "
+        "parameters, kernel, options, environment or --millrun-cache-inputs files changed "
+        "(the others pass, read back from their outputs)",
+        flag=True,
+    ),
+    Option(
+        "force",
+        "With --millrun-cache: run every selected variation anyway and record fresh keys",
+        flag=True,
+    ),
+    Option(
+        "cache-inputs",
+        "Comma-separated globs, relative to the rootdir, of the data files the notebooks read: "
+        "part of the cache key, by content",
+        metavar="GLOBS",
     ),
     Option(
         "strict-params",
@@ -281,6 +302,20 @@ def resolve_settings(config: pytest.Config) -> Settings:
         except RecordNameError as exc:
             raise pytest.UsageError(str(exc)) from None
 
+    def cache() -> CacheSettings | None:
+        force = bool(raw("force")[0])
+        if not (raw("cache")[0] or force):
+            return None
+        from pytest_millrun.execution.cache import CacheSettings
+
+        return CacheSettings(
+            enabled=True,
+            force=force,
+            inputs=components("cache-inputs"),
+            base=config.rootpath,
+            force_option="--millrun-force",
+        )
+
     params_file = path("params")
     enabled = bool(raw("")[0]) or params_file is not None
     variations: list[Variation] = [{}]
@@ -321,4 +356,5 @@ def resolve_settings(config: pytest.Config) -> Settings:
         results=results(),
         report=report(),
         text_notebooks=components("text-notebooks"),
+        cache=cache(),
     )

@@ -44,7 +44,7 @@ ROWS = [
 
 def test_columns_are_the_base_then_every_param_and_value_in_first_seen_order() -> None:
     assert columns(ROWS) == [
-        "notebook", "variation", "status", "duration_s", "output", "error",
+        "notebook", "variation", "status", "cached", "duration_s", "output", "error",
         "param.x", "param.mode", "value.rmse", "value.curve", "value.flag", "value.none",
         "value.inf",
     ]  # fmt: skip

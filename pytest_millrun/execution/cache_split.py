@@ -1,0 +1,107 @@
+"""The jobs of a run parted into those the cache answers for and those to dispatch.
+
+Why its own module, used by the API and the CLI: the check must happen before
+dispatch, so that no job is sent to a pool or a Dask worker only to be skipped
+and a run whose jobs are all cached starts no pool, cluster or kernel.  (The
+plugin checks each item where it runs: :mod:`pytest_millrun.plugin.cache`.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pytest_millrun.core.data import ExecutionResult, RunInterrupted
+from pytest_millrun.core.discovery import absolute
+from pytest_millrun.execution import cache, cache_key
+from pytest_millrun.execution.jobs import Job, RunOptions
+
+
+class CacheSplit:
+    """The jobs of a run parted, before any is dispatched, into cached results and jobs to run.
+
+    Why before dispatch: no job goes to a pool or a Dask worker only to be skipped,
+    and a run whose jobs are all cached starts no pool, cluster or kernel.
+    """
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        options: RunOptions,
+        on_result: Callable[[ExecutionResult], None] | None = None,
+        *,
+        warn: bool = False,
+    ) -> None:
+        self.jobs = list(jobs)
+        self.options = options
+        self.on_result = on_result
+        self.cached: dict[int, ExecutionResult] = {}
+        self.to_run: list[Job] = list(jobs)
+        self.unmatched: list[str] = []
+        settings = options.cache
+        if not settings.enabled:
+            return
+        cache_key.forget()
+        inputs = cache.RunInputs(settings)
+        self.to_run = []
+        for index, job in enumerate(self.jobs):
+            try:
+                key = cache.key_for(
+                    job.notebook,
+                    job.variation,
+                    inputs,
+                    kernel_name=options.kernel_name,
+                    record=options.record if job.record is None else job.record,
+                    papermill_kwargs=options.papermill_kwargs,
+                    more_inputs=job.cache_inputs,
+                )
+            except (OSError, ValueError):  # an unreadable notebook fails as its own job
+                self.to_run.append(job)
+                continue
+            verdict = cache.check_output(job.output, key, settings)
+            if verdict.hit:
+                self.cached[index] = cache.cached_result(
+                    job.notebook, job.variation_id, job.variation, job.output, verdict
+                )
+            else:
+                self.to_run.append(
+                    dataclasses.replace(job, cache_key=key, cache_reasons=verdict.reasons)
+                )
+        self.unmatched = [*inputs.unmatched, *inputs.unmatched_more]
+        if self.unmatched and warn:
+            message = cache_key.unmatched_message(
+                self.unmatched, inputs.base, "cache_inputs (or a suite's inputs)"
+            )
+            warnings.warn(cache_key.CacheInputWarning(message), stacklevel=3)
+
+    def run(
+        self, runner: Callable[[Sequence[Job], Callable[[ExecutionResult], None] | None], Any]
+    ) -> list[ExecutionResult]:
+        """``runner(jobs, on_result)`` over the jobs to run; all results in plan order.
+
+        ``on_result`` hears the cached results first, then each run's as it ends.
+        """
+        if self.on_result is not None:
+            for index in sorted(self.cached):
+                self.on_result(self.cached[index])
+        if not self.to_run:
+            return self.merge([])
+        try:
+            ran: list[ExecutionResult] = runner(self.to_run, self.on_result)
+        except RunInterrupted as exc:
+            raise RunInterrupted(self.merge(exc.results), exc.pending) from None
+        return self.merge(ran)
+
+    def merge(self, ran: Sequence[ExecutionResult]) -> list[ExecutionResult]:
+        """Cached and run results in plan order; a job that has no result is left out."""
+        if not self.cached:
+            return list(ran)
+        by_job = {(absolute(r.notebook), r.variation_id): r for r in ran}
+        merged: list[ExecutionResult] = []
+        for index, job in enumerate(self.jobs):
+            found = self.cached.get(index) or by_job.get((absolute(job.notebook), job.variation_id))
+            if found is not None:
+                merged.append(found)
+        return merged
