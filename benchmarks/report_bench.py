@@ -23,7 +23,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from pytest_millrun.outputs.report import MAX_RENDERED, write_report
+from pytest_millrun.outputs.report import write_report
+from pytest_millrun.outputs.report_notebooks import MAX_RENDERED
 from pytest_millrun.outputs.results import ResultRow
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -23,7 +23,7 @@ from pytest_millrun.core.data import (
     KernelStart,
 )
 from pytest_millrun.core.params import BulkParams
-from pytest_millrun.core.suite import resolve_suite
+from pytest_millrun.core.suite_file import resolve_suite
 from pytest_millrun.core.text_notebooks import parse_globs
 from pytest_millrun.core.values import parse_record
 from pytest_millrun.dispatch.pool import run_in_pool, run_jobs

@@ -23,7 +23,8 @@ from pytest_millrun.core.data import ExecutionResult, OptionNames, RunInterrupte
 from pytest_millrun.core.discovery import MillrunParameterWarning, UndeclaredParameterError
 from pytest_millrun.core.naming import OutputPathError
 from pytest_millrun.core.params import ParamsError
-from pytest_millrun.core.suite import MillrunSuiteWarning, load_suite
+from pytest_millrun.core.suite import MillrunSuiteWarning
+from pytest_millrun.core.suite_file import load_suite
 from pytest_millrun.core.text import cell_words
 from pytest_millrun.core.text_notebooks import parse_globs
 from pytest_millrun.core.values import parse_record, report_lines

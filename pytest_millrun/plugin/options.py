@@ -322,7 +322,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
     suite = None
     if params_file is not None:
         from pytest_millrun.core.params import ParamsError
-        from pytest_millrun.core.suite import load_suite
+        from pytest_millrun.core.suite_file import load_suite
 
         try:
             suite = load_suite(params_file)

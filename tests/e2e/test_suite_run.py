@@ -13,7 +13,8 @@ import pytest_millrun.plugin.marking
 from conftest import assert_no_kernels_left, output_files, write_notebook
 from pytest_millrun import execute_run
 from pytest_millrun.core.discovery import MillrunParameterWarning
-from pytest_millrun.core.suite import MillrunSuiteWarning, build_suite
+from pytest_millrun.core.suite import MillrunSuiteWarning
+from pytest_millrun.core.suite_file import build_suite
 from pytest_millrun.execution.plan import plan_run
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from pytest_millrun.core.suite import SuiteError, build_suite
+from pytest_millrun.core.suite import SuiteError
+from pytest_millrun.core.suite_file import build_suite
 from pytest_millrun.execution.cache import (
     CACHE_ENTRY,
     CacheSettings,

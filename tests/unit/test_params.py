@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_millrun.core.params import ParamsError, Variation, normalize_params
-from pytest_millrun.core.suite import load_suite
+from pytest_millrun.core.suite_file import load_suite
 
 
 def load_params_file(path: Path) -> list[Variation]:

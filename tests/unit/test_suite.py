@@ -22,12 +22,10 @@ from pytest_millrun.core.suite import (
     SUITE_KEYS,
     MillrunSuiteWarning,
     SuiteError,
-    build_suite,
     expand_grid,
-    is_suite_form,
-    load_suite,
     marker_kwargs,
 )
+from pytest_millrun.core.suite_file import build_suite, is_suite_form, load_suite
 
 names = st.sampled_from(["x", "y", "region", "seed", "rate", *SUITE_KEYS])
 scalars = st.one_of(
@@ -147,7 +145,7 @@ def test_grid_order_is_the_same_in_every_process(grids: list[dict[str, list[str]
     """xdist workers are separate interpreters with their own string hash seeds."""
     code = (
         "import json, sys; from pathlib import Path;"
-        "from pytest_millrun.core.suite import build_suite;"
+        "from pytest_millrun.core.suite_file import build_suite;"
         "print(json.dumps([list(build_suite({'grid': g}, 's', Path('.')).top.variations)"
         " for g in json.loads(sys.stdin.read())]))"
     )

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pytest_millrun.core.globs import glob_matches_a_file
-from pytest_millrun.core.suite import SuiteError, build_suite
+from pytest_millrun.core.suite import SuiteError
+from pytest_millrun.core.suite_file import build_suite
 from pytest_millrun.core.values import RecordNameError, RecordSpec, parse_record
 from pytest_millrun.execution.failures import early_exit_note, printed_lines
 
