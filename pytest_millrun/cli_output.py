@@ -1,0 +1,137 @@
+"""What the ``millrun`` command prints as it runs: a bar or a line per run, and the summary.
+
+Apart from :mod:`pytest_millrun.cli` (the options and the run) so the command's
+words for a run are in one place: the progress line, why a run has no output,
+why it ran although the cache was on, and the closing count.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import click
+
+from pytest_millrun.core.data import ExecutionResult
+from pytest_millrun.core.text import cell_words
+from pytest_millrun.core.values import report_lines
+
+
+def stale_line(message: str | None) -> None:
+    if message:
+        click.secho(f"\n{message}", fg="yellow")
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+class Progress:
+    """A live bar on a terminal (done, failed, running, ETA); one plain line per run elsewhere."""
+
+    def __init__(
+        self, total: int, workers: int, *, bar: bool, stream: TextIO | None = None
+    ) -> None:
+        self.total = total
+        self.workers = workers
+        self.done = 0
+        self.failed = 0
+        self.cached = 0
+        self.verbose = False
+        self.stream = stream or sys.stderr
+        self.bar: Any = None
+        if bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="run", file=self.stream, dynamic_ncols=True)
+            self._postfix()
+
+    def _postfix(self) -> None:
+        running = min(self.workers, self.total - self.done)
+        cached = f" cached={self.cached}" if self.cached else ""
+        self.bar.set_postfix_str(f"failed={self.failed}{cached} running={running}")
+
+    def update(self, result: ExecutionResult) -> None:
+        self.done += 1
+        self.failed += not result.passed
+        self.cached += result.cached
+        if self.bar is not None:
+            self.bar.update(1)
+            self._postfix()
+            if self.verbose and result.cache_reasons:
+                self.bar.write(reason_line(result), file=self.stream)
+            return
+        status = "CACHED" if result.cached else "PASSED" if result.passed else "FAILED"
+        took = "" if result.cached else f" in {result.duration:.1f} s"
+        click.echo(
+            f"[{self.done}/{self.total}] {status} {result.notebook.name} [{result.variation_id}]"
+            f"{took}{where_it_went(result)}",
+            file=self.stream,
+        )
+        if self.verbose and result.cache_reasons:
+            click.echo(reason_line(result), file=self.stream)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def where_it_went(result: ExecutionResult) -> str:
+    """`` -> OUTPUT``, or why there is none (the notebook could not be read, say)."""
+    if result.output is not None:
+        return f" -> {result.output}"
+    error = result.error
+    if error is None:
+        return ": no output written"
+    reason = error.headline.replace(str(result.notebook), result.notebook.name)
+    ran = error.cell_index is not None or error.kind not in ("error", "kernel-start")
+    return f": {'no output written' if ran else 'not run'}: {reason}"
+
+
+def reason_line(result: ExecutionResult) -> str:
+    """Why a variation ran although the cache was on: ``calc [3]: code cell 4 changed``."""
+    return f"  {result.notebook.name} [{result.variation_id}]: {'; '.join(result.cache_reasons)}"
+
+
+def summary(results: Sequence[ExecutionResult], seconds: float, planned: int | None = None) -> None:
+    """Each failure, then each interrupted run; the last line accounts for every planned run.
+
+    ``planned`` is given when the run was interrupted: the runs without a result
+    never started.
+    """
+    failures = [r for r in results if r.status == "failed"]
+    cut = [r for r in results if r.status == "interrupted"]
+    cached = sum(1 for r in results if r.cached)
+    passed = len(results) - len(failures) - len(cut) - cached
+    if failures:
+        click.secho(f"\n{len(failures)} failed:", fg="red", bold=True)
+        for r in failures:
+            error = r.error
+            where = cell_words(error.cell_index, error.exec_count) if error else ""
+            click.echo(f"  {r.notebook} [{r.variation_id}]{where}")
+            for line in error.summary_lines() if error is not None else ():
+                click.echo(f"    {line}")
+            click.echo(f"    output: {r.output or 'none written'}")
+            for line in report_lines(r.recorded, r.record_notes):
+                click.echo(f"    {line.strip()}")
+    for note in sorted({note for r in results for note in r.notes}):
+        click.secho(f"note: {note}", fg="yellow")
+    parts = [
+        f"{passed} passed",
+        *([f"{cached} cached"] if cached else []),
+        f"{len(failures)} failed",
+    ]
+    if planned is not None:
+        not_run = planned - len(results)
+        click.secho(
+            f"\nInterrupted: {len(cut)} cut short (partial outputs saved), {not_run} not run.",
+            fg="yellow",
+            bold=True,
+        )
+        for r in cut:
+            click.echo(f"  {r.notebook} [{r.variation_id}]")
+            click.echo(f"    output: {r.output or 'none written'}")
+        parts += [f"{len(cut)} interrupted", f"{not_run} not run"]
+    color = "red" if failures or planned is not None else "green"
+    click.secho(f"{', '.join(parts)} in {seconds:.1f}s", fg=color, bold=True)
