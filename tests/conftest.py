@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import nbformat
@@ -228,3 +230,20 @@ def bash_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ.pop("JUPYTER_PATH", None)
         else:
             os.environ["JUPYTER_PATH"] = saved
+
+
+#: The repository's root, wherever the test modules sit below it.
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_docs_tools() -> ModuleType:
+    """``tools/docs_reference.py`` (the docs site's generator), which is not a package module."""
+    spec = importlib.util.spec_from_file_location(
+        "docs_reference", REPO / "tools" / "docs_reference.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module

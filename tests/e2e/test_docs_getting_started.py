@@ -8,13 +8,13 @@ so the first page a user reads cannot drift from what works.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+
+from conftest import load_docs_tools
 
 #: The repository: the folder above this file's that holds pyproject.toml (tests/ or tests/unit/).
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
@@ -22,21 +22,9 @@ PAGE = ROOT / "docs" / "getting-started.md"
 SKIP = "<!-- docs-test: skip"
 
 
-def _load_docs_tools() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "docs_reference", ROOT / "tools" / "docs_reference.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def shell_blocks(markdown: str) -> list[str]:
     """The page's ``sh`` blocks, in order, without those a skip comment precedes."""
-    blocks = _load_docs_tools().code_blocks(markdown)
+    blocks = load_docs_tools().code_blocks(markdown)
     return [b.body for b in blocks if b.language == "sh" and not b.before.startswith(SKIP)]
 
 

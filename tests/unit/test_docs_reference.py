@@ -20,23 +20,13 @@ from types import ModuleType
 import pytest
 import yaml
 
+from conftest import load_docs_tools
+
 #: The repository: the folder above this file's that holds pyproject.toml (tests/ or tests/unit/).
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 README = ROOT / "README.md"
 REFERENCE = ROOT / "docs" / "reference.md"
 WORKFLOW = ROOT / "docs" / "ci" / "notebooks.yml"
-
-
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "docs_reference", ROOT / "tools" / "docs_reference.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _clean_env() -> dict[str, str]:
@@ -54,7 +44,7 @@ def _help_of(*command: str, cwd: Path) -> str:
 
 @pytest.fixture(scope="module")
 def generator() -> ModuleType:
-    return _load_generator()
+    return load_docs_tools()
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +146,7 @@ def test_the_ci_workflow_uses_only_options_that_exist(parser_options: set[str]) 
 
 
 def _readme_commands() -> list[str]:
-    blocks = _load_generator().code_blocks(README.read_text(encoding="utf-8"))
+    blocks = load_docs_tools().code_blocks(README.read_text(encoding="utf-8"))
     return [block.body.rstrip("\n") for block in blocks]
 
 
