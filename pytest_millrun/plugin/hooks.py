@@ -110,11 +110,11 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    if not _enabled(session.config):
+        return
     from pytest_millrun.plugin.marking import check_mark_names
 
-    settings = session.config.stash.get(settings_key, None)
-    if settings is not None and settings.enabled:
-        check_mark_names(session.config, settings.suite)
+    check_mark_names(session.config, session.config.stash[settings_key].suite)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -320,12 +320,11 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     so a clean here happens once and before the run starts.
     """
     config: pytest.Config = node.config
-    if stale_key in config.stash:
+    if not _enabled(config) or stale_key in config.stash:
         return
     from pytest_millrun.core.text_notebooks import is_text_notebook
 
-    settings = config.stash.get(settings_key, None)
-    globs = settings.text_notebooks if settings is not None else ()
+    globs = config.stash[settings_key].text_notebooks
     paths = sorted({nodeid.partition("::")[0] for nodeid in ids})
     notebooks = [
         config.rootpath / path
@@ -344,9 +343,7 @@ def _handle_stale_outputs(config: pytest.Config, notebooks: Iterable[Path]) -> N
     from pytest_millrun.outputs.stale import handle_stale_outputs
     from pytest_millrun.plugin.items import notebook_variations, plan_variations
 
-    settings = config.stash.get(settings_key, None)
-    if settings is None or not settings.enabled:
-        return
+    settings = config.stash[settings_key]
     planned: list[tuple[Path, Path]] = []
     for notebook in dict.fromkeys(notebooks):
         with contextlib.suppress(ParamsError, OutputPathError, OSError):

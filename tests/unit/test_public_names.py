@@ -96,20 +96,22 @@ def test_importing_the_package_or_the_plugin_loads_a_few_small_modules() -> None
 WRITE = REPORT.replace("print(", "open('loaded.json', 'w').write(").replace("))))", ")))))")
 
 
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_a_plain_pytest_run_with_the_plugin_installed_loads_at_most_six_modules(
-    tmp_path: Path,
+    tmp_path: Path, xdist: list[str]
 ) -> None:
     (tmp_path / "test_plain.py").write_text("def test_nothing():\n    pass\n")
     (tmp_path / "conftest.py").write_text(
         textwrap.dedent(
             f"""
             def pytest_unconfigure(config):
-                {WRITE}
+                if not hasattr(config, "workerinput"):  # the controller (or the only process)
+                    {WRITE}
             """
         )
     )
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *xdist],
         cwd=tmp_path,
         capture_output=True,
         text=True,
