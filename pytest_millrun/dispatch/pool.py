@@ -101,10 +101,10 @@ def process_pool(workers: int, kernel_start: str = "auto") -> Iterator[ProcessPo
     (:data:`~pytest_millrun.dispatch.pool_worker.PRELOAD`) and forks workers from a
     single-threaded process.  Workers start on demand, so never more than there are jobs.
     """
-    from pytest_millrun.dispatch import pool_worker as poolworker
+    from pytest_millrun.dispatch import pool_worker
 
     if sys.platform != "win32":
-        multiprocessing.forkserver.set_forkserver_preload(list(poolworker.PRELOAD))
+        multiprocessing.forkserver.set_forkserver_preload(list(pool_worker.PRELOAD))
     levels = {
         name: logging.getLogger(name).level
         for name in ("papermill", "traitlets", "nbclient", "asyncio")
@@ -112,7 +112,7 @@ def process_pool(workers: int, kernel_start: str = "auto") -> Iterator[ProcessPo
     pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=_PoolContext() if sys.platform != "win32" else None,
-        initializer=poolworker.initialize,
+        initializer=pool_worker.initialize,
         initargs=(kernel_start, dict(os.environ), levels),
     )
     try:

@@ -279,18 +279,18 @@ def test_a_signal_during_a_pool_workers_exit_cleanup_does_not_start_it_again(
     """The parent's SIGTERM arriving while a worker stops its template must not start the
     clean-up again: the second one waited forever for the first one's template lock."""
     from pytest_millrun import forkserver
-    from pytest_millrun.dispatch import pool_worker as poolworker
+    from pytest_millrun.dispatch import pool_worker
 
     state = {"worker": True, "running": False, "stopping": True, "cleaning": False}
-    monkeypatch.setattr(poolworker, "_state", state)
+    monkeypatch.setattr(pool_worker, "_state", state)
     steps: list[str] = []
 
     def shutdown_templates() -> None:
         steps.append("templates")
-        poolworker._on_signal(signal.SIGTERM, None)  # arrives in the middle of the request
+        pool_worker._on_signal(signal.SIGTERM, None)  # arrives in the middle of the request
 
     monkeypatch.setattr(forkserver, "shutdown_templates", shutdown_templates)
-    monkeypatch.setattr(poolworker, "kill_leftover_kernels", lambda: steps.append("kernels"))
+    monkeypatch.setattr(pool_worker, "kill_leftover_kernels", lambda: steps.append("kernels"))
     monkeypatch.setattr(os, "_exit", lambda code: steps.append(f"exit {code}"))
-    poolworker._on_signal(signal.SIGTERM, None)
+    pool_worker._on_signal(signal.SIGTERM, None)
     assert steps == ["templates", "kernels", f"exit {128 + signal.SIGTERM}"]
