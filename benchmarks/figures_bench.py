@@ -24,9 +24,9 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from pytest_millrun.outputs.figures import DEFAULT_FIGURE_TOLERANCE
-from pytest_millrun.outputs.snapshot_files import Change, Tolerance, apply_changes
-from pytest_millrun.outputs.snapshots import SnapshotReader, change_for
+from pytest_millrun.snapshots.checks import SnapshotReader, change_for
+from pytest_millrun.snapshots.figures import DEFAULT_FIGURE_TOLERANCE
+from pytest_millrun.snapshots.store import Change, Tolerance, apply_changes
 
 TARGET_PER_FIGURE_S = 0.02
 

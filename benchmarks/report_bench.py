@@ -23,9 +23,9 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from pytest_millrun.outputs.report import write_report
-from pytest_millrun.outputs.report_notebooks import MAX_RENDERED
-from pytest_millrun.outputs.results import ResultRow
+from pytest_millrun.report.page import write_report
+from pytest_millrun.report.rendered import MAX_RENDERED
+from pytest_millrun.results import ResultRow
 
 CHROMIUM = Path("/usr/bin/chromium")
 TRACEBACK = "\n".join(

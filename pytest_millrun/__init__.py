@@ -17,14 +17,14 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "ExecutionResult": "pytest_millrun.core.data",
     "Failure": "pytest_millrun.core.data",
-    "MillrunSnapshotWarning": "pytest_millrun.outputs.snapshots",
+    "MillrunSnapshotWarning": "pytest_millrun.snapshots.checks",
     "ParamsError": "pytest_millrun.core.params",
     "RunFailedError": "pytest_millrun.api",
     "RunInterrupted": "pytest_millrun.core.data",
-    "SnapshotMismatchError": "pytest_millrun.outputs.snapshots",
+    "SnapshotMismatchError": "pytest_millrun.snapshots.checks",
     "execute_run": "pytest_millrun.api",
-    "write_report": "pytest_millrun.outputs.report",
-    "write_results": "pytest_millrun.outputs.results",
+    "write_report": "pytest_millrun.report.page",
+    "write_results": "pytest_millrun.results",
 }
 
 __all__ = [
@@ -45,9 +45,9 @@ if TYPE_CHECKING:
     from pytest_millrun.api import RunFailedError, execute_run
     from pytest_millrun.core.data import ExecutionResult, Failure, RunInterrupted
     from pytest_millrun.core.params import ParamsError
-    from pytest_millrun.outputs.report import write_report
-    from pytest_millrun.outputs.results import write_results
-    from pytest_millrun.outputs.snapshots import MillrunSnapshotWarning, SnapshotMismatchError
+    from pytest_millrun.report.page import write_report
+    from pytest_millrun.results import write_results
+    from pytest_millrun.snapshots.checks import MillrunSnapshotWarning, SnapshotMismatchError
 
 
 def __getattr__(name: str) -> Any:

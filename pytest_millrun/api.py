@@ -18,6 +18,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
+from pytest_millrun.cache.verdicts import CacheSettings
 from pytest_millrun.core.data import (
     ExecutionResult,
     KernelStart,
@@ -27,11 +28,10 @@ from pytest_millrun.core.suite_file import resolve_suite
 from pytest_millrun.core.text_notebooks import parse_globs
 from pytest_millrun.core.values import parse_record
 from pytest_millrun.dispatch.pool import run_in_pool, run_jobs
-from pytest_millrun.execution.cache import CacheSettings
-from pytest_millrun.execution.cache_split import CacheSplit
 from pytest_millrun.execution.jobs import RunOptions
-from pytest_millrun.execution.plan import check_papermill_kwargs, plan_run, planned_outputs
-from pytest_millrun.outputs.stale import handle_stale_outputs
+from pytest_millrun.pipeline.cache_split import CacheSplit
+from pytest_millrun.pipeline.planning import check_papermill_kwargs, plan_run, planned_outputs
+from pytest_millrun.pipeline.stale_outputs import handle_stale_outputs
 
 
 class RunFailedError(Exception):
@@ -110,8 +110,8 @@ def execute_run(
     notebook); write the table with
     :func:`write_results`.  ``snapshots`` names a folder of snapshots the
     recorded values are compared with (``rtol``/``atol``, see
-    :mod:`pytest_millrun.outputs.snapshots`); a difference raises
-    :class:`~pytest_millrun.outputs.snapshots.SnapshotMismatchError` with the table,
+    :mod:`pytest_millrun.snapshots.checks`); a difference raises
+    :class:`~pytest_millrun.snapshots.checks.SnapshotMismatchError` with the table,
     and ``snapshot_update`` writes them instead.  Unused entries (of a variation
     or a notebook gone) warn with ``MillrunSnapshotWarning``, or fail with
     ``snapshot_strict``; an update removes them.  ``snapshot_figures`` compares
@@ -128,9 +128,9 @@ def execute_run(
     check_papermill_kwargs(kwargs)
     figures: float | None = None
     if snapshots is not None or snapshot_update or snapshot_strict or snapshot_figures:
-        from pytest_millrun.outputs.figures import DEFAULT_FIGURE_TOLERANCE
-        from pytest_millrun.outputs.snapshot_files import check_tolerance
-        from pytest_millrun.outputs.snapshots import tolerance_of
+        from pytest_millrun.snapshots.checks import tolerance_of
+        from pytest_millrun.snapshots.figures import DEFAULT_FIGURE_TOLERANCE
+        from pytest_millrun.snapshots.store import check_tolerance
 
         if snapshots is None:
             flags = ("snapshot_update", "snapshot_strict", "snapshot_figures")
@@ -184,7 +184,7 @@ def execute_run(
     slots = workers or os.cpu_count() or 1
     with contextlib.ExitStack() as stack:
         if figures is not None:
-            from pytest_millrun.outputs.figures import kernel_backend
+            from pytest_millrun.snapshots.figures import kernel_backend
 
             stack.enter_context(kernel_backend())
         if dask is not None:
@@ -196,7 +196,7 @@ def execute_run(
         else:
             results = split.run(lambda todo, hear: run_jobs(todo, options, None, hear))
     if snapshots is not None:
-        from pytest_millrun.outputs.snapshots import snapshot_check
+        from pytest_millrun.snapshots.checks import snapshot_check
 
         snapshot_check(
             results, snapshots, target, snapshot_update, tolerance,

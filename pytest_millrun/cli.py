@@ -18,6 +18,8 @@ from pathlib import Path
 
 import click
 
+from pytest_millrun.cache.keys import unmatched_message
+from pytest_millrun.cache.verdicts import CacheSettings
 from pytest_millrun.cli_output import Progress, is_tty, stale_line, summary
 from pytest_millrun.core.data import ExecutionResult, OptionNames, RunInterrupted
 from pytest_millrun.core.discovery import MillrunParameterWarning, UndeclaredParameterError
@@ -28,17 +30,15 @@ from pytest_millrun.core.suite_file import load_suite
 from pytest_millrun.core.text_notebooks import parse_globs
 from pytest_millrun.core.values import parse_record
 from pytest_millrun.dispatch.pool import run_in_pool, run_jobs
-from pytest_millrun.execution.cache import CacheSettings
-from pytest_millrun.execution.cache_key import unmatched_message
-from pytest_millrun.execution.cache_split import CacheSplit
 from pytest_millrun.execution.execute import resolve_kernel_start
 from pytest_millrun.execution.jobs import Job, RunOptions
-from pytest_millrun.execution.plan import plan_run, planned_outputs
-from pytest_millrun.outputs.figures import DEFAULT_FIGURE_TOLERANCE, kernel_backend
-from pytest_millrun.outputs.report import check_report_path, write_report
-from pytest_millrun.outputs.results import check_results_path, write_results
-from pytest_millrun.outputs.snapshot_scope import Folder
-from pytest_millrun.outputs.stale import handle_stale_outputs
+from pytest_millrun.pipeline.cache_split import CacheSplit
+from pytest_millrun.pipeline.planning import plan_run, planned_outputs
+from pytest_millrun.pipeline.stale_outputs import handle_stale_outputs
+from pytest_millrun.report.page import check_report_path, write_report
+from pytest_millrun.results import check_results_path, write_results
+from pytest_millrun.snapshots.figures import DEFAULT_FIGURE_TOLERANCE, kernel_backend
+from pytest_millrun.snapshots.scope import Folder
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -400,8 +400,8 @@ def _check_snapshots(
     """
     if folder is None:
         return True
-    from pytest_millrun.outputs.snapshot_files import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
-    from pytest_millrun.outputs.snapshots import check_results
+    from pytest_millrun.snapshots.checks import check_results
+    from pytest_millrun.snapshots.store import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
 
     tolerance = Tolerance(
         rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol

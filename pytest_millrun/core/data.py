@@ -44,7 +44,7 @@ class ExecutionResult:
     record_notes: Mapping[str, str] = field(default_factory=dict)
     #: Not run: the output of an earlier passing run with the same cache key answers for it.
     cached: bool = False
-    #: With the cache on, why this variation ran (see :mod:`pytest_millrun.execution.cache`).
+    #: With the cache on, why this variation ran (see :mod:`pytest_millrun.cache.verdicts`).
     cache_reasons: tuple[str, ...] = ()
 
     @property

@@ -134,7 +134,7 @@ def execute_notebook(
     notes it).  ``option_names`` are the calling front end's spellings of the
     options that a failure's advice names.  ``record`` names variables read
     after the last cell (see :mod:`pytest_millrun.execution.recording`).  ``cache_key``
-    (a :class:`~pytest_millrun.execution.cache_key.CacheKey`) is recorded in the
+    (a :class:`~pytest_millrun.cache.keys.CacheKey`) is recorded in the
     output when the run passes, and an earlier one removed when it does not.
     """
     import papermill
@@ -280,12 +280,12 @@ def execute_notebook(
 
 def _keep_cache_entry(output: Path, key: Any, *, passed: bool) -> None:
     """A pass records its key in its output; any other end leaves no key behind in it."""
-    from pytest_millrun.execution import cache
+    from pytest_millrun.cache import verdicts
 
     if passed:
-        cache.stamp(output, key)
+        verdicts.stamp(output, key)
     elif output.exists():
-        cache.unstamp(output)
+        verdicts.unstamp(output)
 
 
 def _collect_the_killed_cell() -> None:

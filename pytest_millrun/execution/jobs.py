@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_millrun.cache.keys import CacheKey
+from pytest_millrun.cache.verdicts import CacheSettings
 from pytest_millrun.core.data import (
     API_OPTION_NAMES,
     ExecutionResult,
@@ -22,8 +24,6 @@ from pytest_millrun.core.data import (
     Status,
 )
 from pytest_millrun.core.params import Variation
-from pytest_millrun.execution.cache import CacheSettings
-from pytest_millrun.execution.cache_key import CacheKey
 from pytest_millrun.execution.execute import execute_notebook
 
 

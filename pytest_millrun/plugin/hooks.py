@@ -1,6 +1,6 @@
 """The pytest plugin: every notebook times every parameter variation is a test item.
 
-Thin glue: options (see :mod:`pytest_millrun.plugin.options`) resolve once into
+Thin glue: options (see :mod:`pytest_millrun.plugin.pytest_options`) resolve once into
 :class:`Settings`, notebooks become :class:`NotebookFile` collectors,
 variations become :class:`NotebookItem` tests, and running one is a call to
 :func:`pytest_millrun.execution.execute.execute_notebook`.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_millrun.plugin.options import OPTIONS, resolve_settings
+from pytest_millrun.plugin.pytest_options import OPTIONS, resolve_settings
 from pytest_millrun.plugin.state import (
     NOTES_SECTION,
     next_item_key,
@@ -28,7 +28,7 @@ from pytest_millrun.plugin.state import (
 
 if TYPE_CHECKING:
     from pytest_millrun.plugin.items import NotebookFile
-    from pytest_millrun.plugin.options import Settings
+    from pytest_millrun.plugin.pytest_options import Settings
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,15 +57,15 @@ def pytest_configure(config: pytest.Config) -> None:
         # One unreadable notebook is that file's collection error; the others still run.
         config.option.continue_on_collection_errors = True
         _stop_on_sigterm(config)
-        from pytest_millrun.plugin.results import ResultsTable
-        from pytest_millrun.plugin.snapshots import configure as configure_snapshots
+        from pytest_millrun.plugin.results_glue import ResultsTable
+        from pytest_millrun.plugin.snapshot_glue import configure as configure_snapshots
 
         config.pluginmanager.register(
             ResultsTable(config, settings.results, settings.report), "millrun-results"
         )
         configure_snapshots(config)
         if settings.cache is not None:
-            from pytest_millrun.plugin.cache import configure as configure_cache
+            from pytest_millrun.plugin.cache_glue import configure as configure_cache
 
             configure_cache(config)
 
@@ -340,7 +340,7 @@ def _handle_stale_outputs(config: pytest.Config, notebooks: Iterable[Path]) -> N
         return
     from pytest_millrun.core.naming import OutputPathError
     from pytest_millrun.core.params import ParamsError
-    from pytest_millrun.outputs.stale import handle_stale_outputs
+    from pytest_millrun.pipeline.stale_outputs import handle_stale_outputs
     from pytest_millrun.plugin.items import notebook_variations, plan_variations
 
     settings = config.stash[settings_key]

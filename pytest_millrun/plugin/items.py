@@ -45,7 +45,7 @@ from pytest_millrun.plugin.marking import (
     matched_globs_key,
     says_collection_warnings,
 )
-from pytest_millrun.plugin.options import Settings, option_names
+from pytest_millrun.plugin.pytest_options import Settings, option_names
 
 if TYPE_CHECKING:
     from pytest_millrun.execution.jobs import Job
@@ -189,7 +189,7 @@ def _will_be_cached(item: NotebookItem) -> bool:
     """Whether the cache answers for the item, so no kernel need be started ahead for it."""
     if item.config.stash[settings_key].cache is None:
         return False
-    from pytest_millrun.plugin.cache import check_item
+    from pytest_millrun.plugin.cache_glue import check_item
 
     return check_item(item)[0].hit
 
@@ -254,8 +254,8 @@ class NotebookItem(pytest.Item):
         from it), else the job with the key its pass records and why it runs."""
         import dataclasses
 
-        from pytest_millrun.execution.cache import cached_result
-        from pytest_millrun.plugin.cache import CACHED_PROPERTY, REASON_PROPERTY, check_item
+        from pytest_millrun.cache.verdicts import cached_result
+        from pytest_millrun.plugin.cache_glue import CACHED_PROPERTY, REASON_PROPERTY, check_item
 
         verdict, key = check_item(self)
         if verdict.hit:

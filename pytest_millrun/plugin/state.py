@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_millrun.outputs.stale import StaleOutputs
-    from pytest_millrun.plugin.options import Settings
+    from pytest_millrun.pipeline.stale_outputs import StaleOutputs
+    from pytest_millrun.plugin.pytest_options import Settings
 
 #: The plugin's options, resolved once at configure.
 

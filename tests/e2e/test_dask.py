@@ -27,7 +27,7 @@ import pytest
 from conftest import assert_no_kernels_left, output_files, write_notebook, write_params
 from pytest_millrun import RunFailedError, execute_run
 from pytest_millrun.dispatch.dask_client import run_on_cluster
-from pytest_millrun.execution.plan import plan_run
+from pytest_millrun.pipeline.planning import plan_run
 
 distributed = pytest.importorskip("distributed")
 

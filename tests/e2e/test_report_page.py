@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from chromium import Browser, launch, needs_chromium
-from pytest_millrun.outputs.report import render_page
-from pytest_millrun.outputs.results import ResultRow
+from pytest_millrun.report.page import render_page
+from pytest_millrun.results import ResultRow
 
 pytestmark = needs_chromium
 

@@ -15,7 +15,7 @@ import pytest
 import millrun
 from chromium import Browser, launch, needs_chromium
 from conftest import write_notebook, write_params
-from pytest_millrun.outputs.results import ResultRow
+from pytest_millrun.results import ResultRow
 
 
 def data_of(page: str) -> dict[str, Any]:

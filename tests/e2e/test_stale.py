@@ -12,7 +12,11 @@ import pytest
 
 from conftest import output_files, write_notebook, write_params
 from pytest_millrun import execute_run
-from pytest_millrun.outputs.stale import StaleOutputs, find_stale_outputs, handle_stale_outputs
+from pytest_millrun.pipeline.stale_outputs import (
+    StaleOutputs,
+    find_stale_outputs,
+    handle_stale_outputs,
+)
 
 
 def write_output(path: Path, notebook: Path | None) -> Path:
@@ -104,7 +108,7 @@ def test_a_file_that_lost_its_marker_since_it_was_found_is_kept(
     notebook, out = earlier
     found = find_stale_outputs([(notebook, out / "0-calc.ipynb")])
     write_output(found[0], None)  # the user saved over it meanwhile
-    from pytest_millrun.outputs.stale import remove_stale_outputs
+    from pytest_millrun.pipeline.stale_outputs import remove_stale_outputs
 
     assert remove_stale_outputs(found) == ([found[1]], [])
     assert found[0].exists()

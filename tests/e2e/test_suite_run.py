@@ -15,7 +15,7 @@ from pytest_millrun import execute_run
 from pytest_millrun.core.discovery import MillrunParameterWarning
 from pytest_millrun.core.suite import MillrunSuiteWarning
 from pytest_millrun.core.suite_file import build_suite
-from pytest_millrun.execution.plan import plan_run
+from pytest_millrun.pipeline.planning import plan_run
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

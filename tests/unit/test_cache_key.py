@@ -10,16 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_millrun.core.suite import SuiteError
-from pytest_millrun.core.suite_file import build_suite
-from pytest_millrun.execution.cache import (
-    CACHE_ENTRY,
-    CacheSettings,
-    check_output,
-    key_changes,
-    output_digest,
-)
-from pytest_millrun.execution.cache_key import (
+from pytest_millrun.cache.keys import (
     CacheKey,
     code_cell_digests,
     file_digest,
@@ -28,6 +19,15 @@ from pytest_millrun.execution.cache_key import (
     option_digests,
     resolve_inputs,
 )
+from pytest_millrun.cache.verdicts import (
+    CACHE_ENTRY,
+    CacheSettings,
+    check_output,
+    key_changes,
+    output_digest,
+)
+from pytest_millrun.core.suite import SuiteError
+from pytest_millrun.core.suite_file import build_suite
 
 
 def notebook(*cells: dict[str, Any]) -> dict[str, Any]:

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from pytest_millrun.outputs.figures import (
+from pytest_millrun.snapshots.figures import (
     Figure,
     check_figures,
     compare_png,
     figures_of,
     update_baselines,
 )
-from pytest_millrun.outputs.snapshot_files import Entry, SnapshotFileError, read_file, render_file
+from pytest_millrun.snapshots.store import Entry, SnapshotFileError, read_file, render_file
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -185,8 +185,8 @@ def test_snapshot_files_keep_figure_names_and_tolerances_and_refuse_bad_ones(
 
 
 def test_the_report_shows_a_failed_figures_images_side_by_side_inline(tmp_path: Path) -> None:
-    from pytest_millrun.outputs.figure_report import figures_section
-    from pytest_millrun.outputs.results import ResultRow
+    from pytest_millrun.report.figure_panels import figures_section
+    from pytest_millrun.results import ResultRow
 
     output = tmp_path / "out" / "oslo-plot.ipynb"
     output.parent.mkdir()

@@ -124,8 +124,8 @@ def test_a_plain_pytest_run_with_the_plugin_installed_loads_at_most_six_modules(
 
 
 def test_the_snapshot_tolerance_help_texts_name_the_real_defaults() -> None:
-    from pytest_millrun.outputs.snapshot_files import DEFAULT_ATOL, DEFAULT_RTOL
-    from pytest_millrun.plugin.options import OPTIONS
+    from pytest_millrun.plugin.pytest_options import OPTIONS
+    from pytest_millrun.snapshots.store import DEFAULT_ATOL, DEFAULT_RTOL
 
     helps = {option.name: option.help for option in OPTIONS}
     assert helps["rtol"].endswith(f"(default: {DEFAULT_RTOL:g})")

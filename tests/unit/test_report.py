@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 import millrun
-from pytest_millrun.outputs.report import check_report_path, render_page, write_report
-from pytest_millrun.outputs.report_charts import numeric_values, plan_charts, sweep_shape
-from pytest_millrun.outputs.report_notebooks import PAGE_CHARS
-from pytest_millrun.outputs.results import ResultRow, ResultsPathError
+from pytest_millrun.report.charts import numeric_values, plan_charts, sweep_shape
+from pytest_millrun.report.page import check_report_path, render_page, write_report
+from pytest_millrun.report.rendered import PAGE_CHARS
+from pytest_millrun.results import ResultRow, ResultsPathError
 
 
 def rows() -> list[ResultRow]:

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from pytest_millrun import write_results
 from pytest_millrun.core.data import ExecutionResult, Failure
-from pytest_millrun.outputs.files import atomic_write
-from pytest_millrun.outputs.results import (
+from pytest_millrun.core.files import atomic_write
+from pytest_millrun.results import (
     ResultRow,
     ResultsPathError,
     check_results_path,

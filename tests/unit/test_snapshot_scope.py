@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pytest_millrun.outputs.snapshot_scope import Folder, Scope, unused_in_scope
+from pytest_millrun.snapshots.scope import Folder, Scope, unused_in_scope
 
 
 def snapshots(directory: Path, files: dict[str, list[str]]) -> None:

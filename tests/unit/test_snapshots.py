@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_millrun.outputs.snapshot_files import (
+from pytest_millrun.snapshots.checks import check_values, compare, format_check, format_table
+from pytest_millrun.snapshots.scope import Folder, Scope, unused_in_scope
+from pytest_millrun.snapshots.store import (
     Change,
     SnapshotFileError,
     Tolerance,
@@ -22,8 +24,6 @@ from pytest_millrun.outputs.snapshot_files import (
     render_file,
     snapshot_file,
 )
-from pytest_millrun.outputs.snapshot_scope import Folder, Scope, unused_in_scope
-from pytest_millrun.outputs.snapshots import check_values, compare, format_check, format_table
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
@@ -52,7 +52,7 @@ def test_a_value_missing_on_either_side_is_a_difference(
 
 @given(records)
 def test_storage_round_trips_and_is_stable(values: dict[str, Any]) -> None:
-    from pytest_millrun.outputs.snapshot_files import Entry
+    from pytest_millrun.snapshots.store import Entry
 
     text = render_file({"b": Entry(values), "a": Entry({})})
     assert list(json.loads(text)) == ["a", "b"]  # sorted keys

@@ -3,7 +3,7 @@
 Why its own module, used by the API and the CLI: the check must happen before
 dispatch, so that no job is sent to a pool or a Dask worker only to be skipped
 and a run whose jobs are all cached starts no pool, cluster or kernel.  (The
-plugin checks each item where it runs: :mod:`pytest_millrun.plugin.cache`.)
+plugin checks each item where it runs: :mod:`pytest_millrun.plugin.cache_glue`.)
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pytest_millrun.cache import keys, verdicts
 from pytest_millrun.core.data import ExecutionResult, RunInterrupted
 from pytest_millrun.core.discovery import absolute
-from pytest_millrun.execution import cache, cache_key
 from pytest_millrun.execution.jobs import Job, RunOptions
 
 
@@ -43,12 +43,12 @@ class CacheSplit:
         settings = options.cache
         if not settings.enabled:
             return
-        cache_key.forget()
-        inputs = cache.RunInputs(settings)
+        keys.forget()
+        inputs = verdicts.RunInputs(settings)
         self.to_run = []
         for index, job in enumerate(self.jobs):
             try:
-                key = cache.key_for(
+                key = verdicts.key_for(
                     job.notebook,
                     job.variation,
                     inputs,
@@ -60,9 +60,9 @@ class CacheSplit:
             except (OSError, ValueError):  # an unreadable notebook fails as its own job
                 self.to_run.append(job)
                 continue
-            verdict = cache.check_output(job.output, key, settings)
+            verdict = verdicts.check_output(job.output, key, settings)
             if verdict.hit:
-                self.cached[index] = cache.cached_result(
+                self.cached[index] = verdicts.cached_result(
                     job.notebook, job.variation_id, job.variation, job.output, verdict
                 )
             else:
@@ -71,10 +71,10 @@ class CacheSplit:
                 )
         self.unmatched = [*inputs.unmatched, *inputs.unmatched_more]
         if self.unmatched and warn:
-            message = cache_key.unmatched_message(
+            message = keys.unmatched_message(
                 self.unmatched, inputs.base, "cache_inputs (or a suite's inputs)"
             )
-            warnings.warn(cache_key.CacheInputWarning(message), stacklevel=3)
+            warnings.warn(keys.CacheInputWarning(message), stacklevel=3)
 
     def run(
         self, runner: Callable[[Sequence[Job], Callable[[ExecutionResult], None] | None], Any]

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_millrun.core.files import atomic_write, common_root, relative
 from pytest_millrun.core.values import decode, dumps, encode
-from pytest_millrun.outputs.files import atomic_write, common_root, relative
 
 if TYPE_CHECKING:
     from pytest_millrun.core.data import ExecutionResult

@@ -1,6 +1,6 @@
 """The plugin's side of incremental runs: the check where an item runs, and how it is reported.
 
-The check itself is :mod:`pytest_millrun.execution.cache`, shared with the API
+The check itself is :mod:`pytest_millrun.cache.verdicts`, shared with the API
 and the CLI.  Here: each item checks its output in the process that runs it
 (an xdist worker too), once, remembered on the item; a cached item passes
 with its ``user_properties`` saying so (``millrun_cached``, which JUnit shows
@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from pytest_millrun.execution.cache import RunInputs, Verdict
-from pytest_millrun.execution.cache_key import CacheKey
+from pytest_millrun.cache.keys import CacheKey
+from pytest_millrun.cache.verdicts import RunInputs, Verdict
 from pytest_millrun.plugin.state import settings_key
 
 CACHED_PROPERTY = "millrun_cached"
@@ -32,24 +32,24 @@ inputs_key = pytest.StashKey[RunInputs]()
 
 def configure(config: pytest.Config) -> None:
     """Start a new run's memory of files; name, once, an input glob that matches nothing."""
-    from pytest_millrun.execution import cache, cache_key
+    from pytest_millrun.cache import keys, verdicts
 
     settings = config.stash[settings_key].cache
     assert settings is not None
-    cache_key.forget()
-    inputs = cache.RunInputs(settings)
+    keys.forget()
+    inputs = verdicts.RunInputs(settings)
     config.stash[inputs_key] = inputs
     if inputs.unmatched and not hasattr(config, "workerinput"):
-        message = cache_key.unmatched_message(
+        message = keys.unmatched_message(
             inputs.unmatched, inputs.base, "--millrun-cache-inputs / millrun_cache_inputs"
         )
-        config.issue_config_time_warning(cache_key.CacheInputWarning(message), stacklevel=2)
+        config.issue_config_time_warning(keys.CacheInputWarning(message), stacklevel=2)
     config.pluginmanager.register(CacheReport(config), "millrun-cache")
 
 
 def check_item(item: Any) -> tuple[Verdict, CacheKey | None]:
     """The item's verdict (a hit, or why it runs) and the key a pass will record."""
-    from pytest_millrun.execution import cache
+    from pytest_millrun.cache import verdicts
 
     known: tuple[Verdict, CacheKey | None] | None = item.stash.get(verdict_key, None)
     if known is not None:
@@ -59,7 +59,7 @@ def check_item(item: Any) -> tuple[Verdict, CacheKey | None]:
     try:
         more = settings.suite.section_for(item.path).inputs if settings.suite else ()
         unmatched = len(inputs.unmatched_more)
-        key = cache.key_for(
+        key = verdicts.key_for(
             item.path,
             item.variation,
             inputs,
@@ -69,19 +69,19 @@ def check_item(item: Any) -> tuple[Verdict, CacheKey | None]:
             more_inputs=more,
         )
         if len(inputs.unmatched_more) > unmatched:
-            from pytest_millrun.execution.cache_key import CacheInputWarning, unmatched_message
+            from pytest_millrun.cache.keys import CacheInputWarning, unmatched_message
 
             new = inputs.unmatched_more[unmatched:]
             message = unmatched_message(new, inputs.base, f"The suite's inputs of {item.path.name}")
             warnings.warn(CacheInputWarning(message), stacklevel=2)
     except (OSError, ValueError):  # the run reports the unreadable notebook itself
         found: tuple[Verdict, CacheKey | None] = (
-            cache.Verdict(False, ("no cache key: a text notebook, or unreadable",)),
+            verdicts.Verdict(False, ("no cache key: a text notebook, or unreadable",)),
             None,
         )
     else:
         assert settings.cache is not None
-        found = (cache.check_output(item.output, key, settings.cache), key)
+        found = (verdicts.check_output(item.output, key, settings.cache), key)
     item.stash[verdict_key] = found
     return found
 

@@ -1,10 +1,10 @@
 """The report's piece for figure snapshots: expected, got and diff side by side.
 
 A failing figure leaves its images beside the output notebook (see
-:mod:`pytest_millrun.outputs.figures`); this finds them for the report's
+:mod:`pytest_millrun.snapshots.figures`); this finds them for the report's
 failed rows and shows each figure's three images in a row, inline as
 ``data:`` URLs so the page still opens offline and from anywhere.  Kept apart
-from :mod:`pytest_millrun.outputs.report` so the report's layout can change
+from :mod:`pytest_millrun.report.page` so the report's layout can change
 without it.
 """
 
@@ -15,8 +15,8 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_millrun.outputs.figures import FAILURE_SUFFIXES, failure_folder
-from pytest_millrun.outputs.results import ResultRow
+from pytest_millrun.results import ResultRow
+from pytest_millrun.snapshots.figures import FAILURE_SUFFIXES, failure_folder
 
 #: Figures shown before the rest are only counted (each costs its images' bytes in the page).
 MAX_FIGURES = 24

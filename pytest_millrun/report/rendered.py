@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_millrun.outputs.files import atomic_write
-from pytest_millrun.outputs.results import ResultRow
+from pytest_millrun.core.files import atomic_write
+from pytest_millrun.results import ResultRow
 
 #: failed notebooks rendered to HTML at most; the rest keep their .ipynb link
 MAX_RENDERED = 50

@@ -136,7 +136,7 @@ def plan_run(
 
 
 def planned_outputs(jobs: Iterable[Job]) -> list[tuple[Path, Path]]:
-    """(notebook, output) of every job, as :mod:`pytest_millrun.outputs.stale` takes them."""
+    """(notebook, output) of every job, as :mod:`pytest_millrun.pipeline.stale_outputs` takes them."""
     return [(job.notebook, job.output) for job in jobs]
 
 

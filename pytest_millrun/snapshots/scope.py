@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from pytest_millrun.outputs.snapshot_files import (
+from pytest_millrun.snapshots.store import (
     SnapshotFileError,
     Unused,
     read_file,

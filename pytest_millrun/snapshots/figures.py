@@ -366,7 +366,7 @@ def update_baselines(
 
     Returns (written, removed); each file is replaced atomically.
     """
-    from pytest_millrun.outputs.files import atomic_write
+    from pytest_millrun.core.files import atomic_write
 
     written = 0
     for name, image in figures.items():

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from pytest_millrun.cache.verdicts import CacheSettings
     from pytest_millrun.core.data import KernelStart, OptionNames
     from pytest_millrun.core.params import Variation
     from pytest_millrun.core.suite import Suite
     from pytest_millrun.core.values import RecordSpec
-    from pytest_millrun.execution.cache import CacheSettings
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ OPTIONS = (
         "a collection error instead of a warning",
         flag=True,
     ),
-    # the snapshot checks' options: resolved by pytest_millrun.plugin.snapshots.configure
+    # the snapshot checks' options: resolved by pytest_millrun.plugin.snapshot_glue.configure
     Option(
         "snapshots",
         "Compare each passing variation's recorded values with the snapshot stored for it "
@@ -193,13 +193,13 @@ OPTIONS = (
         "its snapshot too",
         flag=True,
     ),
-    # the default is pytest_millrun.outputs.figures' DEFAULT_FIGURE_TOLERANCE
+    # the default is pytest_millrun.snapshots.figures' DEFAULT_FIGURE_TOLERANCE
     Option(
         "figure-tolerance",
         "RMS difference (0-255) a figure may have from its baseline (default: 2)",
         metavar="RMS",
     ),
-    # the defaults are pytest_millrun.outputs.snapshot_files' (a unit test keeps them equal)
+    # the defaults are pytest_millrun.snapshots.store' (a unit test keeps them equal)
     Option("rtol", "Relative tolerance of snapshot numbers (default: 1e-09)", metavar="RTOL"),
     Option("atol", "Absolute tolerance of snapshot numbers (default: 0)", metavar="ATOL"),
 )
@@ -272,7 +272,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         target = path("results")
         if target is None:
             return None
-        from pytest_millrun.outputs.results import ResultsPathError, check_results_path
+        from pytest_millrun.results import ResultsPathError, check_results_path
 
         try:
             return check_results_path(target)
@@ -283,8 +283,8 @@ def resolve_settings(config: pytest.Config) -> Settings:
         target = path("report")
         if target is None:
             return None
-        from pytest_millrun.outputs.report import check_report_path
-        from pytest_millrun.outputs.results import ResultsPathError
+        from pytest_millrun.report.page import check_report_path
+        from pytest_millrun.results import ResultsPathError
 
         try:
             return check_report_path(target)
@@ -306,7 +306,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         force = bool(raw("force")[0])
         if not (raw("cache")[0] or force):
             return None
-        from pytest_millrun.execution.cache import CacheSettings
+        from pytest_millrun.cache.verdicts import CacheSettings
 
         return CacheSettings(
             enabled=True,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_millrun.core.values import dumps
-from pytest_millrun.outputs.results import ResultRow
+from pytest_millrun.results import ResultRow
 
 #: above this many points a panel's lines and markers are drawn as one embedded image
 RASTER_POINTS = 2000

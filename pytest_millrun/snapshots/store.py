@@ -1,6 +1,6 @@
 """Snapshot data and storage: what a snapshot file holds, and reading and writing it.
 
-Kept apart from the comparison (:mod:`pytest_millrun.outputs.snapshots`) as
+Kept apart from the comparison (:mod:`pytest_millrun.snapshots.checks`) as
 syrupy keeps its data types in ``data.py``: the plugin's session bookkeeping, the
 API and the comparison all share these types without importing one another.
 
@@ -10,7 +10,7 @@ each variation id to ``{"values": {...}, "tolerances": {...}}``; tolerances
 are optional and hand-edited (``{"rmse": {"rtol": 0.01, "atol": 1e-6}}``) and
 an update keeps them.  With figure snapshots an entry also lists its
 ``"figures"`` (their baselines are PNG files beside it, see
-:mod:`pytest_millrun.outputs.figures`) and optional hand-edited
+:mod:`pytest_millrun.snapshots.figures`) and optional hand-edited
 ``"figure_tolerances"`` (``{"loss": 5}``).  Keys are sorted, floats written as Python's shortest
 round-trip ``repr`` and non-finite floats tagged as in
 :mod:`pytest_millrun.core.values`, so a review shows a small, readable diff.
@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pytest_millrun.core.files import atomic_write
 from pytest_millrun.core.values import decode, encode
-from pytest_millrun.outputs.files import atomic_write
 
 if TYPE_CHECKING:
-    from pytest_millrun.outputs.figures import FigureResult
+    from pytest_millrun.snapshots.figures import FigureResult
 
 DEFAULT_RTOL = 1e-9
 
@@ -262,7 +262,7 @@ def apply_changes(
 ) -> Summary:
     """Write the changes, each file once, atomically; return the counts.
 
-    ``unused`` (see :mod:`pytest_millrun.outputs.snapshot_scope`) names the
+    ``unused`` (see :mod:`pytest_millrun.snapshots.scope`) names the
     entries the run may remove; files left empty are deleted.  Every other
     entry and file is left alone.
     """
@@ -339,7 +339,7 @@ def _updated(directory: Path, change: Change, old: Entry | None, summary: Summar
     figures = old.figures if old is not None else None
     figure_tolerances = old.figure_tolerances if old is not None else {}
     if change.figures is not None:
-        from pytest_millrun.outputs.figures import baseline_folder, update_baselines
+        from pytest_millrun.snapshots.figures import baseline_folder, update_baselines
 
         folder = baseline_folder(directory, change.notebook, change.variation)
         written, removed = update_baselines(folder, change.figures, figures)
@@ -355,7 +355,7 @@ def _drop_figures(
 ) -> None:
     if old is None or not old.figures:
         return
-    from pytest_millrun.outputs.figures import baseline_folder, remove_baselines
+    from pytest_millrun.snapshots.figures import baseline_folder, remove_baselines
 
     folder = baseline_folder(directory, notebook, variation)
     summary.figures_removed += remove_baselines(folder, old.figures)

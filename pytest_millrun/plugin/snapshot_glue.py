@@ -12,7 +12,7 @@ another on a file and none is lost.  Every item's setup report carries
 notebook has) so the controller knows which notebooks ran whole.
 
 Unused entries are decided per snapshot file (see
-:mod:`pytest_millrun.outputs.snapshot_scope` and :meth:`SnapshotChecks.scope`):
+:mod:`pytest_millrun.snapshots.scope` and :meth:`SnapshotChecks.scope`):
 reported by default, failing the run with ``--millrun-snapshot-strict``,
 removed by an update.
 """
@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_millrun.outputs.figures import DEFAULT_FIGURE_TOLERANCE
-from pytest_millrun.outputs.snapshot_files import (
+from pytest_millrun.snapshots.checks import SnapshotReader, change_for, format_check
+from pytest_millrun.snapshots.figures import DEFAULT_FIGURE_TOLERANCE
+from pytest_millrun.snapshots.store import (
     Change,
     SnapshotFileError,
     Summary,
@@ -37,10 +38,9 @@ from pytest_millrun.outputs.snapshot_files import (
     apply_changes,
     check_tolerance,
 )
-from pytest_millrun.outputs.snapshots import SnapshotReader, change_for, format_check
 
 if TYPE_CHECKING:
-    from pytest_millrun.outputs.snapshot_scope import Scope
+    from pytest_millrun.snapshots.scope import Scope
 
 CHANGE_ATTRIBUTE = "millrun_snapshot"
 KEY_ATTRIBUTE = "millrun_snapshot_key"
@@ -109,7 +109,7 @@ def configure(config: pytest.Config) -> None:
     if figures:
         import contextlib
 
-        from pytest_millrun.outputs.figures import kernel_backend
+        from pytest_millrun.snapshots.figures import kernel_backend
 
         stack = contextlib.ExitStack()
         stack.enter_context(kernel_backend())
@@ -121,7 +121,7 @@ def configure(config: pytest.Config) -> None:
 
 
 def _notebook(item: pytest.Item) -> str:
-    from pytest_millrun.outputs.files import relative
+    from pytest_millrun.core.files import relative
 
     return relative(item.path, item.config.rootpath)
 
@@ -165,7 +165,7 @@ class SnapshotChecks:
             self._check(item, result.recorded, result.output)
 
     def _check(self, item: Any, recorded: Any, output: Path | None) -> None:
-        from pytest_millrun.outputs.figures import FiguresUnavailableError
+        from pytest_millrun.snapshots.figures import FiguresUnavailableError
 
         notebook = _notebook(item)
         try:
@@ -234,7 +234,7 @@ class SnapshotChecks:
         nothing in that folder was deselected or failed to collect.  An
         interrupted run decides nothing.
         """
-        from pytest_millrun.outputs.snapshot_scope import Folder, Scope
+        from pytest_millrun.snapshots.scope import Folder, Scope
 
         root = self.config.rootpath
         if session.exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
@@ -272,7 +272,7 @@ class SnapshotChecks:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.worker:
             return
-        from pytest_millrun.outputs.snapshot_scope import unused_in_scope
+        from pytest_millrun.snapshots.scope import unused_in_scope
 
         try:
             unused = unused_in_scope(self.directory, self.scope(session), self._ignored)

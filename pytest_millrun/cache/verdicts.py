@@ -2,7 +2,7 @@
 
 Where the record lives: in the output notebook itself, as
 ``metadata.millrun.cache`` (see :data:`CACHE_ENTRY`), written only after a run
-passed: the key's parts (:mod:`pytest_millrun.execution.cache_key`), the
+passed: the key's parts (:mod:`pytest_millrun.cache.keys`), the
 distributions behind its environment digest, and a digest of the rest of the
 notebook.  So an output folder is its own cache: restored by CI (``actions/cache``
 on ``.millrun/``) it gives hits with nothing else; concurrent runs (xdist, a
@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_millrun.core.discovery import OUTPUT_MARKER
-from pytest_millrun.execution.cache_key import (
+from pytest_millrun.cache.keys import (
     CacheKey,
     digest,
     input_digests,
     job_key,
     resolve_inputs,
 )
+from pytest_millrun.core.discovery import OUTPUT_MARKER
 
 if TYPE_CHECKING:
     from pytest_millrun.core.data import ExecutionResult

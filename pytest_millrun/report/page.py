@@ -1,15 +1,15 @@
 """The HTML report: one offline page of every variation, its values, its failures and charts.
 
-It is built from the rows of the results table (:class:`~pytest_millrun.outputs.results.ResultRow`,
+It is built from the rows of the results table (:class:`~pytest_millrun.results.ResultRow`,
 the same rows that travel from xdist workers to the controller) and written with the same
 atomic replace, so the plugin, the CLI and :func:`write_report` share it.  The page is one
 file that works from ``file://``: styles and script inline, charts as inline SVG
-(:mod:`~pytest_millrun.outputs.report_charts`), the rows as a JSON blob that the script pages
+(:mod:`~pytest_millrun.report.charts`), the rows as a JSON blob that the script pages
 through (10,000 variations open without freezing).  The table has a column per parameter and
 per recorded value, as the results table does, the sweep's varied parameters first; the view
 (filters, sort) lives in the URL's fragment so a link can open it.  The executed notebooks of
 failures are rendered with nbconvert into ``<name>_files/`` beside it
-(:mod:`~pytest_millrun.outputs.report_notebooks`), so a reader needs no Jupyter.  matplotlib
+(:mod:`~pytest_millrun.report.rendered`), so a reader needs no Jupyter.  matplotlib
 and nbconvert come with the ``report`` extra and are imported only when a report is written;
 without them the page says what is missing.
 
@@ -38,11 +38,11 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_millrun.core.files import atomic_write, common_root
 from pytest_millrun.core.values import dumps
-from pytest_millrun.outputs.files import atomic_write, common_root
-from pytest_millrun.outputs.report_charts import draw_charts
-from pytest_millrun.outputs.report_notebooks import MAX_RENDERED, render_failed_notebooks
-from pytest_millrun.outputs.results import ResultRow, ResultsPathError
+from pytest_millrun.report.charts import draw_charts
+from pytest_millrun.report.rendered import MAX_RENDERED, render_failed_notebooks
+from pytest_millrun.results import ResultRow, ResultsPathError
 
 if TYPE_CHECKING:
     from pytest_millrun.core.data import ExecutionResult
@@ -168,7 +168,7 @@ def render_page(
     extra_details = extra_details or {}
     # the runs' own notes (a default kernel, a SystemExit that skipped cells), each once
     notes = [*dict.fromkeys(note for row in rows for note in row.notes), *notes]
-    from pytest_millrun.outputs.figure_report import figures_section
+    from pytest_millrun.report.figure_panels import figures_section
 
     charts = figures_section(rows, root) + draw_charts(rows, notes)
     columns, getters = table_columns(rows)

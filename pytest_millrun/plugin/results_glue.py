@@ -1,13 +1,13 @@
 """The plugin's results table: rows built where items run, written once where reports meet.
 
-Each notebook item's row (see :class:`pytest_millrun.outputs.results.ResultRow`) is
+Each notebook item's row (see :class:`pytest_millrun.results.ResultRow`) is
 built in the process that ran it and travels on its test report as the extra
 attribute ``millrun_row``, plain JSON data: pytest-xdist serialises a report's
 attributes to the controller the way it does ``user_properties``, and pytest
 gives them back as attributes there.  The controller (or the only process,
 without xdist) gathers them in ``pytest_runtest_logreport`` and writes the
 table once at the end of the session, in collection order, whatever happened;
-the HTML report (:mod:`pytest_millrun.outputs.report`) is made from the same rows.
+the HTML report (:mod:`pytest_millrun.report.page`) is made from the same rows.
 
 An item cut short by Ctrl-C or SIGTERM has no call report (pytest re-raises
 the interrupt before making one), so its row is taken from the interruption
@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from pytest_millrun.outputs.files import relative
-from pytest_millrun.outputs.results import ResultRow, write_results
+from pytest_millrun.core.files import relative
+from pytest_millrun.results import ResultRow, write_results
 
 ROW_ATTRIBUTE = "millrun_row"
 
@@ -151,8 +151,8 @@ class ResultsTable:
     def _write_report(self, table: list[ResultRow], path: Path) -> Path:
         import shlex
 
-        from pytest_millrun.outputs.report import write_report
         from pytest_millrun.plugin.state import settings_key
+        from pytest_millrun.report.page import write_report
 
         settings = self.config.stash[settings_key]
         args = " ".join(shlex.quote(str(a)) for a in self.config.invocation_params.args)

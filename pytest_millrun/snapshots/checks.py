@@ -1,13 +1,13 @@
 """Snapshot checks: a variation's recorded values against the ones stored for it.
 
 Shared by the three front ends (the plugin's glue is
-:mod:`pytest_millrun.plugin.snapshots`).  Conventions follow pytest-regressions
+:mod:`pytest_millrun.plugin.snapshot_glue`).  Conventions follow pytest-regressions
 (``num_regression``: relative and absolute tolerances, per-value tolerances)
 and syrupy (``--snapshot-update`` writes; unused snapshots are reported where
 the run saw every variation of their notebook, and removed only by an update;
-see :mod:`pytest_millrun.outputs.snapshot_scope`).
+see :mod:`pytest_millrun.snapshots.scope`).
 
-Storage is :mod:`pytest_millrun.outputs.snapshot_files`'s.
+Storage is :mod:`pytest_millrun.snapshots.store`'s.
 
 Comparison: numbers (ints and floats alike, bools excluded) match when
 ``|got - expected| <= max(atol, rtol * |expected|)`` (as ``pytest.approx``);
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_millrun.core.values import dumps
-from pytest_millrun.outputs.snapshot_files import (
+from pytest_millrun.snapshots.store import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
     MISSING,
@@ -44,8 +44,8 @@ from pytest_millrun.outputs.snapshot_files import (
 
 if TYPE_CHECKING:
     from pytest_millrun.core.data import ExecutionResult
-    from pytest_millrun.outputs.figures import FigureResult
-    from pytest_millrun.outputs.snapshot_scope import Folder
+    from pytest_millrun.snapshots.figures import FigureResult
+    from pytest_millrun.snapshots.scope import Folder
 
 #: Rows of a difference table before the rest is only counted.
 TABLE_ROWS = 20
@@ -195,7 +195,7 @@ def format_check(
         ]
     failed = [r for r in check.figures or () if r.failed]
     if failed:
-        from pytest_millrun.outputs.figures import format_figures
+        from pytest_millrun.snapshots.figures import format_figures
 
         lines += [
             f"Figures of [{variation_id}] differ from the snapshot in {where} "
@@ -265,7 +265,7 @@ class SnapshotReader:
         figures = None
         tolerance = self.figure_tolerance
         if tolerance is not None and output is not None:
-            from pytest_millrun.outputs.figures import (
+            from pytest_millrun.snapshots.figures import (
                 baseline_folder,
                 check_figures,
                 failure_folder,
@@ -362,9 +362,9 @@ def check_results(
     the files are written, unused entries removed.  With ``figure_tolerance``
     (figure snapshots on) each run's figures are compared too.
     """
-    from pytest_millrun.outputs.figures import FiguresUnavailableError
-    from pytest_millrun.outputs.files import relative
-    from pytest_millrun.outputs.snapshot_scope import Scope, unused_in_scope
+    from pytest_millrun.core.files import relative
+    from pytest_millrun.snapshots.figures import FiguresUnavailableError
+    from pytest_millrun.snapshots.scope import Scope, unused_in_scope
 
     folder = Path(directory).absolute()
     reader = SnapshotReader(folder, tolerance, figure_tolerance, not update)
@@ -420,7 +420,7 @@ def snapshot_check(
     """``execute_run``'s check: raise on differences, warn of unused entries (raise if strict)."""
     import warnings
 
-    from pytest_millrun.outputs.snapshot_scope import Folder
+    from pytest_millrun.snapshots.scope import Folder
 
     root = target if target.is_dir() else target.parent
     folders = [Folder(".", recursive)] if target.is_dir() else []

@@ -1,0 +1,1 @@
+"""Incremental runs: a run's cache key (keys), and whether an earlier output answers (verdicts)."""
