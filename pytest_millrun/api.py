@@ -27,8 +27,8 @@ from pytest_millrun.core.params import BulkParams
 from pytest_millrun.core.suite_file import resolve_suite
 from pytest_millrun.core.text_notebooks import parse_globs
 from pytest_millrun.core.values import parse_record
-from pytest_millrun.dispatch.pool import run_in_pool, run_jobs
-from pytest_millrun.execution.jobs import RunOptions
+from pytest_millrun.dispatch.dispatchers import make_dispatcher
+from pytest_millrun.dispatch.jobs import RunOptions
 from pytest_millrun.pipeline.cache_split import CacheSplit
 from pytest_millrun.pipeline.planning import check_papermill_kwargs, plan_run, planned_outputs
 from pytest_millrun.pipeline.stale_outputs import handle_stale_outputs
@@ -150,14 +150,13 @@ def execute_run(
         notebook_timeout=notebook_timeout,
         kernel_start=kernel_start,
         preload=tuple(preload),
-        record=spec.names,
         papermill_kwargs=papermill_kwargs,
-        cache=CacheSettings(
-            enabled=cache or force,
-            force=force,
-            inputs=tuple(cache_inputs),
-            base=target if target.is_dir() else target.parent,
-        ),
+    )
+    cache_settings = CacheSettings(
+        enabled=cache or force,
+        force=force,
+        inputs=tuple(cache_inputs),
+        base=target if target.is_dir() else target.parent,
     )
     jobs = plan_run(
         notebook_dir_or_file,
@@ -177,24 +176,19 @@ def execute_run(
         stale = handle_stale_outputs(planned_outputs(jobs), clean=True)
         for error in stale.errors:
             warnings.warn(error, stacklevel=2)
-    from pytest_millrun.dispatch.dask_client import client_of, run_on_cluster
-
-    split = CacheSplit(jobs, options, on_result, warn=True)
-    dask = dask if dask is not None else client_of(executor)
-    slots = workers or os.cpu_count() or 1
+    split = CacheSplit(jobs, cache_settings, options, on_result, warn=True)
+    dispatcher = make_dispatcher(
+        workers=workers or os.cpu_count() or 1,
+        parallel=use_multiprocessing,
+        executor=executor,
+        dask=dask,
+    )
     with contextlib.ExitStack() as stack:
         if figures is not None:
             from pytest_millrun.snapshots.figures import kernel_backend
 
             stack.enter_context(kernel_backend())
-        if dask is not None:
-            results = split.run(lambda todo, hear: run_on_cluster(dask, slots, todo, options, hear))
-        elif executor is not None:
-            results = split.run(lambda todo, hear: run_jobs(todo, options, executor, hear))
-        elif use_multiprocessing:
-            results = split.run(lambda todo, hear: run_in_pool(todo, options, slots, hear))
-        else:
-            results = split.run(lambda todo, hear: run_jobs(todo, options, None, hear))
+        results = split.run(lambda todo, hear: dispatcher.run(todo, options, hear))
     if snapshots is not None:
         from pytest_millrun.snapshots.checks import snapshot_check
 

@@ -29,9 +29,8 @@ from pytest_millrun.core.suite import MillrunSuiteWarning
 from pytest_millrun.core.suite_file import load_suite
 from pytest_millrun.core.text_notebooks import parse_globs
 from pytest_millrun.core.values import parse_record
-from pytest_millrun.dispatch.pool import run_in_pool, run_jobs
+from pytest_millrun.dispatch.jobs import Job, RunOptions
 from pytest_millrun.execution.execute import resolve_kernel_start
-from pytest_millrun.execution.jobs import Job, RunOptions
 from pytest_millrun.pipeline.cache_split import CacheSplit
 from pytest_millrun.pipeline.planning import plan_run, planned_outputs
 from pytest_millrun.pipeline.stale_outputs import handle_stale_outputs
@@ -329,14 +328,13 @@ def main(
         kernel_start=resolve_kernel_start(kernel_start),
         preload=tuple(_components(preload)),
         option_names=OPTION_NAMES,
-        record=spec.names,
-        cache=CacheSettings(
-            enabled=cache or force,
-            force=force,
-            inputs=tuple(_components(cache_inputs)),
-            base=root,
-            force_option="--force",
-        ),
+    )
+    cache_settings = CacheSettings(
+        enabled=cache or force,
+        force=force,
+        inputs=tuple(_components(cache_inputs)),
+        base=root,
+        force_option="--force",
     )
     progress = Progress(len(jobs), min(workers, len(jobs)), bar=not no_progress and is_tty())
     progress.verbose = verbose
@@ -344,7 +342,7 @@ def main(
     figures = None
     if snapshot_figures:
         figures = DEFAULT_FIGURE_TOLERANCE if figure_tolerance is None else figure_tolerance
-    split = CacheSplit(jobs, options, progress.update)
+    split = CacheSplit(jobs, cache_settings, options, progress.update)
     if split.unmatched:
         message = unmatched_message(split.unmatched, root, "--cache-inputs")
         click.secho(f"warning: {message}", fg="yellow", err=True)
@@ -353,14 +351,7 @@ def main(
         with contextlib.ExitStack() as stack:
             if figures is not None:
                 stack.enter_context(kernel_backend())
-            if dask is not None:
-                results = split.run(
-                    lambda todo, _: _run_on_dask(dask, workers, todo, options, progress)
-                )
-            elif workers == 1:
-                results = split.run(lambda todo, hear: run_jobs(todo, options, None, hear))
-            else:
-                results = split.run(lambda todo, hear: run_in_pool(todo, options, workers, hear))
+            results = split.run(lambda todo, _: _dispatch(dask, workers, todo, options, progress))
     except RunInterrupted as exc:
         progress.close()
         _write_table(exc.results, results_file, root)
@@ -446,16 +437,20 @@ def _write_table(ran: Sequence[ExecutionResult], path: Path | None, root: Path) 
     return True
 
 
-def _run_on_dask(
-    dask: str, workers: int, jobs: Sequence[Job], options: RunOptions, progress: Progress
+def _dispatch(
+    dask: str | None, workers: int, jobs: Sequence[Job], options: RunOptions, progress: Progress
 ) -> list[ExecutionResult]:
-    from pytest_millrun.dispatch.dask_client import ClusterError, run_on_cluster
+    from pytest_millrun.dispatch.dask_client import ClusterError
+    from pytest_millrun.dispatch.dispatchers import make_dispatcher
 
     def on_start(slots: int) -> None:
         progress.workers = min(slots, len(jobs))
 
+    dispatcher = make_dispatcher(
+        workers=workers, parallel=workers > 1, dask=dask, on_start=on_start
+    )
     try:
-        return run_on_cluster(dask, workers, jobs, options, progress.update, on_start)
+        return dispatcher.run(jobs, options, progress.update)
     except ClusterError as exc:
         progress.close()
         _fail_usage(str(exc))

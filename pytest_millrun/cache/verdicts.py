@@ -113,6 +113,38 @@ def key_for(
     )
 
 
+#: Why a variation with no key runs: its notebook cannot be keyed (yet) or read.
+NO_KEY = "no cache key: a text notebook, or unreadable"
+
+
+def verdict_for(
+    notebook: Path,
+    variation: Mapping[str, Any],
+    output: Path,
+    inputs: RunInputs,
+    settings: CacheSettings,
+    *,
+    kernel_name: str | None,
+    record: Sequence[str],
+    papermill_kwargs: Mapping[str, Any],
+    more_inputs: Sequence[str] = (),
+) -> tuple[Verdict, CacheKey | None]:
+    """One job's verdict and the key its pass will record: the one check every front end makes.
+
+    The CLI and the API call it for every job before dispatch, the plugin where each
+    item runs (an xdist worker too).  A notebook that cannot be keyed runs, saying why;
+    the run itself reports an unreadable notebook.
+    """
+    try:
+        key = key_for(
+            notebook, variation, inputs, kernel_name=kernel_name, record=record,
+            papermill_kwargs=papermill_kwargs, more_inputs=more_inputs,
+        )  # fmt: skip
+    except (OSError, ValueError):
+        return Verdict(False, (NO_KEY,)), None
+    return check_output(output, key, settings), key
+
+
 def output_digest(nb: Mapping[str, Any]) -> str:
     """A digest of the whole output notebook except its own cache entry."""
     metadata = dict(nb.get("metadata") or {})

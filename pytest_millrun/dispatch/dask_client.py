@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_millrun.core.data import ExecutionResult, Failure, RunInterrupted
 from pytest_millrun.core.interrupts import sigterm_as_interrupt
+from pytest_millrun.dispatch.gathering import Gathered
+from pytest_millrun.dispatch.jobs import Job, RunOptions, job_result
 from pytest_millrun.execution.execute import resolve_kernel_start
-from pytest_millrun.execution.jobs import Job, RunOptions, job_result
 from pytest_millrun.execution.kernels import ForkFallbackWarning
 
 if TYPE_CHECKING:
@@ -170,7 +171,7 @@ def _run(
         run_job_on_worker, jobs, options=options, run_id=run_id, key=keys, pure=False
     )
     index_of = {future.key: index for index, future in enumerate(futures)}
-    done: dict[int, ExecutionResult] = {}
+    gathered = Gathered(len(jobs), on_result)
     noticed = False
 
     def collect(future: Future) -> ExecutionResult | None:
@@ -189,14 +190,11 @@ def _run(
         for future in as_completed(futures, loop=client.loop):
             result = collect(future)
             if result is not None:
-                done[index_of[future.key]] = result
-                if on_result is not None:
-                    on_result(result)
+                gathered.add(index_of[future.key], result)
     except KeyboardInterrupt:
-        _stop(client, run_id, futures, done, collect)
-        ordered = [done[i] for i in sorted(done)]
-        raise RunInterrupted(ordered, len(jobs) - len(ordered)) from None
-    return [done[i] for i in sorted(done)]
+        _stop(client, run_id, futures, gathered.done, collect)
+        raise gathered.interrupted() from None
+    return gathered.ordered()
 
 
 def _stop(

@@ -34,7 +34,7 @@ from pytest_millrun.execution.execute import kernels_ahead, resolve_kernel_start
 from pytest_millrun.execution.kernels import forget_stop, fork_broken, stop_execution
 
 if TYPE_CHECKING:
-    from pytest_millrun.execution.jobs import Job, RunOptions
+    from pytest_millrun.dispatch.jobs import Job, RunOptions
 
 #: Name under which the plugin is registered; registering it again is a no-op.
 PLUGIN_NAME = "pytest-millrun"
@@ -95,7 +95,7 @@ def run_job_on_worker(job: Job, options: RunOptions, run_id: str) -> tuple[Any, 
     ``notice`` is the first fork-fallback message of this worker, for the client
     to show once: a warning raised here would only reach the worker's log.
     """
-    from pytest_millrun.execution.jobs import run_job
+    from pytest_millrun.dispatch.jobs import run_job
 
     with _lock:
         if run_id in _stopped:
@@ -184,7 +184,7 @@ def _unseen(job: Job) -> ExecutionResult:
         f"at the client's paths, so they need a shared file system mounted at the same path, "
         f"or a local cluster (--dask local / dask='local')."
     )
-    from pytest_millrun.execution.jobs import job_result
+    from pytest_millrun.dispatch.jobs import job_result
 
     failure = Failure("error", message, ename="FileNotFoundError", evalue=str(job.notebook))
     return job_result(job, "failed", failure)

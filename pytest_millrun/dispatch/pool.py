@@ -8,6 +8,7 @@ Ctrl-C or SIGTERM (the workers' kernels are stopped, partial outputs kept).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing.context
 import multiprocessing.forkserver
@@ -21,10 +22,11 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_complet
 from pathlib import Path
 from typing import Any
 
-from pytest_millrun.core.data import ExecutionInterrupted, ExecutionResult, RunInterrupted
+from pytest_millrun.core.data import ExecutionInterrupted, ExecutionResult
 from pytest_millrun.core.interrupts import sigterm_as_interrupt
+from pytest_millrun.dispatch.gathering import Gathered
+from pytest_millrun.dispatch.jobs import Job, RunOptions, interrupted_result, run_job
 from pytest_millrun.execution.execute import kernels_ahead
-from pytest_millrun.execution.jobs import Job, RunOptions, interrupted_result, run_job
 
 #: How long interrupted jobs get to save their partial outputs before workers are stopped.
 _GRACE_SECONDS = 5.0
@@ -39,40 +41,34 @@ def run_jobs(
     """Run the jobs, in order of the plan in the returned list whatever order they finish in."""
     from pytest_millrun.dispatch.pool_worker import run_job_in_worker
 
-    done: dict[int, ExecutionResult] = {}
+    gathered = Gathered(len(jobs), on_result)
     futures: dict[Future[ExecutionResult], int] = {}
     started_at = time.time()
-
-    def record(index: int, result: ExecutionResult) -> None:
-        done[index] = result
-        if on_result is not None:
-            on_result(result)
-
     try:
         with sigterm_as_interrupt():
             if executor is None:
                 with kernels_ahead(options.kernel_start):
                     for index, job in enumerate(jobs):
-                        try:
-                            record(index, run_job(job, options))
-                        except ExecutionInterrupted as exc:
-                            done[index] = exc.result
-                            raise
+                        _gather(gathered, index, functools.partial(run_job, job, options))
             else:
                 for index, job in enumerate(jobs):
                     futures[executor.submit(run_job_in_worker, job, options)] = index
                 for future in as_completed(futures):
-                    try:
-                        record(futures[future], future.result())
-                    except ExecutionInterrupted as exc:
-                        done[futures[future]] = exc.result
-                        raise
+                    _gather(gathered, futures[future], future.result)
     except KeyboardInterrupt:
         if executor is not None:
-            _stop(executor, futures, done, jobs, started_at)
-        ordered = [done[i] for i in sorted(done)]
-        raise RunInterrupted(ordered, len(jobs) - len(ordered)) from None
-    return [done[i] for i in sorted(done)]
+            _stop(executor, futures, gathered.done, jobs, started_at)
+        raise gathered.interrupted() from None
+    return gathered.ordered()
+
+
+def _gather(gathered: Gathered, index: int, result: Callable[[], ExecutionResult]) -> None:
+    """One job's result into ``gathered``; an interrupted job's partial one, then the stop."""
+    try:
+        gathered.add(index, result())
+    except ExecutionInterrupted as exc:
+        gathered.keep(index, exc.result)
+        raise
 
 
 def run_in_pool(

@@ -34,7 +34,7 @@ from pytest_millrun.execution.execute import kernels_ahead
 from pytest_millrun.execution.kernels import kill_leftover_kernels
 
 if TYPE_CHECKING:
-    from pytest_millrun.execution.jobs import Job, RunOptions
+    from pytest_millrun.dispatch.jobs import Job, RunOptions
 
 #: What the forkserver imports once, so that no worker pays for these imports itself.
 PRELOAD = (
@@ -120,13 +120,13 @@ def _exit_cleanup() -> None:
 
 
 def run_job_in_worker(job: Job, options: RunOptions) -> ExecutionResult:
-    """:func:`~pytest_millrun.execution.jobs.run_job` in a worker: refused once stopping, stopped
+    """:func:`~pytest_millrun.dispatch.jobs.run_job` in a worker: refused once stopping, stopped
     on a signal.
 
     Raises :class:`ExecutionInterrupted` (with the job's interrupted result) when a
     signal stopped it, so the parent stops the run too if it has not already.
     """
-    from pytest_millrun.execution.jobs import interrupted_result, run_job
+    from pytest_millrun.dispatch.jobs import interrupted_result, run_job
 
     if not _state["worker"]:  # an executor the caller brought: its workers are its own
         return run_job(job, options)

@@ -1,1 +1,1 @@
-"""Running one job: papermill with our engine, the kernel around it, and the phrasing of failures."""
+"""Running one notebook: papermill with our engine, the kernel around it, failures in words."""

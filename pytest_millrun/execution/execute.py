@@ -115,7 +115,6 @@ def execute_notebook(
     preload: Sequence[str] = (),
     option_names: OptionNames = API_OPTION_NAMES,
     record: Sequence[str] = (),
-    cache_key: Any = None,
     **papermill_kwargs: Any,
 ) -> ExecutionResult:
     """Run ``notebook`` with ``parameters`` through papermill and save it to ``output``.
@@ -133,9 +132,7 @@ def execute_notebook(
     whose metadata names no kernel runs on :data:`DEFAULT_KERNEL` (the result
     notes it).  ``option_names`` are the calling front end's spellings of the
     options that a failure's advice names.  ``record`` names variables read
-    after the last cell (see :mod:`pytest_millrun.execution.recording`).  ``cache_key``
-    (a :class:`~pytest_millrun.cache.keys.CacheKey`) is recorded in the
-    output when the run passes, and an earlier one removed when it does not.
+    after the last cell (see :mod:`pytest_millrun.execution.recording`).
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -257,15 +254,9 @@ def execute_notebook(
         again = execute_notebook(
             notebook, output, parameters, variation_id=variation_id, kernel_name=kernel_name,
             cell_timeout=cell_timeout, notebook_timeout=notebook_timeout, kernel_start="spawn",
-            option_names=option_names, record=record, cache_key=cache_key, **papermill_kwargs,
+            option_names=option_names, record=record, **papermill_kwargs,
         )  # fmt: skip
         return dataclasses.replace(again, notes=(*notes, *again.notes))
-    if cache_key is not None:
-        _keep_cache_entry(
-            output,
-            cache_key,
-            passed=not interrupted and error is None and not recorder.problem(notebook),
-        )
     if interrupted:
         _collect_the_killed_cell()
         raise ExecutionInterrupted(
@@ -276,16 +267,6 @@ def execute_notebook(
     if error is None and (problem := recorder.problem(notebook)):
         error = Failure("record", problem[1], ename="RecordError", evalue=problem[0])
     return finish("failed" if error else "passed", error)
-
-
-def _keep_cache_entry(output: Path, key: Any, *, passed: bool) -> None:
-    """A pass records its key in its output; any other end leaves no key behind in it."""
-    from pytest_millrun.cache import verdicts
-
-    if passed:
-        verdicts.stamp(output, key)
-    elif output.exists():
-        verdicts.unstamp(output)
 
 
 def _collect_the_killed_cell() -> None:

@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pytest_millrun.cache import keys, verdicts
+from pytest_millrun.cache.verdicts import CacheSettings
 from pytest_millrun.core.data import ExecutionResult, RunInterrupted
 from pytest_millrun.core.discovery import absolute
-from pytest_millrun.execution.jobs import Job, RunOptions
+from pytest_millrun.dispatch.jobs import Job, RunOptions
 
 
 class CacheSplit:
@@ -29,38 +30,28 @@ class CacheSplit:
     def __init__(
         self,
         jobs: Sequence[Job],
+        settings: CacheSettings,
         options: RunOptions,
         on_result: Callable[[ExecutionResult], None] | None = None,
         *,
         warn: bool = False,
     ) -> None:
         self.jobs = list(jobs)
-        self.options = options
         self.on_result = on_result
         self.cached: dict[int, ExecutionResult] = {}
         self.to_run: list[Job] = list(jobs)
         self.unmatched: list[str] = []
-        settings = options.cache
         if not settings.enabled:
             return
         keys.forget()
         inputs = verdicts.RunInputs(settings)
         self.to_run = []
         for index, job in enumerate(self.jobs):
-            try:
-                key = verdicts.key_for(
-                    job.notebook,
-                    job.variation,
-                    inputs,
-                    kernel_name=options.kernel_name,
-                    record=options.record if job.record is None else job.record,
-                    papermill_kwargs=options.papermill_kwargs,
-                    more_inputs=job.cache_inputs,
-                )
-            except (OSError, ValueError):  # an unreadable notebook fails as its own job
-                self.to_run.append(job)
-                continue
-            verdict = verdicts.check_output(job.output, key, settings)
+            verdict, key = verdicts.verdict_for(
+                job.notebook, job.variation, job.output, inputs, settings,
+                kernel_name=options.kernel_name, record=job.record,
+                papermill_kwargs=options.papermill_kwargs, more_inputs=job.cache_inputs,
+            )  # fmt: skip
             if verdict.hit:
                 self.cached[index] = verdicts.cached_result(
                     job.notebook, job.variation_id, job.variation, job.output, verdict

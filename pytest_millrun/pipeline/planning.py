@@ -35,8 +35,8 @@ from pytest_millrun.core.naming import (
 from pytest_millrun.core.params import Variation
 from pytest_millrun.core.suite import MillrunSuiteWarning, Suite, pick_components
 from pytest_millrun.core.values import RecordSpec
+from pytest_millrun.dispatch.jobs import Job
 from pytest_millrun.execution.execute import OverwriteError, check_output_target
-from pytest_millrun.execution.jobs import Job
 
 
 def plan_run(
@@ -136,7 +136,7 @@ def plan_run(
 
 
 def planned_outputs(jobs: Iterable[Job]) -> list[tuple[Path, Path]]:
-    """(notebook, output) of every job, as :mod:`pytest_millrun.pipeline.stale_outputs` takes them."""
+    """(notebook, output) of every job, as :mod:`.stale_outputs` takes them."""
     return [(job.notebook, job.output) for job in jobs]
 
 

@@ -56,32 +56,19 @@ def check_item(item: Any) -> tuple[Verdict, CacheKey | None]:
         return known
     settings = item.config.stash[settings_key]
     inputs = item.config.stash[inputs_key]
-    try:
-        more = settings.suite.section_for(item.path).inputs if settings.suite else ()
-        unmatched = len(inputs.unmatched_more)
-        key = verdicts.key_for(
-            item.path,
-            item.variation,
-            inputs,
-            kernel_name=settings.kernel,
-            record=item.record,
-            papermill_kwargs={},
-            more_inputs=more,
-        )
-        if len(inputs.unmatched_more) > unmatched:
-            from pytest_millrun.cache.keys import CacheInputWarning, unmatched_message
+    assert settings.cache is not None
+    unmatched = len(inputs.unmatched_more)
+    found = verdicts.verdict_for(
+        item.path, item.variation, item.output, inputs, settings.cache,
+        kernel_name=settings.kernel, record=item.record, papermill_kwargs={},
+        more_inputs=settings.suite.section_for(item.path).inputs if settings.suite else (),
+    )  # fmt: skip
+    if len(inputs.unmatched_more) > unmatched:
+        from pytest_millrun.cache.keys import CacheInputWarning, unmatched_message
 
-            new = inputs.unmatched_more[unmatched:]
-            message = unmatched_message(new, inputs.base, f"The suite's inputs of {item.path.name}")
-            warnings.warn(CacheInputWarning(message), stacklevel=2)
-    except (OSError, ValueError):  # the run reports the unreadable notebook itself
-        found: tuple[Verdict, CacheKey | None] = (
-            verdicts.Verdict(False, ("no cache key: a text notebook, or unreadable",)),
-            None,
-        )
-    else:
-        assert settings.cache is not None
-        found = (verdicts.check_output(item.output, key, settings.cache), key)
+        new = inputs.unmatched_more[unmatched:]
+        message = unmatched_message(new, inputs.base, f"The suite's inputs of {item.path.name}")
+        warnings.warn(CacheInputWarning(message), stacklevel=2)
     item.stash[verdict_key] = found
     return found
 

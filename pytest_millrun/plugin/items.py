@@ -48,7 +48,7 @@ from pytest_millrun.plugin.marking import (
 from pytest_millrun.plugin.pytest_options import Settings, option_names
 
 if TYPE_CHECKING:
-    from pytest_millrun.execution.jobs import Job
+    from pytest_millrun.dispatch.jobs import Job
 from pytest_millrun.plugin.state import (
     NOTES_SECTION,
     kernels_ahead_key,
@@ -222,11 +222,11 @@ class NotebookItem(pytest.Item):
         self.result: Any = None  # the ExecutionResult, once run
 
     def runtest(self) -> None:
-        from pytest_millrun.execution.jobs import Job, RunOptions, run_job
+        from pytest_millrun.dispatch.jobs import Job, RunOptions, run_job
 
         settings = self.config.stash[settings_key]
         self.user_properties.append(("millrun_output", str(self.output)))
-        job = Job(self.path, self.variation, self.variation_id, self.output)
+        job = Job(self.path, self.variation, self.variation_id, self.output, self.record)
         if settings.cache is not None:
             checked = self._through_cache(job)
             if checked is None:
@@ -239,7 +239,6 @@ class NotebookItem(pytest.Item):
             kernel_start=settings.kernel_start,
             preload=settings.preload,
             option_names=option_names(),
-            record=self.record,
         )
         self._start_next_kernel_ahead(settings)
         result = run_job(job, options)

@@ -1,1 +1,1 @@
-"""The self-contained HTML report: the page, its charts, rendered failed notebooks, figure panels."""
+"""The self-contained HTML report: its page, charts, rendered failed notebooks, figure panels."""

@@ -1,1 +1,1 @@
-"""Snapshot checks: recorded values (checks, store, scope) and figures (figures) against baselines."""
+"""Snapshot checks: recorded values (checks, store, scope) and figures against baselines."""

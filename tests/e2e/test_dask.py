@@ -191,7 +191,7 @@ def test_a_worker_that_cannot_see_the_notebook_fails_that_job_naming_worker_and_
 
 
 def plan_options() -> Any:
-    from pytest_millrun.execution.jobs import RunOptions
+    from pytest_millrun.dispatch.jobs import RunOptions
 
     return RunOptions(kernel_start="fork")
 

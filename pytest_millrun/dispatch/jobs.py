@@ -3,6 +3,8 @@
 Why its own module below the front ends: the process pool's workers and the Dask
 workers unpickle :class:`Job` and :class:`RunOptions` and call :func:`run_job`;
 they must import this and nothing of the API or the CLI that planned the run.
+Why here and not in ``execution``: running a notebook knows nothing of the cache;
+a job is where the two meet (the key is recorded in the output after a pass).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_millrun.cache.keys import CacheKey
-from pytest_millrun.cache.verdicts import CacheSettings
 from pytest_millrun.core.data import (
     API_OPTION_NAMES,
+    ExecutionInterrupted,
     ExecutionResult,
     Failure,
     KernelStart,
@@ -35,8 +37,8 @@ class Job:
     variation: Variation
     variation_id: str
     output: Path
-    #: the variables this notebook records, when the run says per notebook (None: the run's)
-    record: tuple[str, ...] | None = None
+    #: the variables this notebook records after its last cell (the one place that says so)
+    record: tuple[str, ...] = ()
     #: With the cache on: the key its output records if it passes, and why it runs.
     cache_key: CacheKey | None = None
     cache_reasons: tuple[str, ...] = ()
@@ -53,16 +55,33 @@ class RunOptions:
     notebook_timeout: float | None = None
     kernel_start: KernelStart = "auto"
     preload: tuple[str, ...] = ()
-    record: tuple[str, ...] = ()
     papermill_kwargs: Mapping[str, Any] = field(default_factory=dict)
     #: How the front end spells the options a failure's advice names.
     option_names: OptionNames = API_OPTION_NAMES
-    cache: CacheSettings = field(default_factory=CacheSettings)
 
 
 def run_job(job: Job, options: RunOptions) -> ExecutionResult:
-    """Run one job; module-level so process pools can pickle it."""
-    result = execute_notebook(
+    """Run one job; module-level so process pools can pickle it.
+
+    With the cache on, a pass records the job's key in its output, and any other
+    end (a failure, an interrupt) removes an earlier key from it, so the output never
+    answers for a run that did not pass.
+    """
+    try:
+        result = _execute(job, options)
+    except ExecutionInterrupted:
+        if job.cache_key is not None:
+            _keep_cache_entry(job.output, job.cache_key, passed=False)
+        raise
+    if job.cache_key is not None:
+        _keep_cache_entry(job.output, job.cache_key, passed=result.passed)
+    if job.cache_reasons:
+        result = dataclasses.replace(result, cache_reasons=job.cache_reasons)
+    return result
+
+
+def _execute(job: Job, options: RunOptions) -> ExecutionResult:
+    return execute_notebook(
         job.notebook,
         job.output,
         job.variation,
@@ -73,13 +92,18 @@ def run_job(job: Job, options: RunOptions) -> ExecutionResult:
         kernel_start=options.kernel_start,
         preload=options.preload,
         option_names=options.option_names,
-        record=options.record if job.record is None else job.record,
-        cache_key=job.cache_key,
+        record=job.record,
         **options.papermill_kwargs,
     )
-    if job.cache_reasons:
-        result = dataclasses.replace(result, cache_reasons=job.cache_reasons)
-    return result
+
+
+def _keep_cache_entry(output: Path, key: CacheKey, *, passed: bool) -> None:
+    from pytest_millrun.cache import verdicts
+
+    if passed:
+        verdicts.stamp(output, key)
+    elif output.exists():
+        verdicts.unstamp(output)
 
 
 def interrupted_result(job: Job) -> ExecutionResult:
