@@ -23,6 +23,7 @@ from pytest_millrun.core.data import (
     ExecutionResult,
     KernelStart,
 )
+from pytest_millrun.core.discovery import notebook_folder
 from pytest_millrun.core.params import BulkParams
 from pytest_millrun.core.suite_file import resolve_suite
 from pytest_millrun.core.text_notebooks import parse_globs
@@ -124,7 +125,7 @@ def execute_run(
     everything and records fresh keys.  See ``docs/incremental.md``.
     """
     target = Path(notebook_dir_or_file)
-    variations = resolve_suite(bulk_params, target if target.is_dir() else target.parent)
+    variations = resolve_suite(bulk_params, notebook_folder(target))
     check_papermill_kwargs(kwargs)
     figures: float | None = None
     if snapshots is not None or snapshot_update or snapshot_strict or snapshot_figures:
@@ -156,7 +157,7 @@ def execute_run(
         enabled=cache or force,
         force=force,
         inputs=tuple(cache_inputs),
-        base=target if target.is_dir() else target.parent,
+        base=notebook_folder(target),
     )
     jobs = plan_run(
         notebook_dir_or_file,

@@ -22,7 +22,11 @@ from pytest_millrun.cache.keys import unmatched_message
 from pytest_millrun.cache.verdicts import CacheSettings
 from pytest_millrun.cli_output import Progress, is_tty, stale_line, summary
 from pytest_millrun.core.data import ExecutionResult, OptionNames, RunInterrupted
-from pytest_millrun.core.discovery import MillrunParameterWarning, UndeclaredParameterError
+from pytest_millrun.core.discovery import (
+    MillrunParameterWarning,
+    UndeclaredParameterError,
+    notebook_folder,
+)
 from pytest_millrun.core.naming import OutputPathError
 from pytest_millrun.core.params import ParamsError
 from pytest_millrun.core.suite import MillrunSuiteWarning
@@ -320,7 +324,7 @@ def main(
         click.secho(f"warning: {warning.message}", fg="yellow", err=True)
     stale = handle_stale_outputs(planned_outputs(jobs), clean=clean).describe("--clean")
 
-    root = notebook_dir_or_file if notebook_dir_or_file.is_dir() else notebook_dir_or_file.parent
+    root = notebook_folder(notebook_dir_or_file)
     options = RunOptions(
         kernel_name=kernel,
         cell_timeout=timeout,

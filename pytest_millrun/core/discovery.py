@@ -60,6 +60,11 @@ def read_notebook(path: Path) -> dict[str, Any]:
     return nb
 
 
+def notebook_folder(target: Path) -> Path:
+    """The folder a run's relative paths start from: the folder given, or the notebook's."""
+    return target if target.is_dir() else target.parent
+
+
 def absolute(path: str | Path) -> Path:
     """A notebook's path as the user gave it, made absolute, symlinks kept.
 

@@ -13,6 +13,7 @@ import inspect
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from pytest_millrun.core.discovery import (
     absolute,
     check_parameters,
     discover_notebooks,
+    notebook_folder,
     read_notebook,
     record_needs_python,
     takes_python_parameters,
@@ -37,6 +39,136 @@ from pytest_millrun.core.suite import MillrunSuiteWarning, Suite, pick_component
 from pytest_millrun.core.values import RecordSpec
 from pytest_millrun.dispatch.jobs import Job
 from pytest_millrun.execution.execute import OverwriteError, check_output_target
+
+
+@dataclass(frozen=True)
+class PlanWords:
+    """How the calling front end names the options a planning error points at."""
+
+    strict: str = "strict_params=True (--strict-params)"
+    record: str = "record= (--record)"
+    output_dir: str = "output_dir= or --output-dir"
+
+
+@dataclass(frozen=True)
+class NotebookSetup:
+    """What one notebook runs with: its suite section's variations, components, names, inputs."""
+
+    variations: tuple[Variation, ...]
+    prepend: tuple[str, ...] = ()
+    append: tuple[str, ...] = ()
+    record: tuple[str, ...] = ()
+    #: A suite section's own ``inputs`` (absolute globs), part of the cache key.
+    inputs: tuple[str, ...] = ()
+    #: The suite section's glob that took the notebook (None without a suite).
+    glob: str | None = None
+
+
+@dataclass(frozen=True)
+class Collision:
+    """Two planned runs writing one file, or one writing over an input notebook (``other`` None)."""
+
+    output: Path
+    label: str
+    other: str | None = None
+
+
+def notebook_setup(
+    notebook: Path,
+    variations: Sequence[Variation] | Suite,
+    *,
+    record: RecordSpec,
+    base: Path,
+    prepend: Sequence[str] = (),
+    append: Sequence[str] = (),
+    fallback: tuple[Sequence[str], Sequence[str]] = ((), ()),
+) -> NotebookSetup:
+    """A notebook's variations, components and recorded names: its suite section's, or the run's.
+
+    Components: the front end's explicit ones, else the section's, else ``fallback`` (the
+    plugin's ini setting).  Recorded names: the section's, then ``record``'s (``GLOB:name``
+    globs relative to the suite's folder, else to ``base``).  Raises
+    :class:`~pytest_millrun.core.params.ParamsError` for a notebook no section takes.
+    """
+    if not isinstance(variations, Suite):
+        relative = os.path.relpath(notebook, base).replace(os.sep, "/")
+        return NotebookSetup(
+            tuple(variations),
+            pick_components(prepend, None, fallback[0]),
+            pick_components(append, None, fallback[1]),
+            record.for_notebook(relative),
+        )
+    section = variations.section_for(notebook)
+    return NotebookSetup(
+        tuple(section.variations),
+        pick_components(prepend, section.prepend, fallback[0]),
+        pick_components(append, section.append, fallback[1]),
+        record.for_notebook(variations.relative(notebook), section.record),
+        section.inputs,
+        section.glob,
+    )
+
+
+def plan_notebook(
+    notebook: Path,
+    setup: NotebookSetup,
+    data: dict[str, Any] | None,
+    *,
+    output_root: Path,
+    folder: Path,
+    kernel_name: str | None,
+    strict_params: bool,
+    words: PlanWords = PlanWords(),
+) -> tuple[list[Job], str | None]:
+    """Every job of one notebook, selected or not, and the warning its parameters deserve.
+
+    The one planning step of every front end: the API and the CLI call it for each
+    discovered notebook, the plugin's collector for its file.  ``data`` is the
+    notebook's JSON, None when it cannot be read (its own run then says so).
+    Raises :class:`UndeclaredParameterError` (strict), ``ParameterNameError``, a
+    ``ValueError`` when recording needs a Python kernel the notebook lacks, and
+    ``OutputPathError`` for an output folder that cannot be one.
+    """
+    warning = None
+    if data is not None:
+        if setup.record and kernel_name is None and not takes_python_parameters(data):
+            raise ValueError(record_needs_python(notebook, data, words.record))
+        keys = (key for variation in setup.variations for key in variation)
+        warning = check_parameters(
+            notebook, data, keys, strict=strict_params, strict_flag=words.strict
+        )
+    check_output_folder(output_root / folder, words.output_dir)
+    named = name_variations(notebook.stem, setup.variations, setup.prepend, setup.append)
+    jobs = [
+        Job(
+            notebook,
+            variation,
+            name.id,
+            safe_output_path(output_root, folder, name.filename),
+            setup.record,
+            cache_inputs=setup.inputs,
+        )
+        for name, variation in zip(named, setup.variations, strict=False)
+    ]
+    return jobs, warning
+
+
+def first_collision(
+    planned: Iterable[tuple[str, Path]], inputs: Iterable[Path]
+) -> Collision | None:
+    """The first planned output that is an input notebook or another run's output, if any.
+
+    ``planned`` pairs each run's label (as the front end names it) with its output.
+    """
+    notebooks = {path.resolve() for path in inputs}
+    owners: dict[Path, str] = {}
+    for label, output in planned:
+        if output in notebooks:
+            return Collision(output, label)
+        other = owners.setdefault(output, label)
+        if other != label:
+            return Collision(output, label, other)
+    return None
 
 
 def plan_run(
@@ -65,7 +197,6 @@ def plan_run(
     """
     target = Path(notebook_dir_or_file)
     out = Path(output_dir) if output_dir is not None else None
-    record = record or RecordSpec()
     notebooks = discover_notebooks(
         target,
         recursive=recursive,
@@ -81,53 +212,27 @@ def plan_run(
             f"{', recursively' if recursive else ''}). Check the path and the glob patterns, "
             f"or pass --recursive for notebooks in subfolders."
         )
-    base = target if target.is_dir() else target.parent
+    base = notebook_folder(target)
     jobs: list[Job] = []
-    writable: set[Path] = set()
     used_globs: list[str | None] = []
     for notebook in map(absolute, notebooks):
-        own: Sequence[Variation]
-        own_prepend, own_append = prepend, append
-        own_inputs: tuple[str, ...] = ()
-        if isinstance(variations, Suite):
-            section = variations.section_for(notebook)
-            own_inputs = section.inputs
-            used_globs.append(section.glob)
-            own = section.variations
-            own_prepend = pick_components(prepend, section.prepend)
-            own_append = pick_components(append, section.append)
-            names = record.for_notebook(variations.relative(notebook), section.record)
-        else:
-            own = variations
-            names = record.for_notebook(os.path.relpath(notebook, base).replace(os.sep, "/"))
-        keys = [key for variation in own for key in variation]
+        setup = notebook_setup(
+            notebook, variations, record=record or RecordSpec(), base=base,
+            prepend=prepend, append=append,
+        )  # fmt: skip
+        used_globs.append(setup.glob)
         try:
-            data = read_notebook(notebook)
+            data: dict[str, Any] | None = read_notebook(notebook)
         except NotebookError:
-            pass  # fails as its own job, with the same message, and the others still run
-        else:
-            if names and kernel_name is None and not takes_python_parameters(data):
-                raise ValueError(record_needs_python(notebook, data, "record= (--record)"))
-            warning = check_parameters(
-                notebook,
-                data,
-                keys,
-                strict=strict_params,
-                strict_flag="strict_params=True (--strict-params)",
-            )
-            if warning:
-                warnings.warn(MillrunParameterWarning(warning), stacklevel=3)
-        if out is None:
-            folder_root, folder = notebook.parent, Path()
-        else:
-            folder_root, folder = out, mirrored_folder(notebook, base)
-        if folder_root / folder not in writable:
-            check_output_folder(folder_root / folder, "output_dir= or --output-dir")
-            writable.add(folder_root / folder)
-        named = name_variations(notebook.stem, own, own_prepend, own_append)
-        for name, variation in zip(named, own, strict=False):
-            output = safe_output_path(folder_root, folder, name.filename)
-            jobs.append(Job(notebook, variation, name.id, output, names, cache_inputs=own_inputs))
+            data = None  # fails as its own job, with the same message, and the others still run
+        root, folder = (out, mirrored_folder(notebook, base)) if out else (notebook.parent, Path())
+        planned, warning = plan_notebook(
+            notebook, setup, data, output_root=root, folder=folder, kernel_name=kernel_name,
+            strict_params=strict_params,
+        )  # fmt: skip
+        if warning:
+            warnings.warn(MillrunParameterWarning(warning), stacklevel=3)
+        jobs += planned
     _refuse_collisions(jobs)
     if isinstance(variations, Suite) and variations.is_suite:
         for _, message in variations.unmatched_globs(used_globs):
@@ -140,26 +245,24 @@ def planned_outputs(jobs: Iterable[Job]) -> list[tuple[Path, Path]]:
     return [(job.notebook, job.output) for job in jobs]
 
 
-def _refuse_collisions(jobs: Iterable[Job]) -> None:
-    inputs = {job.notebook.resolve() for job in jobs}
-    owners: dict[Path, Job] = {}
+def _refuse_collisions(jobs: Sequence[Job]) -> None:
+    labels = [(f"{job.notebook.name} [{job.variation_id}]", job.output) for job in jobs]
+    collision = first_collision(labels, [job.notebook for job in jobs])
+    if collision is not None and collision.other is None:
+        raise ValueError(
+            f"{collision.label} would write its output over the input notebook "
+            f"{collision.output}. Choose an output_dir or other components."
+        )
     for job in jobs:
-        if job.output in inputs:
-            raise ValueError(
-                f"{job.notebook.name} [{job.variation_id}] would write its output over the "
-                f"input notebook {job.output}. Choose an output_dir or other components."
-            )
         try:
             check_output_target(job.notebook, job.output)
         except OverwriteError as exc:
             raise ValueError(str(exc)) from None
-        other = owners.setdefault(job.output, job)
-        if other is not job:
-            raise ValueError(
-                f"{other.notebook.name} [{other.variation_id}] and {job.notebook.name} "
-                f"[{job.variation_id}] would both write {job.output}. Add a prepend/append "
-                f"component that tells them apart."
-            )
+    if collision is not None:
+        raise ValueError(
+            f"{collision.other} and {collision.label} would both write {collision.output}. "
+            f"Add a prepend/append component that tells them apart."
+        )
 
 
 def check_papermill_kwargs(kwargs: Mapping[str, Any]) -> None:

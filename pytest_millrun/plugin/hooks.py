@@ -275,6 +275,7 @@ def pytest_collection_modifyitems(
     """Refuse, before anything runs, undeclared parameters (strict) and colliding outputs."""
     if not _enabled(config):
         return
+    from pytest_millrun.pipeline.planning import first_collision
     from pytest_millrun.plugin.items import NotebookItem
     from pytest_millrun.plugin.marking import warn_unmatched
 
@@ -283,22 +284,20 @@ def pytest_collection_modifyitems(
     problems = config.stash.get(strict_problems_key, [])
     if problems:
         raise pytest.UsageError("\n".join(problems))
-    owners: dict[Path, str] = {}
-    inputs = {item.path.resolve() for item in items if isinstance(item, NotebookItem)}
-    for item in items:
-        if not isinstance(item, NotebookItem):
-            continue
-        if item.output in inputs:
-            raise pytest.UsageError(
-                f"{item.nodeid} would write its output to {item.output}, which is an input "
-                f"notebook. Choose another --millrun-output-dir or other components."
-            )
-        other = owners.setdefault(item.output, item.nodeid)
-        if other != item.nodeid:
-            raise pytest.UsageError(
-                f"{other} and {item.nodeid} would both write {item.output}. Add a component "
-                f"that tells them apart (--millrun-prepend / --millrun-append)."
-            )
+    notebooks = [item for item in items if isinstance(item, NotebookItem)]
+    collision = first_collision(
+        [(item.nodeid, item.output) for item in notebooks], [item.path for item in notebooks]
+    )
+    if collision is not None and collision.other is None:
+        raise pytest.UsageError(
+            f"{collision.label} would write its output to {collision.output}, which is an input "
+            f"notebook. Choose another --millrun-output-dir or other components."
+        )
+    if collision is not None:
+        raise pytest.UsageError(
+            f"{collision.other} and {collision.label} would both write {collision.output}. Add a "
+            f"component that tells them apart (--millrun-prepend / --millrun-append)."
+        )
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -341,16 +340,13 @@ def _handle_stale_outputs(config: pytest.Config, notebooks: Iterable[Path]) -> N
     from pytest_millrun.core.naming import OutputPathError
     from pytest_millrun.core.params import ParamsError
     from pytest_millrun.pipeline.stale_outputs import handle_stale_outputs
-    from pytest_millrun.plugin.items import notebook_variations, plan_variations
+    from pytest_millrun.plugin.items import plan_for
 
     settings = config.stash[settings_key]
     planned: list[tuple[Path, Path]] = []
     for notebook in dict.fromkeys(notebooks):
         with contextlib.suppress(ParamsError, OutputPathError, OSError):
-            variations, prepend, append = notebook_variations(config, settings, notebook)
-            plan = plan_variations(
-                notebook, variations, prepend, append, settings.output_dir, config.rootpath
-            )
-            planned += [(notebook, output) for _, _, output in plan]
+            jobs, _ = plan_for(config, settings, notebook, None)
+            planned += [(notebook, job.output) for job in jobs]
     clean = settings.clean_output and not config.option.collectonly
     config.stash[stale_key] = handle_stale_outputs(planned, clean=clean)

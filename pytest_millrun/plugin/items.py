@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -23,22 +23,13 @@ from pytest_millrun.core.discovery import (
     NotebookError,
     ParameterNameError,
     UndeclaredParameterError,
-    check_parameters,
     read_notebook,
-    record_needs_python,
-    takes_python_parameters,
 )
-from pytest_millrun.core.naming import (
-    OutputPathError,
-    VariationName,
-    check_output_folder,
-    mirrored_folder,
-    name_variations,
-    safe_output_path,
-)
-from pytest_millrun.core.params import ParamsError, Variation
-from pytest_millrun.core.suite import pick_components
+from pytest_millrun.core.naming import OutputPathError, mirrored_folder
+from pytest_millrun.core.params import ParamsError
 from pytest_millrun.core.values import RecordSpec
+from pytest_millrun.dispatch.jobs import Job
+from pytest_millrun.pipeline.planning import PlanWords, notebook_setup, plan_notebook
 from pytest_millrun.plugin.marking import (
     collected_key,
     marks_for,
@@ -46,9 +37,6 @@ from pytest_millrun.plugin.marking import (
     says_collection_warnings,
 )
 from pytest_millrun.plugin.pytest_options import Settings, option_names
-
-if TYPE_CHECKING:
-    from pytest_millrun.dispatch.jobs import Job
 from pytest_millrun.plugin.state import (
     NOTES_SECTION,
     kernels_ahead_key,
@@ -57,57 +45,49 @@ from pytest_millrun.plugin.state import (
     strict_problems_key,
 )
 
+#: How the plugin names the options a planning error points at.
+PLUGIN_WORDS = PlanWords(
+    strict="--millrun-strict-params", record="--millrun-record", output_dir="--millrun-output-dir"
+)
 
-def notebook_variations(
-    config: pytest.Config, settings: Settings, notebook: Path
-) -> tuple[Sequence[Variation], tuple[str, ...], tuple[str, ...]]:
-    """A notebook's variations and id components: its suite section's, or everyone's.
 
-    Components: the command line's, else the suite's, else the ini file's.
-    Raises :class:`ParamsError` for a notebook no suite section takes.
+def plan_for(
+    config: pytest.Config, settings: Settings, notebook: Path, data: dict[str, Any] | None
+) -> tuple[list[Job], str | None]:
+    """Every job of one notebook, selected or not, through the planning the CLI and API use.
+
+    Components: the command line's, else the suite's section's, else the ini file's.
+    ``GLOB:name`` record globs are relative to the params file's folder, as the suite's
+    are (the rootdir without a params file).  Raises what
+    :func:`~pytest_millrun.pipeline.planning.plan_notebook` and
+    :func:`~pytest_millrun.pipeline.planning.notebook_setup` raise.
     """
-    if settings.suite is None:
-        return settings.variations, settings.prepend, settings.append
-    section = settings.suite.section_for(notebook)
-    config.stash.setdefault(matched_globs_key, set()).add(section.glob)
-    config.stash.setdefault(collected_key, set()).add(settings.suite.relative(notebook))
-    cli_prepend = config.getoption("millrun_prepend") is not None
-    cli_append = config.getoption("millrun_append") is not None
-    prepend = pick_components(
-        settings.prepend if cli_prepend else (), section.prepend, settings.prepend
-    )
-    append = pick_components(settings.append if cli_append else (), section.append, settings.append)
-    return section.variations, prepend, append
-
-
-def record_names(settings: Settings, notebook: Path, rootpath: Path) -> tuple[str, ...]:
-    """What a notebook records: its suite section's ``record``, then ``--millrun-record``'s.
-
-    ``GLOB:name`` globs are relative to the params file's folder, as the suite's are (the
-    rootdir without a params file).
-    """
-    spec = settings.record or RecordSpec()
-    if settings.suite is None:
-        return spec.for_notebook(os.path.relpath(notebook, rootpath).replace(os.sep, "/"))
-    section = settings.suite.section_for(notebook)
-    return spec.for_notebook(settings.suite.relative(notebook), section.record)
-
-
-def plan_variations(
-    notebook: Path,
-    variations: Sequence[Variation],
-    prepend: Sequence[str],
-    append: Sequence[str],
-    output_dir: Path,
-    rootpath: Path,
-) -> list[tuple[VariationName, Variation, Path]]:
-    """Every variation of a notebook with its name and output path, selected or not."""
-    folder = mirrored_folder(notebook, rootpath)
-    names = name_variations(notebook.stem, variations, prepend, append)
-    return [
-        (name, variation, safe_output_path(output_dir, folder, name.filename))
-        for name, variation in zip(names, variations, strict=False)
+    explicit = [
+        settings_value if config.getoption(f"millrun_{name}") is not None else ()
+        for name, settings_value in (("prepend", settings.prepend), ("append", settings.append))
     ]
+    setup = notebook_setup(
+        notebook,
+        settings.suite if settings.suite is not None else settings.variations,
+        record=settings.record or RecordSpec(),
+        base=config.rootpath,
+        prepend=explicit[0],
+        append=explicit[1],
+        fallback=(settings.prepend, settings.append),
+    )
+    if settings.suite is not None:
+        config.stash.setdefault(matched_globs_key, set()).add(setup.glob)
+        config.stash.setdefault(collected_key, set()).add(settings.suite.relative(notebook))
+    return plan_notebook(
+        notebook,
+        setup,
+        data,
+        output_root=settings.output_dir,
+        folder=mirrored_folder(notebook, config.rootpath),
+        kernel_name=settings.kernel,
+        strict_params=settings.strict_params,
+        words=PLUGIN_WORDS,
+    )
 
 
 class NotebookFile(pytest.File):
@@ -120,53 +100,7 @@ class NotebookFile(pytest.File):
         except NotebookError as exc:
             raise self.CollectError(str(exc)) from None
         try:
-            variations, prepend, append = notebook_variations(self.config, settings, self.path)
-        except ParamsError as exc:
-            raise self.CollectError(str(exc)) from None
-        self._check_parameters(settings, data, variations)
-        record = record_names(settings, self.path, self.config.rootpath)
-        if record and settings.kernel is None and not takes_python_parameters(data):
-            raise self.CollectError(record_needs_python(self.path, data, "--millrun-record"))
-        folder = mirrored_folder(self.path, self.config.rootpath)
-        try:
-            check_output_folder(settings.output_dir / folder, "--millrun-output-dir")
-            planned = plan_variations(
-                self.path, variations, prepend, append, settings.output_dir, self.config.rootpath
-            )
-        except OutputPathError as exc:
-            raise self.CollectError(str(exc)) from None
-        #: every variation the notebook has, selected or not (snapshot checks count them)
-        self.variation_count = len(planned)
-        for name, variation, output in planned:
-            item_name = f"{self.path.stem}[{name.id}]"
-            item = NotebookItem.from_parent(
-                self,
-                name=item_name,
-                # The id given as text, as the cache stores it: pytest 9 reads ids as
-                # ``path::name[params]`` and would otherwise hold ours as the name
-                # ``calc[1]`` without params, which --lf, --ff and --sw never match.
-                nodeid=f"{self.nodeid}::{item_name}",
-                variation=variation,
-                variation_id=name.id,
-                output=output,
-                record=record,
-            )
-            for mark in marks_for(self.config, settings.suite, self.path, variation, name.id):
-                item.add_marker(mark)
-            yield item
-
-    def _check_parameters(
-        self, settings: Settings, data: dict[str, Any], variations: Sequence[Variation]
-    ) -> None:
-        keys = (key for variation in variations for key in variation)
-        try:
-            warning = check_parameters(
-                self.path,
-                data,
-                keys,
-                strict=settings.strict_params,
-                strict_flag="--millrun-strict-params",
-            )
+            jobs, warning = plan_for(self.config, settings, self.path, data)
         except UndeclaredParameterError as exc:
             if hasattr(self.config, "workerinput"):
                 # An xdist worker cannot refuse the run (a usage error there is an
@@ -174,7 +108,7 @@ class NotebookFile(pytest.File):
                 raise self.CollectError(str(exc)) from None
             self.config.stash[strict_problems_key].append(str(exc))
             return
-        except ParameterNameError as exc:  # this file's error; also right on xdist workers
+        except (ParamsError, ParameterNameError, OutputPathError, ValueError) as exc:
             raise self.CollectError(str(exc)) from None
         if warning and says_collection_warnings(self.config):
             # Named by the notebook's path as pytest shows paths, at line 0: a notebook has no
@@ -183,6 +117,24 @@ class NotebookFile(pytest.File):
             warnings.warn_explicit(
                 MillrunParameterWarning(warning), MillrunParameterWarning, where, 0
             )
+        #: every variation the notebook has, selected or not (snapshot checks count them)
+        self.variation_count = len(jobs)
+        for job in jobs:
+            item_name = f"{self.path.stem}[{job.variation_id}]"
+            item = NotebookItem.from_parent(
+                self,
+                name=item_name,
+                # The id given as text, as the cache stores it: pytest 9 reads ids as
+                # ``path::name[params]`` and would otherwise hold ours as the name
+                # ``calc[1]`` without params, which --lf, --ff and --sw never match.
+                nodeid=f"{self.nodeid}::{item_name}",
+                job=job,
+            )
+            for mark in marks_for(
+                self.config, settings.suite, self.path, job.variation, job.variation_id
+            ):
+                item.add_marker(mark)
+            yield item
 
 
 def _will_be_cached(item: NotebookItem) -> bool:
@@ -205,28 +157,22 @@ class NotebookFailed(Exception):
 class NotebookItem(pytest.Item):
     """One variation of one notebook."""
 
-    def __init__(
-        self,
-        *,
-        variation: Variation,
-        variation_id: str,
-        output: Path,
-        record: tuple[str, ...] = (),
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, job: Job, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.variation = variation
-        self.variation_id = variation_id
-        self.output = output
-        self.record = record  # the variables this notebook records after its last cell
+        #: what runs: planned as the CLI and the API plan theirs
+        self.job = job
+        self.variation = job.variation
+        self.variation_id = job.variation_id
+        self.output = job.output
+        self.record = job.record  # the variables this notebook records after its last cell
         self.result: Any = None  # the ExecutionResult, once run
 
     def runtest(self) -> None:
-        from pytest_millrun.dispatch.jobs import Job, RunOptions, run_job
+        from pytest_millrun.dispatch.jobs import RunOptions, run_job
 
         settings = self.config.stash[settings_key]
         self.user_properties.append(("millrun_output", str(self.output)))
-        job = Job(self.path, self.variation, self.variation_id, self.output, self.record)
+        job = self.job
         if settings.cache is not None:
             checked = self._through_cache(job)
             if checked is None:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_millrun.core.discovery import notebook_folder
 from pytest_millrun.core.values import dumps
 from pytest_millrun.snapshots.store import (
     DEFAULT_ATOL,
@@ -422,7 +423,7 @@ def snapshot_check(
 
     from pytest_millrun.snapshots.scope import Folder
 
-    root = target if target.is_dir() else target.parent
+    root = notebook_folder(target)
     folders = [Folder(".", recursive)] if target.is_dir() else []
     failures, summary = check_results(
         results, directory, root, update=update, tolerance=tolerance,
