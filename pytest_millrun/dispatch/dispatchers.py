@@ -31,15 +31,18 @@ class Dispatcher(Protocol):
 
 
 @dataclass(frozen=True)
-class InProcess:
-    """One job after another in this process (the next kernel started ahead, in fork mode)."""
+class OnExecutor:
+    """Any ``concurrent.futures.Executor`` the caller brings; with none, one job after another
+    in this process (the next kernel started ahead, in fork mode)."""
+
+    executor: Executor | None = None
 
     def run(
         self, jobs: Sequence[Job], options: RunOptions, on_result: OnResult | None
     ) -> list[ExecutionResult]:
         from pytest_millrun.dispatch.pool import run_jobs
 
-        return run_jobs(jobs, options, None, on_result)
+        return run_jobs(jobs, options, self.executor, on_result)
 
 
 @dataclass(frozen=True)
@@ -54,20 +57,6 @@ class ProcessPool:
         from pytest_millrun.dispatch.pool import run_in_pool
 
         return run_in_pool(jobs, options, self.workers, on_result)
-
-
-@dataclass(frozen=True)
-class OnExecutor:
-    """Any ``concurrent.futures.Executor`` the caller brings."""
-
-    executor: Executor
-
-    def run(
-        self, jobs: Sequence[Job], options: RunOptions, on_result: OnResult | None
-    ) -> list[ExecutionResult]:
-        from pytest_millrun.dispatch.pool import run_jobs
-
-        return run_jobs(jobs, options, self.executor, on_result)
 
 
 @dataclass(frozen=True)
@@ -114,9 +103,9 @@ def make_dispatcher(
     mode = dispatch_mode(parallel=parallel, executor=executor, dask=dask)
     cluster = dask if dask is not None else client_of(executor)
     table: dict[Mode, Callable[[], Dispatcher]] = {
-        "local": InProcess,
+        "local": OnExecutor,
         "pool": lambda: ProcessPool(workers),
-        "executor": lambda: OnExecutor(executor) if executor is not None else InProcess(),
+        "executor": lambda: OnExecutor(executor),
         "dask": lambda: OnDask(cluster, workers, on_start),
     }
     return table[mode]()
