@@ -1,1 +1,1 @@
-"""The run's options: one table of every option, and the run configuration each front end resolves."""
+"""The run's options: the one table of them, and the run configuration each front end resolves."""

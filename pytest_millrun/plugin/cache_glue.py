@@ -34,8 +34,7 @@ def configure(config: pytest.Config) -> None:
     """Start a new run's memory of files; name, once, an input glob that matches nothing."""
     from pytest_millrun.cache import keys, verdicts
 
-    settings = config.stash[settings_key].cache
-    assert settings is not None
+    settings = config.stash[settings_key].cache_settings
     keys.forget()
     inputs = verdicts.RunInputs(settings)
     config.stash[inputs_key] = inputs
@@ -63,7 +62,7 @@ def check_item(item: Any) -> tuple[Verdict, CacheKey | None]:
             item.path,
             item.variation,
             inputs,
-            kernel_name=settings.kernel,
+            kernel_name=settings.kernel_name,
             record=item.record,
             papermill_kwargs={},
             more_inputs=more,
@@ -80,8 +79,7 @@ def check_item(item: Any) -> tuple[Verdict, CacheKey | None]:
             None,
         )
     else:
-        assert settings.cache is not None
-        found = (verdicts.check_output(item.output, key, settings.cache), key)
+        found = (verdicts.check_output(item.output, key, settings.cache_settings), key)
     item.stash[verdict_key] = found
     return found
 

@@ -38,16 +38,15 @@ from pytest_millrun.core.naming import (
 )
 from pytest_millrun.core.params import ParamsError, Variation
 from pytest_millrun.core.suite import pick_components
-from pytest_millrun.core.values import RecordSpec
 from pytest_millrun.plugin.marking import (
     collected_key,
     marks_for,
     matched_globs_key,
     says_collection_warnings,
 )
-from pytest_millrun.plugin.pytest_options import Settings, option_names
 
 if TYPE_CHECKING:
+    from pytest_millrun.config.run_config import RunConfig
     from pytest_millrun.execution.jobs import Job
 from pytest_millrun.plugin.state import (
     NOTES_SECTION,
@@ -59,7 +58,7 @@ from pytest_millrun.plugin.state import (
 
 
 def notebook_variations(
-    config: pytest.Config, settings: Settings, notebook: Path
+    config: pytest.Config, settings: RunConfig, notebook: Path
 ) -> tuple[Sequence[Variation], tuple[str, ...], tuple[str, ...]]:
     """A notebook's variations and id components: its suite section's, or everyone's.
 
@@ -71,8 +70,8 @@ def notebook_variations(
     section = settings.suite.section_for(notebook)
     config.stash.setdefault(matched_globs_key, set()).add(section.glob)
     config.stash.setdefault(collected_key, set()).add(settings.suite.relative(notebook))
-    cli_prepend = config.getoption("millrun_prepend") is not None
-    cli_append = config.getoption("millrun_append") is not None
+    cli_prepend = "prepend" in settings.command_line
+    cli_append = "append" in settings.command_line
     prepend = pick_components(
         settings.prepend if cli_prepend else (), section.prepend, settings.prepend
     )
@@ -80,13 +79,13 @@ def notebook_variations(
     return section.variations, prepend, append
 
 
-def record_names(settings: Settings, notebook: Path, rootpath: Path) -> tuple[str, ...]:
+def record_names(settings: RunConfig, notebook: Path, rootpath: Path) -> tuple[str, ...]:
     """What a notebook records: its suite section's ``record``, then ``--millrun-record``'s.
 
     ``GLOB:name`` globs are relative to the params file's folder, as the suite's are (the
     rootdir without a params file).
     """
-    spec = settings.record or RecordSpec()
+    spec = settings.record
     if settings.suite is None:
         return spec.for_notebook(os.path.relpath(notebook, rootpath).replace(os.sep, "/"))
     section = settings.suite.section_for(notebook)
@@ -125,9 +124,10 @@ class NotebookFile(pytest.File):
             raise self.CollectError(str(exc)) from None
         self._check_parameters(settings, data, variations)
         record = record_names(settings, self.path, self.config.rootpath)
-        if record and settings.kernel is None and not takes_python_parameters(data):
+        if record and settings.kernel_name is None and not takes_python_parameters(data):
             raise self.CollectError(record_needs_python(self.path, data, "--millrun-record"))
         folder = mirrored_folder(self.path, self.config.rootpath)
+        assert settings.output_dir is not None  # the plugin's default: .millrun under the rootdir
         try:
             check_output_folder(settings.output_dir / folder, "--millrun-output-dir")
             planned = plan_variations(
@@ -156,7 +156,7 @@ class NotebookFile(pytest.File):
             yield item
 
     def _check_parameters(
-        self, settings: Settings, data: dict[str, Any], variations: Sequence[Variation]
+        self, settings: RunConfig, data: dict[str, Any], variations: Sequence[Variation]
     ) -> None:
         keys = (key for variation in variations for key in variation)
         try:
@@ -222,25 +222,17 @@ class NotebookItem(pytest.Item):
         self.result: Any = None  # the ExecutionResult, once run
 
     def runtest(self) -> None:
-        from pytest_millrun.execution.jobs import Job, RunOptions, run_job
+        from pytest_millrun.execution.jobs import Job, run_job
 
         settings = self.config.stash[settings_key]
         self.user_properties.append(("millrun_output", str(self.output)))
         job = Job(self.path, self.variation, self.variation_id, self.output)
-        if settings.cache is not None:
+        if settings.cache_settings.enabled:
             checked = self._through_cache(job)
             if checked is None:
                 return
             job = checked
-        options = RunOptions(
-            kernel_name=settings.kernel,
-            cell_timeout=settings.timeout,
-            notebook_timeout=settings.notebook_timeout,
-            kernel_start=settings.kernel_start,
-            preload=settings.preload,
-            option_names=option_names(),
-            record=self.record,
-        )
+        options = settings.run_options(record=self.record)
         self._start_next_kernel_ahead(settings)
         result = run_job(job, options)
         self.result = result
@@ -267,7 +259,7 @@ class NotebookItem(pytest.Item):
         self.user_properties.append((REASON_PROPERTY, "; ".join(verdict.reasons)))
         return dataclasses.replace(job, cache_key=key, cache_reasons=verdict.reasons)
 
-    def _start_next_kernel_ahead(self, settings: Settings) -> None:
+    def _start_next_kernel_ahead(self, settings: RunConfig) -> None:
         """In fork mode, the next item's kernel starts while this item runs.
 
         The next item is known here (pytest and xdist hold one back), and so is
