@@ -187,7 +187,7 @@ class NotebookFile(pytest.File):
 
 def _will_be_cached(item: NotebookItem) -> bool:
     """Whether the cache answers for the item, so no kernel need be started ahead for it."""
-    if item.config.stash[settings_key].cache is None:
+    if not item.config.stash[settings_key].cache_settings.enabled:
         return False
     from pytest_millrun.plugin.cache_glue import check_item
 
