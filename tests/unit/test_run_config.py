@@ -51,6 +51,12 @@ def test_execute_run_takes_exactly_the_tables_api_keywords_with_their_defaults()
             assert parameter.default == rows[name].default, name
 
 
+def test_every_row_of_the_table_is_a_field_of_the_run_config() -> None:
+    resolved = {"front_end", "base", "command_line", "suite", "papermill_kwargs", "option_names"}
+    fields = {field.name for field in dataclasses.fields(RunConfig)}
+    assert fields - resolved == {option.name for option in OPTIONS}
+
+
 def test_the_command_has_exactly_the_tables_cli_rows_in_its_order() -> None:
     ctx = click.Context(main, info_name="millrun", **main.context_settings)  # click keeps its help
     help_option = main.get_help_option(ctx)
