@@ -5,34 +5,24 @@ made and checked in full before anything runs: a typo in a papermill keyword,
 two variations writing one file or an output that would replace an input
 notebook fail here, not halfway through a long run.  The jobs then go through
 any :class:`concurrent.futures.Executor`: none (in this process), a process
-pool over all pairs at once, or one the caller brings.
+pool over all pairs at once, or one the caller brings.  Resolve, run, present:
+the keywords become a :class:`~pytest_millrun.config.run_config.RunConfig`, the
+run is :mod:`pytest_millrun.pipeline.runner`'s, and failures become one exception.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
-from pytest_millrun.cache.verdicts import CacheSettings
-from pytest_millrun.core.data import (
-    ExecutionResult,
-    KernelStart,
-)
-from pytest_millrun.core.discovery import notebook_folder
+from pytest_millrun.config.run_config import from_api
+from pytest_millrun.core.data import ExecutionResult, KernelStart
 from pytest_millrun.core.params import BulkParams
-from pytest_millrun.core.suite_file import resolve_suite
-from pytest_millrun.core.text_notebooks import parse_globs
-from pytest_millrun.core.values import parse_record
-from pytest_millrun.dispatch.dispatchers import make_dispatcher
-from pytest_millrun.dispatch.jobs import RunOptions
-from pytest_millrun.pipeline.cache_split import CacheSplit
-from pytest_millrun.pipeline.planning import check_papermill_kwargs, plan_run, planned_outputs
-from pytest_millrun.pipeline.stale_outputs import handle_stale_outputs
+from pytest_millrun.pipeline import runner
+from pytest_millrun.pipeline.planning import check_papermill_kwargs
 
 
 class RunFailedError(Exception):
@@ -81,6 +71,8 @@ def execute_run(
     cache: bool = False,
     force: bool = False,
     cache_inputs: Sequence[str] = (),
+    kernel_name: str | None = None,
+    execution_timeout: float | None = None,
     **kwargs: Any,
 ) -> list[ExecutionResult]:
     """Run every notebook with every variation; return one result per pair.
@@ -90,8 +82,9 @@ def execute_run(
     YAML file in any of these forms (its globs relative to the file's folder).
     Every pair is attempted.  When any failed, :class:`RunFailedError` is
     raised after all work is done, listing every failure and carrying all
-    results.  ``kwargs`` go to ``papermill.execute_notebook`` (``kernel_name``,
-    ``execution_timeout``, ``log_output``, nbclient options ...).  With
+    results.  ``kernel_name`` runs every notebook with that kernel (default: each
+    notebook's own), ``execution_timeout`` limits each cell (seconds); ``kwargs`` go to
+    ``papermill.execute_notebook`` (``log_output``, nbclient options ...).  With
     ``use_multiprocessing`` all pairs share one process pool of ``workers``
     processes (default: the CPU count); ``executor`` replaces that pool with
     any ``concurrent.futures.Executor``.  ``dask`` runs them on a Dask cluster:
@@ -124,78 +117,21 @@ def execute_run(
     its result is read back from that output, ``cached`` set; ``force`` runs
     everything and records fresh keys.  See ``docs/incremental.md``.
     """
-    target = Path(notebook_dir_or_file)
-    variations = resolve_suite(bulk_params, notebook_folder(target))
+    keywords = {name: value for name, value in locals().items() if name != "kwargs"}
+    config = from_api(keywords, kwargs)
     check_papermill_kwargs(kwargs)
-    figures: float | None = None
-    if snapshots is not None or snapshot_update or snapshot_strict or snapshot_figures:
-        from pytest_millrun.snapshots.checks import tolerance_of
-        from pytest_millrun.snapshots.figures import DEFAULT_FIGURE_TOLERANCE
-        from pytest_millrun.snapshots.store import check_tolerance
-
-        if snapshots is None:
-            flags = ("snapshot_update", "snapshot_strict", "snapshot_figures")
-            given = (snapshot_update, snapshot_strict, snapshot_figures)
-            flag = next(f for f, on in zip(flags, given, strict=True) if on)
-            raise ValueError(f"{flag}=True needs snapshots= (the folder of the snapshots).")
-        tolerance = tolerance_of(rtol, atol)  # a bad one is refused before anything runs
-        if snapshot_figures:
-            figures = DEFAULT_FIGURE_TOLERANCE
-            if figure_tolerance is not None:
-                figures = check_tolerance(figure_tolerance, "figure_tolerance")
-    papermill_kwargs = dict(kwargs)
-    spec = parse_record(record, "record")
-    options = RunOptions(
-        kernel_name=papermill_kwargs.pop("kernel_name", None),
-        cell_timeout=papermill_kwargs.pop("execution_timeout", None),
-        notebook_timeout=notebook_timeout,
-        kernel_start=kernel_start,
-        preload=tuple(preload),
-        papermill_kwargs=papermill_kwargs,
-    )
-    cache_settings = CacheSettings(
-        enabled=cache or force,
-        force=force,
-        inputs=tuple(cache_inputs),
-        base=notebook_folder(target),
-    )
-    jobs = plan_run(
-        notebook_dir_or_file,
-        variations,
-        output_dir=output_dir,
-        prepend=list(output_prepend_components or ()),
-        append=list(output_append_components or ()),
-        recursive=recursive,
-        exclude_glob_pattern=exclude_glob_pattern,
-        include_glob_pattern=include_glob_pattern,
-        strict_params=strict_params,
-        text_notebooks=parse_globs(text_notebooks),
-        record=spec,
-        kernel_name=options.kernel_name,
-    )
-    if clean_output:
-        stale = handle_stale_outputs(planned_outputs(jobs), clean=True)
-        for error in stale.errors:
-            warnings.warn(error, stacklevel=2)
-    split = CacheSplit(jobs, cache_settings, options, on_result, warn=True)
-    dispatcher = make_dispatcher(
-        workers=workers or os.cpu_count() or 1,
-        parallel=use_multiprocessing,
-        executor=executor,
-        dask=dask,
-    )
-    with contextlib.ExitStack() as stack:
-        if figures is not None:
-            from pytest_millrun.snapshots.figures import kernel_backend
-
-            stack.enter_context(kernel_backend())
-        results = split.run(lambda todo, hear: dispatcher.run(todo, options, hear))
-    if snapshots is not None:
+    planned = runner.plan(config, warn_unmatched=True)
+    for error in planned.stale.errors if planned.stale is not None else ():
+        warnings.warn(error, stacklevel=2)
+    parallel = config.use_multiprocessing
+    results = runner.run(planned, runner.dispatcher_for(config, parallel=parallel), on_result)
+    if config.snapshots is not None:
         from pytest_millrun.snapshots.checks import snapshot_check
 
         snapshot_check(
-            results, snapshots, target, snapshot_update, tolerance,
-            recursive=recursive, strict=snapshot_strict, figure_tolerance=figures,
+            results, config.snapshots, Path(notebook_dir_or_file), config.snapshot_update,
+            config.tolerance, recursive=recursive, strict=config.snapshot_strict,
+            figure_tolerance=config.figures,
         )  # fmt: skip
     if any(not r.passed for r in results):
         raise RunFailedError(results)

@@ -6,10 +6,11 @@ the code declares, so an option added to the plugin, the CLI or the API shows up
 in the docs without anyone editing a page, and no help text is copied by hand.
 
 - ``pytest-options``: every ``--millrun*`` option and ``millrun*`` ini key, read
-  from the parser of a pytest configuration with the installed plugins loaded
-  (as ``pytest --help`` sees them, whichever module declares them);
+  from the option table (:mod:`pytest_millrun.config.option_table`) that the
+  plugin's ``pytest_addoption`` walks;
 - ``cli-options`` and ``cli-help``: the ``millrun`` command's parameters and its
-  ``--help`` output, from click;
+  ``--help`` output, from the click command the same table generates (click adds
+  the defaults it shows);
 - ``api``: a mkdocstrings directive for every public name of ``pytest_millrun``,
   at the module that defines it (so moving code between modules moves nothing here).
 
@@ -41,54 +42,24 @@ class PytestOption:
     help: str
 
 
-def _pytest_parser() -> Any:
-    """The parser of a fresh pytest configuration, every installed plugin loaded."""
-    from _pytest.config import get_config
-
-    config = get_config()
-    config.pluginmanager.load_setuptools_entrypoints("pytest11")
-    return config._parser
-
-
 def pytest_options() -> list[PytestOption]:
-    """Every ``--millrun*`` option and ``millrun*`` ini key, in the order declared.
+    """Every ``--millrun*`` option with its ``millrun*`` ini key, from the option table.
 
-    An option and an ini key are one row when the option stores into the ini
-    key's name (the plugin's convention, ``dest`` = ini key) or when their names
-    match (``--millrun-x-y`` and ``millrun_x_y``).
+    The table is what ``pytest_addoption`` declares; ``tests`` hold this list equal to
+    what ``pytest --help`` prints.
     """
-    parser = _pytest_parser()
-    inis: dict[str, tuple[str, str]] = {
-        name: (str(value[0]), str(value[1]))
-        for name, value in parser._inidict.items()
-        if name.startswith("millrun")
-    }
-    rows: list[PytestOption] = []
-    used: set[str] = set()
-    for group in [parser._anonymous, *parser._groups]:
-        for argument in group.options:
-            names = [n for n in argument.names() if n.startswith("--millrun")]
-            if not names:
-                continue
-            attrs = argument.attrs()
-            guess = names[0][2:].replace("-", "_")
-            ini = next((n for n in (attrs.get("dest"), guess) if n in inis), None)
-            help = str(attrs.get("help") or "") or (inis[ini][0] if ini else "")
-            rows.append(
-                PytestOption(
-                    option=", ".join(argument.names()),
-                    metavar=attrs.get("metavar"),
-                    ini=ini,
-                    ini_type=inis[ini][1] if ini else None,
-                    help=help.replace("%%", "%"),
-                )
-            )
-            if ini:
-                used.add(ini)
-    for name, (help, kind) in inis.items():
-        if name not in used:
-            rows.append(PytestOption(None, None, name, kind, help))
-    return rows
+    from pytest_millrun.config.option_table import options_of
+
+    return [
+        PytestOption(
+            option=option.pytest_flag,
+            metavar=option.metavar,
+            ini=option.ini,
+            ini_type="bool" if option.kind == "flag" else "string",
+            help=option.help,
+        )
+        for option in options_of("pytest")
+    ]
 
 
 def _cell(text: str) -> str:

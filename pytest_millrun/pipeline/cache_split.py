@@ -32,12 +32,10 @@ class CacheSplit:
         jobs: Sequence[Job],
         settings: CacheSettings,
         options: RunOptions,
-        on_result: Callable[[ExecutionResult], None] | None = None,
         *,
         warn: bool = False,
     ) -> None:
         self.jobs = list(jobs)
-        self.on_result = on_result
         self.cached: dict[int, ExecutionResult] = {}
         self.to_run: list[Job] = list(jobs)
         self.unmatched: list[str] = []
@@ -68,19 +66,21 @@ class CacheSplit:
             warnings.warn(keys.CacheInputWarning(message), stacklevel=3)
 
     def run(
-        self, runner: Callable[[Sequence[Job], Callable[[ExecutionResult], None] | None], Any]
+        self,
+        runner: Callable[[Sequence[Job], Callable[[ExecutionResult], None] | None], Any],
+        on_result: Callable[[ExecutionResult], None] | None = None,
     ) -> list[ExecutionResult]:
         """``runner(jobs, on_result)`` over the jobs to run; all results in plan order.
 
         ``on_result`` hears the cached results first, then each run's as it ends.
         """
-        if self.on_result is not None:
+        if on_result is not None:
             for index in sorted(self.cached):
-                self.on_result(self.cached[index])
+                on_result(self.cached[index])
         if not self.to_run:
             return self.merge([])
         try:
-            ran: list[ExecutionResult] = runner(self.to_run, self.on_result)
+            ran: list[ExecutionResult] = runner(self.to_run, on_result)
         except RunInterrupted as exc:
             raise RunInterrupted(self.merge(exc.results), exc.pending) from None
         return self.merge(ran)

@@ -34,8 +34,7 @@ def configure(config: pytest.Config) -> None:
     """Start a new run's memory of files; name, once, an input glob that matches nothing."""
     from pytest_millrun.cache import keys, verdicts
 
-    settings = config.stash[settings_key].cache
-    assert settings is not None
+    settings = config.stash[settings_key].cache_settings
     keys.forget()
     inputs = verdicts.RunInputs(settings)
     config.stash[inputs_key] = inputs
@@ -56,11 +55,10 @@ def check_item(item: Any) -> tuple[Verdict, CacheKey | None]:
         return known
     settings = item.config.stash[settings_key]
     inputs = item.config.stash[inputs_key]
-    assert settings.cache is not None
     unmatched = len(inputs.unmatched_more)
     found = verdicts.verdict_for(
-        item.path, item.variation, item.output, inputs, settings.cache,
-        kernel_name=settings.kernel, record=item.record, papermill_kwargs={},
+        item.path, item.variation, item.output, inputs, settings.cache_settings,
+        kernel_name=settings.kernel_name, record=item.record, papermill_kwargs={},
         more_inputs=settings.suite.section_for(item.path).inputs if settings.suite else (),
     )  # fmt: skip
     if len(inputs.unmatched_more) > unmatched:

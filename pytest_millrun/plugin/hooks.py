@@ -1,9 +1,9 @@
 """The pytest plugin: every notebook times every parameter variation is a test item.
 
-Thin glue: options (see :mod:`pytest_millrun.plugin.pytest_options`) resolve once into
-:class:`Settings`, notebooks become :class:`NotebookFile` collectors,
-variations become :class:`NotebookItem` tests, and running one is a call to
-:func:`pytest_millrun.execution.execute.execute_notebook`.
+Thin glue: options (declared in :mod:`pytest_millrun.config.option_table`) resolve
+once into a :class:`~pytest_millrun.config.run_config.RunConfig`, notebooks become
+:class:`NotebookFile` collectors, variations become :class:`NotebookItem` tests, and
+running one is a call to :func:`pytest_millrun.execution.execute.execute_notebook`.
 Nothing heavy is imported unless ``--millrun``/``--millrun-params`` (or their
 ini keys) switch the plugin on, so a plain ``pytest`` run stays fast.
 """
@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_millrun.plugin.pytest_options import OPTIONS, resolve_settings
 from pytest_millrun.plugin.state import (
     NOTES_SECTION,
     next_item_key,
@@ -27,32 +26,69 @@ from pytest_millrun.plugin.state import (
 )
 
 if TYPE_CHECKING:
+    from pytest_millrun.config.run_config import RunConfig
     from pytest_millrun.plugin.items import NotebookFile
-    from pytest_millrun.plugin.pytest_options import Settings
+
+#: The marker every notebook item carries (see :mod:`pytest_millrun.plugin.marking`).
+MARKER_LINE = (
+    "millrun(**params): a notebook variation, with its scalar parameters as keyword "
+    'arguments (select with -m "millrun(x=1)", or -m "not millrun")'
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """The table's plugin options, each with its ini twin (the option's ``dest`` is the key)."""
+    from pytest_millrun.config.option_table import options_of
+
     group = parser.getgroup("millrun", "run notebooks over parameter variations (pytest-millrun)")
-    for option in OPTIONS:
-        if option.flag:
+    for option in options_of("pytest"):
+        if option.kind == "flag":
             group.addoption(
-                option.cli, action="store_true", default=None, dest=option.dest, help=option.help
+                option.pytest_flag,
+                action="store_true",
+                default=None,
+                dest=option.ini,
+                help=option.help,
             )
             parser.addini(option.ini, type="bool", default=False, help=option.help)
         else:
             group.addoption(
-                option.cli, default=None, dest=option.dest, metavar=option.metavar, help=option.help
+                option.pytest_flag,
+                default=None,
+                dest=option.ini,
+                metavar=option.metavar,
+                help=option.help,
             )
             parser.addini(option.ini, type="string", default="", help=option.help)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    from pytest_millrun.plugin.marking import configure_marks
+def _any_option_set(config: pytest.Config) -> bool:
+    """Whether a millrun option is on the command line or in the ini file (a plain run: no)."""
+    from pytest_millrun.config.option_table import options_of
 
-    settings = resolve_settings(config)
+    return any(
+        config.getoption(option.ini) is not None or config.getini(option.ini)
+        for option in options_of("pytest")
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_LINE)
+    if "millrun(" in (config.getoption("markexpr", "") or "").replace(" ", ""):
+        from pytest_millrun.plugin.marking import check_mark_expression
+
+        check_mark_expression(config)
+    if not _any_option_set(config):
+        return  # notebooks off and nothing to check: a plain run imports nothing more
+    from pytest_millrun.config.option_table import OptionError
+    from pytest_millrun.config.run_config import from_pytest
+
+    try:
+        settings = from_pytest(config)
+    except OptionError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.stash[settings_key] = settings
     config.stash[strict_problems_key] = []
-    configure_marks(config)
     if settings.enabled:
         # One unreadable notebook is that file's collection error; the others still run.
         config.option.continue_on_collection_errors = True
@@ -63,8 +99,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(
             ResultsTable(config, settings.results, settings.report), "millrun-results"
         )
-        configure_snapshots(config)
-        if settings.cache is not None:
+        configure_snapshots(config, settings)
+        if settings.cache_settings.enabled:
             from pytest_millrun.plugin.cache_glue import configure as configure_cache
 
             configure_cache(config)
@@ -101,11 +137,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
-    from pytest_millrun.plugin.marking import variation_counts
-
     settings = config.stash.get(settings_key, None)
     if settings is None or settings.suite is None or not settings.suite.is_suite:
         return []
+    from pytest_millrun.plugin.marking import variation_counts
+
     return variation_counts(items, config.rootpath)
 
 
@@ -145,7 +181,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             terminalreporter.write_line(f"millrun: {nothing}", yellow=True)
 
 
-def _no_notebooks(config: pytest.Config, settings: Settings) -> str | None:
+def _no_notebooks(config: pytest.Config, settings: RunConfig) -> str | None:
     """When nothing was collected: that no input notebook lies under pytest's paths, if so.
 
     A notebook there means the items were deselected or filtered, which pytest says itself.
@@ -240,13 +276,14 @@ def _notebook_file(file_path: Path, parent: pytest.Collector) -> NotebookFile | 
     return file
 
 
-def _dedicated_output_dirs(settings: Settings, config: pytest.Config) -> list[Path]:
+def _dedicated_output_dirs(settings: RunConfig, config: pytest.Config) -> list[Path]:
     """The output dir, unless it holds what is under test.
 
     When it is (or contains) the rootdir or a path given to pytest
     (``--millrun-output-dir nbs`` with ``pytest nbs``), the inputs live in it
     too, and the output marker alone tells outputs apart.
     """
+    assert settings.output_dir is not None  # the plugin's default: .millrun under the rootdir
     out = settings.output_dir.resolve()
     under_test = [config.rootpath, *_argument_paths(config)]
     holds_inputs = any(out == path or out in path.parents for path in under_test)

@@ -14,7 +14,7 @@ import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -27,7 +27,6 @@ from pytest_millrun.core.discovery import (
 )
 from pytest_millrun.core.naming import OutputPathError, mirrored_folder
 from pytest_millrun.core.params import ParamsError
-from pytest_millrun.core.values import RecordSpec
 from pytest_millrun.dispatch.jobs import Job
 from pytest_millrun.pipeline.planning import PlanWords, notebook_setup, plan_notebook
 from pytest_millrun.plugin.marking import (
@@ -36,7 +35,9 @@ from pytest_millrun.plugin.marking import (
     matched_globs_key,
     says_collection_warnings,
 )
-from pytest_millrun.plugin.pytest_options import Settings, option_names
+
+if TYPE_CHECKING:
+    from pytest_millrun.config.run_config import RunConfig
 from pytest_millrun.plugin.state import (
     NOTES_SECTION,
     kernels_ahead_key,
@@ -52,7 +53,7 @@ PLUGIN_WORDS = PlanWords(
 
 
 def plan_for(
-    config: pytest.Config, settings: Settings, notebook: Path, data: dict[str, Any] | None
+    config: pytest.Config, settings: RunConfig, notebook: Path, data: dict[str, Any] | None
 ) -> tuple[list[Job], str | None]:
     """Every job of one notebook, selected or not, through the planning the CLI and API use.
 
@@ -63,18 +64,19 @@ def plan_for(
     :func:`~pytest_millrun.pipeline.planning.notebook_setup` raise.
     """
     explicit = [
-        settings_value if config.getoption(f"millrun_{name}") is not None else ()
+        settings_value if name in settings.command_line else ()
         for name, settings_value in (("prepend", settings.prepend), ("append", settings.append))
     ]
     setup = notebook_setup(
         notebook,
         settings.suite if settings.suite is not None else settings.variations,
-        record=settings.record or RecordSpec(),
+        record=settings.record,
         base=config.rootpath,
         prepend=explicit[0],
         append=explicit[1],
         fallback=(settings.prepend, settings.append),
     )
+    assert settings.output_dir is not None  # the plugin's default: .millrun under the rootdir
     if settings.suite is not None:
         config.stash.setdefault(matched_globs_key, set()).add(setup.glob)
         config.stash.setdefault(collected_key, set()).add(settings.suite.relative(notebook))
@@ -84,7 +86,7 @@ def plan_for(
         data,
         output_root=settings.output_dir,
         folder=mirrored_folder(notebook, config.rootpath),
-        kernel_name=settings.kernel,
+        kernel_name=settings.kernel_name,
         strict_params=settings.strict_params,
         words=PLUGIN_WORDS,
     )
@@ -139,7 +141,7 @@ class NotebookFile(pytest.File):
 
 def _will_be_cached(item: NotebookItem) -> bool:
     """Whether the cache answers for the item, so no kernel need be started ahead for it."""
-    if item.config.stash[settings_key].cache is None:
+    if not item.config.stash[settings_key].cache_settings.enabled:
         return False
     from pytest_millrun.plugin.cache_glue import check_item
 
@@ -168,24 +170,17 @@ class NotebookItem(pytest.Item):
         self.result: Any = None  # the ExecutionResult, once run
 
     def runtest(self) -> None:
-        from pytest_millrun.dispatch.jobs import RunOptions, run_job
+        from pytest_millrun.dispatch.jobs import run_job
 
         settings = self.config.stash[settings_key]
         self.user_properties.append(("millrun_output", str(self.output)))
         job = self.job
-        if settings.cache is not None:
+        if settings.cache_settings.enabled:
             checked = self._through_cache(job)
             if checked is None:
                 return
             job = checked
-        options = RunOptions(
-            kernel_name=settings.kernel,
-            cell_timeout=settings.timeout,
-            notebook_timeout=settings.notebook_timeout,
-            kernel_start=settings.kernel_start,
-            preload=settings.preload,
-            option_names=option_names(),
-        )
+        options = settings.run_options()
         self._start_next_kernel_ahead(settings)
         result = run_job(job, options)
         self.result = result
@@ -212,7 +207,7 @@ class NotebookItem(pytest.Item):
         self.user_properties.append((REASON_PROPERTY, "; ".join(verdict.reasons)))
         return dataclasses.replace(job, cache_key=key, cache_reasons=verdict.reasons)
 
-    def _start_next_kernel_ahead(self, settings: Settings) -> None:
+    def _start_next_kernel_ahead(self, settings: RunConfig) -> None:
         """In fork mode, the next item's kernel starts while this item runs.
 
         The next item is known here (pytest and xdist hold one back), and so is

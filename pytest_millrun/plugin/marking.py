@@ -20,10 +20,6 @@ if TYPE_CHECKING:
     from pytest_millrun.core.params import Variation
     from pytest_millrun.core.suite import MarkRule, Suite
 
-MARKER_LINE = (
-    "millrun(**params): a notebook variation, with its scalar parameters as keyword "
-    'arguments (select with -m "millrun(x=1)", or -m "not millrun")'
-)
 #: pytest's marker expressions accept keyword arguments from this version on.
 KEYWORD_MATCHING = (8, 3)
 
@@ -35,11 +31,8 @@ matched_globs_key = pytest.StashKey[set[str | None]]()
 collected_key = pytest.StashKey[set[str]]()
 
 
-def configure_marks(config: pytest.Config) -> None:
-    """Register the marker, and refuse ``-m "millrun(...)"`` where pytest cannot match it."""
-    config.addinivalue_line("markers", MARKER_LINE)
-    config.stash[matched_rules_key] = set()
-    config.stash[matched_globs_key] = set()
+def check_mark_expression(config: pytest.Config) -> None:
+    """Refuse ``-m "millrun(...)"`` where pytest cannot match it (the hooks register the marker)."""
     expression = config.getoption("markexpr", "") or ""
     if "millrun(" in expression.replace(" ", "") and pytest_version() < KEYWORD_MATCHING:
         raise pytest.UsageError(

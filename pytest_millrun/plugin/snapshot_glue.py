@@ -28,18 +28,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_millrun.snapshots.checks import SnapshotReader, change_for, format_check
-from pytest_millrun.snapshots.figures import DEFAULT_FIGURE_TOLERANCE
 from pytest_millrun.snapshots.store import (
     Change,
     SnapshotFileError,
     Summary,
     Tolerance,
-    ToleranceError,
     apply_changes,
-    check_tolerance,
 )
 
 if TYPE_CHECKING:
+    from pytest_millrun.config.run_config import RunConfig
     from pytest_millrun.snapshots.scope import Scope
 
 CHANGE_ATTRIBUTE = "millrun_snapshot"
@@ -53,69 +51,23 @@ class SnapshotMismatch(AssertionError):
     """A variation's values differ from its snapshot; the message is the report."""
 
 
-def _raw(config: pytest.Config, name: str) -> tuple[Any, Path]:
-    ini = f"millrun_{name.replace('-', '_')}"
-    value = config.getoption(ini)
-    if value is not None:
-        return value, config.invocation_params.dir
-    return config.getini(ini), config.inipath.parent if config.inipath else config.rootpath
-
-
-def configure(config: pytest.Config) -> None:
+def configure(config: pytest.Config, settings: RunConfig) -> None:
     """Register the checks when ``--millrun-snapshots`` (or its ini key) names a folder."""
-    value, base = _raw(config, "snapshots")
-    tolerance = Tolerance()
-    try:
-        for name in ("rtol", "atol"):
-            raw = _raw(config, name)[0]
-            if raw not in (None, ""):
-                number = check_tolerance(raw, f"--millrun-{name} / millrun_{name}")
-                tolerance = Tolerance(
-                    rtol=number if name == "rtol" else tolerance.rtol,
-                    atol=number if name == "atol" else tolerance.atol,
-                )
-    except ToleranceError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    update = bool(_raw(config, "snapshot-update")[0])
-    strict = bool(_raw(config, "snapshot-strict")[0])
-    figures = bool(_raw(config, "snapshot-figures")[0])
-    figure_tolerance = DEFAULT_FIGURE_TOLERANCE
-    raw = _raw(config, "figure-tolerance")[0]
-    if raw not in (None, ""):
-        try:
-            figure_tolerance = check_tolerance(
-                raw, "--millrun-figure-tolerance / millrun_figure_tolerance"
-            )
-        except ToleranceError as exc:
-            raise pytest.UsageError(str(exc)) from None
-    if not value:
-        flags = (
-            ("snapshot-update", update),
-            ("snapshot-strict", strict),
-            ("snapshot-figures", figures),
-        )
-        for name, given in flags:
-            if given:
-                raise pytest.UsageError(
-                    f"--millrun-{name} needs a snapshot folder: give --millrun-snapshots DIR "
-                    f"(or the ini key millrun_snapshots)."
-                )
+    if settings.snapshots is None:
         return
-    directory = (base / value).resolve()
-    if directory.exists() and not directory.is_dir():
-        raise pytest.UsageError(
-            f"--millrun-snapshots {value}: {directory} is a file, not a folder. Name a folder."
-        )
-    if figures:
-        import contextlib
-
+    if settings.snapshot_figures:
         from pytest_millrun.snapshots.figures import kernel_backend
 
         stack = contextlib.ExitStack()
         stack.enter_context(kernel_backend())
         config.add_cleanup(stack.close)
     checks = SnapshotChecks(
-        config, directory, tolerance, update, strict, figure_tolerance if figures else None
+        config,
+        settings.snapshots,
+        settings.tolerance,
+        settings.snapshot_update,
+        settings.snapshot_strict,
+        settings.figures,
     )
     config.pluginmanager.register(checks, "millrun-snapshots")
 

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from pytest_millrun.config.run_config import RunConfig
     from pytest_millrun.pipeline.stale_outputs import StaleOutputs
-    from pytest_millrun.plugin.pytest_options import Settings
 
-#: The plugin's options, resolved once at configure.
-
-settings_key: pytest.StashKey[Settings] = pytest.StashKey()
+#: The run's configuration, resolved once at configure (absent when no millrun option is set).
+settings_key: pytest.StashKey[RunConfig] = pytest.StashKey()
 
 
 #: Strict-params violations found while collecting, refused together before anything runs.

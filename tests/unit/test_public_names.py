@@ -124,7 +124,7 @@ def test_a_plain_pytest_run_with_the_plugin_installed_loads_at_most_six_modules(
 
 
 def test_the_snapshot_tolerance_help_texts_name_the_real_defaults() -> None:
-    from pytest_millrun.plugin.pytest_options import OPTIONS
+    from pytest_millrun.config.option_table import OPTIONS
     from pytest_millrun.snapshots.store import DEFAULT_ATOL, DEFAULT_RTOL
 
     helps = {option.name: option.help for option in OPTIONS}

@@ -1,0 +1,114 @@
+"""Runs in the parent: one run of the ``millrun`` command and of ``execute_run``, config to results.
+
+Why one module: the command and the API each resolve their own sources into a
+:class:`~pytest_millrun.config.run_config.RunConfig` and show the outcome their own
+way (a progress bar and exit status; results and exceptions), but between those
+the run is the same: the plan (every job, checked in full before anything runs),
+earlier runs' stale outputs, the cache verdict, dispatch, and the figure backend
+while kernels draw.  The plugin plans each notebook with the same planning step and
+checks the same verdict per item (:mod:`.planning`, :mod:`pytest_millrun.cache.verdicts`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pytest_millrun.config.run_config import RunConfig
+from pytest_millrun.core.data import ExecutionResult
+from pytest_millrun.core.suite_file import resolve_suite
+from pytest_millrun.dispatch.dispatchers import Dispatcher, make_dispatcher
+from pytest_millrun.dispatch.jobs import Job, RunOptions
+from pytest_millrun.execution.execute import resolve_kernel_start
+from pytest_millrun.pipeline.cache_split import CacheSplit
+from pytest_millrun.pipeline.planning import plan_run, planned_outputs
+from pytest_millrun.pipeline.stale_outputs import StaleOutputs, handle_stale_outputs
+
+OnResult = Callable[[ExecutionResult], None]
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run planned and parted by the cache, before any job is dispatched."""
+
+    config: RunConfig
+    jobs: list[Job]
+    #: Outputs of earlier runs this run does not write (removed with ``clean_output``).
+    stale: StaleOutputs | None
+    split: CacheSplit
+    options: RunOptions
+
+    @property
+    def to_run(self) -> list[Job]:
+        return self.split.to_run
+
+
+def plan(
+    config: RunConfig,
+    *,
+    find_stale: bool = False,
+    warn_unmatched: bool = False,
+) -> PlannedRun:
+    """Plan the whole run and part it into cached results and jobs to run.
+
+    Raises the planning's errors (a bad params file, no notebook, colliding outputs,
+    undeclared parameters in strict mode) before anything runs.  Stale outputs are
+    looked for with ``find_stale`` or ``clean_output``, and removed with the latter.
+    """
+    assert config.notebook_dir_or_file is not None  # the command's and the API's first argument
+    variations = config.suite or resolve_suite(config.params, config.base)
+    jobs = plan_run(
+        config.notebook_dir_or_file,
+        variations,
+        output_dir=config.output_dir,
+        prepend=config.prepend,
+        append=config.append,
+        recursive=config.recursive,
+        exclude_glob_pattern=config.exclude,
+        include_glob_pattern=config.include,
+        strict_params=config.strict_params,
+        text_notebooks=config.text_notebooks,
+        record=config.record,
+        kernel_name=config.kernel_name,
+    )
+    stale = None
+    if find_stale or config.clean_output:
+        stale = handle_stale_outputs(planned_outputs(jobs), clean=config.clean_output)
+    # "auto" is the parent's choice ($MILLRUN_KERNEL_START here), not each worker's
+    options = dataclasses.replace(
+        config.run_options(), kernel_start=resolve_kernel_start(config.kernel_start)
+    )
+    split = CacheSplit(jobs, config.cache_settings, options, warn=warn_unmatched)
+    return PlannedRun(config, jobs, stale, split, options)
+
+
+def dispatcher_for(
+    config: RunConfig, *, parallel: bool, on_start: Callable[[int], None] | None = None
+) -> Dispatcher:
+    """Where the jobs go: Dask, the caller's executor, a pool (``parallel``) or this process."""
+    return make_dispatcher(
+        workers=config.workers,
+        parallel=parallel,
+        executor=config.executor,
+        dask=config.dask,
+        on_start=on_start,
+    )
+
+
+def run(
+    planned: PlannedRun, dispatcher: Dispatcher, on_result: OnResult | None = None
+) -> list[ExecutionResult]:
+    """Every result in plan order; ``on_result`` hears the cached ones, then each run's as it ends.
+
+    Raises :class:`~pytest_millrun.core.data.RunInterrupted` on Ctrl-C, with what finished.
+    """
+    with contextlib.ExitStack() as stack:
+        if planned.config.figures is not None:
+            from pytest_millrun.snapshots.figures import kernel_backend
+
+            stack.enter_context(kernel_backend())
+        return planned.split.run(
+            lambda todo, hear: dispatcher.run(todo, planned.options, hear), on_result
+        )
