@@ -1,8 +1,9 @@
-"""The plugin's side of incremental runs: the check where an item runs, and how it is reported.
+"""The plugin's side of incremental runs: how a cached item and a re-run are reported.
 
 The check itself is :mod:`pytest_millrun.cache.verdicts`, shared with the API
-and the CLI.  Here: each item checks its output in the process that runs it
-(an xdist worker too), once, remembered on the item; a cached item passes
+and the CLI; each item asks the session for it (:meth:`~pytest_millrun.plugin.
+session.MillrunSession.verdict_for`) in the process that runs it (an xdist worker
+too), once, remembered on the item.  A cached item passes
 with its ``user_properties`` saying so (``millrun_cached``, which JUnit shows
 as a property, and which xdist carries to the controller), and a variation
 that runs says why (``millrun_ran_because``).  :class:`CacheReport` turns
@@ -13,62 +14,12 @@ the reasons each variation ran.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import pytest
 
-from pytest_millrun.cache.keys import CacheKey
-from pytest_millrun.cache.verdicts import RunInputs, Verdict
-from pytest_millrun.plugin.state import settings_key
-
 CACHED_PROPERTY = "millrun_cached"
 REASON_PROPERTY = "millrun_ran_because"
-#: The item's verdict and key, once checked in this process.
-verdict_key = pytest.StashKey[tuple[Verdict, "CacheKey | None"]]()
-#: The run's declared inputs, hashed once in this process.
-inputs_key = pytest.StashKey[RunInputs]()
-
-
-def configure(config: pytest.Config) -> None:
-    """Start a new run's memory of files; name, once, an input glob that matches nothing."""
-    from pytest_millrun.cache import keys, verdicts
-
-    settings = config.stash[settings_key].cache_settings
-    keys.forget()
-    inputs = verdicts.RunInputs(settings)
-    config.stash[inputs_key] = inputs
-    if inputs.unmatched and not hasattr(config, "workerinput"):
-        message = keys.unmatched_message(
-            inputs.unmatched, inputs.base, "--millrun-cache-inputs / millrun_cache_inputs"
-        )
-        config.issue_config_time_warning(keys.CacheInputWarning(message), stacklevel=2)
-    config.pluginmanager.register(CacheReport(config), "millrun-cache")
-
-
-def check_item(item: Any) -> tuple[Verdict, CacheKey | None]:
-    """The item's verdict (a hit, or why it runs) and the key a pass will record."""
-    from pytest_millrun.cache import verdicts
-
-    known: tuple[Verdict, CacheKey | None] | None = item.stash.get(verdict_key, None)
-    if known is not None:
-        return known
-    settings = item.config.stash[settings_key]
-    inputs = item.config.stash[inputs_key]
-    unmatched = len(inputs.unmatched_more)
-    found = verdicts.verdict_for(
-        item.path, item.variation, item.output, inputs, settings.cache_settings,
-        kernel_name=settings.kernel_name, record=item.record, papermill_kwargs={},
-        more_inputs=settings.suite.section_for(item.path).inputs if settings.suite else (),
-    )  # fmt: skip
-    if len(inputs.unmatched_more) > unmatched:
-        from pytest_millrun.cache.keys import CacheInputWarning, unmatched_message
-
-        new = inputs.unmatched_more[unmatched:]
-        message = unmatched_message(new, inputs.base, f"The suite's inputs of {item.path.name}")
-        warnings.warn(CacheInputWarning(message), stacklevel=2)
-    item.stash[verdict_key] = found
-    return found
 
 
 class CacheReport:

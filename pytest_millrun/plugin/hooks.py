@@ -11,23 +11,18 @@ ini keys) switch the plugin on, so a plain ``pytest`` run stays fast.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator, Iterable
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_millrun.plugin.state import (
-    NOTES_SECTION,
-    next_item_key,
-    settings_key,
-    stale_key,
-    strict_problems_key,
-)
+from pytest_millrun.plugin.state import NOTES_SECTION, session_key
 
 if TYPE_CHECKING:
     from pytest_millrun.config.run_config import RunConfig
     from pytest_millrun.plugin.items import NotebookFile
+    from pytest_millrun.plugin.session import MillrunSession
 
 #: The marker every notebook item carries (see :mod:`pytest_millrun.plugin.marking`).
 MARKER_LINE = (
@@ -82,13 +77,13 @@ def pytest_configure(config: pytest.Config) -> None:
         return  # notebooks off and nothing to check: a plain run imports nothing more
     from pytest_millrun.config.option_table import OptionError
     from pytest_millrun.config.run_config import from_pytest
+    from pytest_millrun.plugin.session import MillrunSession
 
     try:
         settings = from_pytest(config)
     except OptionError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[settings_key] = settings
-    config.stash[strict_problems_key] = []
+    session = config.stash[session_key] = MillrunSession(config, settings)
     if settings.enabled:
         # One unreadable notebook is that file's collection error; the others still run.
         config.option.continue_on_collection_errors = True
@@ -101,15 +96,22 @@ def pytest_configure(config: pytest.Config) -> None:
         )
         configure_snapshots(config, settings)
         if settings.cache_settings.enabled:
-            from pytest_millrun.plugin.cache_glue import configure as configure_cache
+            from pytest_millrun.plugin.cache_glue import CacheReport
 
-            configure_cache(config)
+            session.start_cache()
+            config.pluginmanager.register(CacheReport(config), "millrun-cache")
 
 
-def _enabled(config: pytest.Config) -> bool:
-    """Whether notebooks are on; the hooks of a plain pytest run stop here and import nothing."""
-    settings = config.stash.get(settings_key, None)
-    return settings is not None and settings.enabled
+def _session(config: pytest.Config) -> MillrunSession | None:
+    """The session when notebooks are on; a plain run's hooks stop here and import nothing."""
+    session = config.stash.get(session_key, None)
+    return session if session is not None and session.enabled else None
+
+
+def _settings(config: pytest.Config) -> RunConfig | None:
+    """The run's options when some millrun option is set, notebooks on or off."""
+    session = config.stash.get(session_key, None)
+    return session.settings if session is not None else None
 
 
 def _stop_on_sigterm(config: pytest.Config) -> None:
@@ -122,7 +124,7 @@ def _stop_on_sigterm(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    settings = config.stash.get(settings_key, None)
+    settings = _settings(config)
     if settings is None or not settings.enabled:
         return []
     source = settings.params_file or "each notebook's own defaults"
@@ -137,7 +139,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
-    settings = config.stash.get(settings_key, None)
+    settings = _settings(config)
     if settings is None or settings.suite is None or not settings.suite.is_suite:
         return []
     from pytest_millrun.plugin.marking import variation_counts
@@ -146,11 +148,11 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    if not _enabled(session.config):
-        return
-    from pytest_millrun.plugin.marking import check_mark_names
+    millrun = _session(session.config)
+    if millrun is not None:
+        from pytest_millrun.plugin.marking import check_mark_names
 
-    check_mark_names(session.config, session.config.stash[settings_key].suite)
+        check_mark_names(session.config, millrun.settings.suite)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -171,12 +173,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     )
     for note in notes:
         terminalreporter.write_line(f"millrun: {note}")
-    stale = config.stash.get(stale_key, None)
+    session = _session(config)
+    stale = session.stale if session is not None else None
     message = stale.describe("--millrun-clean-output") if stale is not None else None
     if stale is not None and message:
         terminalreporter.write_line(f"millrun: {message}", yellow=not stale.removed)
-    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and _enabled(config):
-        nothing = _no_notebooks(config, config.stash[settings_key])
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and session is not None:
+        nothing = _no_notebooks(config, session.settings)
         if nothing:
             terminalreporter.write_line(f"millrun: {nothing}", yellow=True)
 
@@ -231,7 +234,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Generator[
     collecting a Module is what would import the file.
     """
     outcome = yield
-    if not _enabled(parent.config):
+    if _session(parent.config) is None:
         return
     file = _notebook_file(file_path, parent)
     if file is not None:
@@ -251,7 +254,7 @@ def _notebook_file(file_path: Path, parent: pytest.Collector) -> NotebookFile | 
     from pytest_millrun.core.text_notebooks import ipynb_twin, is_text_notebook
     from pytest_millrun.plugin.items import NotebookFile
 
-    settings = parent.config.stash[settings_key]
+    settings = parent.config.stash[session_key].settings
     if file_path.suffix == ".ipynb":
         if is_excluded_path(file_path, _dedicated_output_dirs(settings, parent.config)):
             return None
@@ -298,54 +301,39 @@ def _argument_paths(config: pytest.Config) -> list[Path]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    if not _enabled(item.config):
+    if _session(item.config) is None:
         return
     from pytest_millrun.plugin.items import NotebookItem
 
     if isinstance(item, NotebookItem):
-        item.stash[next_item_key] = nextitem
+        item.following = nextitem
 
 
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     """Refuse, before anything runs, undeclared parameters (strict) and colliding outputs."""
-    if not _enabled(config):
+    millrun = _session(config)
+    if millrun is None:
         return
-    from pytest_millrun.pipeline.planning import first_collision
     from pytest_millrun.plugin.items import NotebookItem
     from pytest_millrun.plugin.marking import warn_unmatched
 
-    settings = config.stash[settings_key]
-    warn_unmatched(config, settings.suite, settings.params_file)
-    problems = config.stash.get(strict_problems_key, [])
-    if problems:
-        raise pytest.UsageError("\n".join(problems))
+    warn_unmatched(millrun)
     notebooks = [item for item in items if isinstance(item, NotebookItem)]
-    collision = first_collision(
-        [(item.nodeid, item.output) for item in notebooks], [item.path for item in notebooks]
-    )
-    if collision is not None and collision.other is None:
-        raise pytest.UsageError(
-            f"{collision.label} would write its output to {collision.output}, which is an input "
-            f"notebook. Choose another --millrun-output-dir or other components."
-        )
-    if collision is not None:
-        raise pytest.UsageError(
-            f"{collision.other} and {collision.label} would both write {collision.output}. Add a "
-            f"component that tells them apart (--millrun-prepend / --millrun-append)."
-        )
+    millrun.refuse_before_run([(item.nodeid, item.path, item.output) for item in notebooks])
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Without xdist: deal with stale outputs once the run's items are known, before any runs."""
-    if not _enabled(session.config):
+    millrun = _session(session.config)
+    if millrun is None or millrun.worker:  # xdist workers leave it to the controller
         return
     from pytest_millrun.plugin.items import NotebookItem
 
-    if not hasattr(session.config, "workerinput"):  # xdist workers leave it to the controller
-        notebooks = [item.path for item in session.items if isinstance(item, NotebookItem)]
-        _handle_stale_outputs(session.config, notebooks)
+    millrun.find_stale_outputs(
+        item.path for item in session.items if isinstance(item, NotebookItem)
+    )
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -355,35 +343,15 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     Workers collect the same items, and none runs before all have collected,
     so a clean here happens once and before the run starts.
     """
-    config: pytest.Config = node.config
-    if not _enabled(config) or stale_key in config.stash:
+    millrun = _session(node.config)
+    if millrun is None or millrun.stale is not None:
         return
     from pytest_millrun.core.text_notebooks import is_text_notebook
 
-    globs = config.stash[settings_key].text_notebooks
+    root, globs = millrun.config.rootpath, millrun.settings.text_notebooks
     paths = sorted({nodeid.partition("::")[0] for nodeid in ids})
-    notebooks = [
-        config.rootpath / path
+    millrun.find_stale_outputs(
+        root / path
         for path in paths
-        if path.endswith(".ipynb")
-        or is_text_notebook(config.rootpath / path, globs, config.rootpath)
-    ]
-    _handle_stale_outputs(config, notebooks)
-
-
-def _handle_stale_outputs(config: pytest.Config, notebooks: Iterable[Path]) -> None:
-    if not _enabled(config):
-        return
-    from pytest_millrun.core.naming import OutputPathError
-    from pytest_millrun.core.params import ParamsError
-    from pytest_millrun.pipeline.stale_outputs import handle_stale_outputs
-    from pytest_millrun.plugin.items import plan_for
-
-    settings = config.stash[settings_key]
-    planned: list[tuple[Path, Path]] = []
-    for notebook in dict.fromkeys(notebooks):
-        with contextlib.suppress(ParamsError, OutputPathError, OSError):
-            jobs, _ = plan_for(config, settings, notebook, None)
-            planned += [(notebook, job.output) for job in jobs]
-    clean = settings.clean_output and not config.option.collectonly
-    config.stash[stale_key] = handle_stale_outputs(planned, clean=clean)
+        if path.endswith(".ipynb") or is_text_notebook(root / path, globs, root)
+    )

@@ -19,16 +19,10 @@ import pytest
 if TYPE_CHECKING:
     from pytest_millrun.core.params import Variation
     from pytest_millrun.core.suite import MarkRule, Suite
+    from pytest_millrun.plugin.session import MillrunSession
 
 #: pytest's marker expressions accept keyword arguments from this version on.
 KEYWORD_MATCHING = (8, 3)
-
-#: Indices of the suite's mark rules that matched an item of this process's collection.
-matched_rules_key = pytest.StashKey[set[int]]()
-#: The notebooks globs of the suite that gave some collected notebook its variations.
-matched_globs_key = pytest.StashKey[set[str | None]]()
-#: The collected notebooks, relative to the suite's folder, as its globs see them.
-collected_key = pytest.StashKey[set[str]]()
 
 
 def check_mark_expression(config: pytest.Config) -> None:
@@ -73,22 +67,18 @@ def check_mark_names(config: pytest.Config, suite: Suite | None) -> None:
 
 
 def marks_for(
-    config: pytest.Config,
-    suite: Suite | None,
-    notebook: Path,
-    variation: Variation,
-    variation_id: str,
+    session: MillrunSession, notebook: Path, variation: Variation, variation_id: str
 ) -> list[pytest.MarkDecorator]:
     """The ``millrun`` marker and the marks of every rule that matches this item."""
     from pytest_millrun.core.suite import marker_kwargs
 
     marks = [pytest.mark.millrun(**marker_kwargs(variation))]
+    suite = session.settings.suite
     if suite is None:
         return marks
-    matched = config.stash.setdefault(matched_rules_key, set())
     for index, rule in enumerate(suite.marks):
         if rule.matches(suite.relative(notebook), variation, variation_id):
-            matched.add(index)
+            session.matched_rules.add(index)
             marks.append(_mark(rule))
     return marks
 
@@ -98,10 +88,11 @@ def _mark(rule: MarkRule) -> pytest.MarkDecorator:
     return decorator(reason=rule.reason) if rule.reason is not None else decorator
 
 
-def warn_unmatched(config: pytest.Config, suite: Suite | None, path: Path | None) -> None:
+def warn_unmatched(session: MillrunSession) -> None:
     """A glob or rule that matched nothing collected is most likely a typo in it."""
     from pytest_millrun.core.suite import MillrunSuiteWarning
 
+    config, suite, path = session.config, session.settings.suite, session.settings.params_file
     if suite is None or not suite.is_suite:
         return
     if not says_collection_warnings(config):
@@ -109,14 +100,12 @@ def warn_unmatched(config: pytest.Config, suite: Suite | None, path: Path | None
     # At the params file's line of the glob or rule; line 0 where unknown (a JSON file), so
     # no unrelated line ("{") is quoted as its source.
     filename = os.path.relpath(path, config.invocation_params.dir) if path else suite.source
-    matched_globs: set[str | None] = config.stash.get(matched_globs_key, set())
-    for section, message in suite.unmatched_globs(matched_globs):
+    for section, message in suite.unmatched_globs(session.matched_globs):
         warnings.warn_explicit(
             MillrunSuiteWarning(message), MillrunSuiteWarning, filename, section.line or 0
         )
-    matched = config.stash.get(matched_rules_key, set())
     for index, rule in enumerate(suite.marks):
-        if index not in matched and not _outside_this_run(rule, config, suite):
+        if index not in session.matched_rules and not _outside_this_run(rule, session, suite):
             warnings.warn_explicit(
                 MillrunSuiteWarning(
                     f"{suite.source}: {rule.label} matched no collected item, so it marks "
@@ -129,15 +118,14 @@ def warn_unmatched(config: pytest.Config, suite: Suite | None, path: Path | None
             )
 
 
-def _outside_this_run(rule: MarkRule, config: pytest.Config, suite: Suite) -> bool:
+def _outside_this_run(rule: MarkRule, session: MillrunSession, suite: Suite) -> bool:
     """A rule for notebooks that exist but that this run did not collect (a subset of the
     suite was asked for): it cannot have matched, and is no typo."""
     from pytest_millrun.core.globs import glob_match, glob_matches_a_file
 
     if rule.notebooks is None:
         return False
-    collected: set[str] = config.stash.get(collected_key, set())
-    if any(glob_match(rule.notebooks, relative) for relative in collected):
+    if any(glob_match(rule.notebooks, relative) for relative in session.collected):
         return False
     return glob_matches_a_file(suite.base, rule.notebooks)
 

@@ -151,10 +151,10 @@ class ResultsTable:
     def _write_report(self, table: list[ResultRow], path: Path) -> Path:
         import shlex
 
-        from pytest_millrun.plugin.state import settings_key
+        from pytest_millrun.plugin.state import session_key
         from pytest_millrun.report.page import write_report
 
-        settings = self.config.stash[settings_key]
+        settings = self.config.stash[session_key].settings
         args = " ".join(shlex.quote(str(a)) for a in self.config.invocation_params.args)
         return write_report(
             table,
