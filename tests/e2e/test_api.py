@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 import millrun
-from conftest import assert_no_kernels_left, output_files, write_notebook
+from millrun_testing import assert_no_kernels_left, output_files, write_notebook
 from pytest_millrun import RunFailedError, execute_run
 
 KERNELS = pytest.mark.usefixtures("kernel_start")  # for tests that start kernels, in both modes

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import (
+from millrun_testing import (
     assert_no_kernels_left,
     output_files,
     write_notebook,

@@ -24,7 +24,7 @@ import nbformat
 import psutil
 import pytest
 
-from conftest import assert_no_kernels_left, output_files, write_notebook, write_params
+from millrun_testing import assert_no_kernels_left, output_files, write_notebook, write_params
 from pytest_millrun import RunFailedError, execute_run
 from pytest_millrun.dispatch.dask_client import run_on_cluster
 from pytest_millrun.pipeline.planning import plan_run

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import write_notebook, write_params
+from millrun_testing import write_notebook, write_params
 from pytest_millrun import RunFailedError, execute_run
 from pytest_millrun.core.naming import partial_path
 from pytest_millrun.execution.execute import execute_notebook

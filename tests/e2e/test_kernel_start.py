@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import assert_no_kernels_left, write_notebook, write_params
+from millrun_testing import assert_no_kernels_left, write_notebook, write_params
 from pytest_millrun import execute_run
 
 #: A cell that records how its kernel was started and what state it starts with.  The preload

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_no_kernels_left, output_files, write_notebook, write_params
+from millrun_testing import assert_no_kernels_left, output_files, write_notebook, write_params
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 KERNELS = pytest.mark.usefixtures("kernel_start")  # for tests that start kernels, in both modes

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import millrun
-from conftest import assert_no_kernels_left, write_notebook, write_params
+from millrun_testing import assert_no_kernels_left, write_notebook, write_params
 from pytest_millrun import RunFailedError, execute_run
 from pytest_millrun.execution.execute import execute_notebook
 from pytest_millrun.execution.failures import format_failure

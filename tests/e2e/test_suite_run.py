@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import pytest_millrun.plugin.marking
-from conftest import assert_no_kernels_left, output_files, write_notebook
+from millrun_testing import assert_no_kernels_left, output_files, write_notebook
 from pytest_millrun import execute_run
 from pytest_millrun.core.discovery import MillrunParameterWarning
 from pytest_millrun.core.suite import MillrunSuiteWarning

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import assert_no_kernels_left, write_notebook, write_params
+from millrun_testing import assert_no_kernels_left, write_notebook, write_params
 from pytest_millrun import RunFailedError, execute_run
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
