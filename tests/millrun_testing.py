@@ -183,3 +183,16 @@ def load_docs_tools() -> ModuleType:
     sys.modules[spec.name] = module  # its dataclasses look themselves up there
     spec.loader.exec_module(module)
     return module
+
+
+#: Output at the descriptor level (a shell command, a child process) and from Python, and
+#: which of pytest's variables the kernel sees.
+STREAMS = """\
+import os, subprocess, sys
+os.system("echo from-system")
+subprocess.run(["echo", "from-subprocess"], check=True)
+print("from-stderr", file=sys.stderr)
+print("pytest variables:", [k for k in ("PYTEST_CURRENT_TEST", "PYTEST_VERSION",
+      "PYTEST_XDIST_WORKER") if k in os.environ])
+total = x * 10
+"""
