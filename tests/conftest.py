@@ -1,24 +1,18 @@
-"""Shared helpers: real notebooks on disk, and a look at the process table for kernels."""
+"""Fixtures and hooks of the suite; the helpers test modules import are in ``millrun_testing``."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import nbformat
-import psutil
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
+
+from millrun_testing import MakeNotebook, kernels_under, write_notebook
 
 # pytester's in-process runs drop the modules they imported when they end, so a
 # later run would import traitlets classes anew while the fork template's
@@ -30,63 +24,10 @@ import pytest_millrun.execution.execute  # isort: skip
 import pytest_millrun.execution.kernels  # isort: skip
 import pytest_millrun.forkserver  # isort: skip
 
-MakeNotebook = Callable[..., Path]
-
 #: Every kernel of the suite runs this at start-up (IPython runs ``$PYTHONSTARTUP`` in a
 #: kernel too); it logs how the kernel was started, for the ``kernel_start`` fixture.
 #: Set once for the whole session, so every fork template serves every test alike.
 os.environ["PYTHONSTARTUP"] = str(Path(__file__).with_name("kernel_startup.py"))
-
-
-def write_notebook(
-    path: Path,
-    cells: Sequence[str] = ("result = x + y",),
-    *,
-    params: str | None = "x = 1\ny = 2",
-    kernel: str | None = "python3",
-    language: str = "python",
-) -> Path:
-    """A notebook with an optional cell tagged ``parameters`` followed by ``cells``."""
-    nb = new_notebook()
-    if kernel is not None:
-        nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": language}
-    if params is not None:
-        cell = new_code_cell(params)
-        cell.metadata["tags"] = ["parameters"]
-        nb.cells.append(cell)
-    nb.cells.extend(new_code_cell(source) for source in cells)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(path))
-    return path
-
-
-def write_params(path: Path, data: Any) -> Path:
-    path.write_text(json.dumps(data))
-    return path
-
-
-def kernels_under(folder: Path) -> list[psutil.Process]:
-    """Kernels whose connection file lies under ``folder`` (our TMPDIR), and fork templates
-    started under it by another process (this process keeps its own template for reuse)."""
-    found = []
-    for process in psutil.process_iter(["cmdline", "ppid"]):
-        cmdline = " ".join(process.info["cmdline"] or ())
-        if "ipykernel" in cmdline and str(folder) in cmdline:
-            found.append(process)
-        elif "forkserver" in cmdline and process.info["ppid"] != os.getpid():
-            try:
-                if process.environ().get("TMPDIR") == str(folder):
-                    found.append(process)
-            except psutil.Error:
-                continue
-    return found
-
-
-def assert_no_kernels_left(folder: Path, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while kernels_under(folder) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert kernels_under(folder) == []
 
 
 @pytest.fixture
@@ -127,18 +68,6 @@ def kernel_start(
     assert set(started) == {mode}, f"asked for {mode}, kernels started: {started}"
 
 
-@contextlib.contextmanager
-def kernels_not_logged() -> Iterator[None]:
-    """Around a reference run that starts a kernel of its own (papermill's own engine) in a
-    ``kernel_start`` test: that kernel is spawned whatever the mode under test."""
-    saved = os.environ.pop("MILLRUN_TEST_START_LOG", None)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            os.environ["MILLRUN_TEST_START_LOG"] = saved
-
-
 def fork_state_is_spoilt() -> bool:
     """Whether fork mode, in this process, would not serve the next test as it would a
     fresh process: given up (``kernels.fork_broken``), a template remembered as broken, a
@@ -177,13 +106,6 @@ def make_notebook(tmp_path: Path) -> MakeNotebook:
         return write_notebook(tmp_path / name, cells, **kwargs)
 
     return make
-
-
-def output_files(folder: Path) -> list[str]:
-    """Every executed notebook under ``folder``, as sorted relative paths."""
-    return sorted(
-        os.path.relpath(p, folder) for p in folder.rglob("*.ipynb") if not p.name.startswith(".")
-    )
 
 
 @pytest.fixture
@@ -231,19 +153,3 @@ def bash_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         else:
             os.environ["JUPYTER_PATH"] = saved
 
-
-#: The repository's root, wherever the test modules sit below it.
-REPO = Path(__file__).resolve().parent.parent
-
-
-def load_docs_tools() -> ModuleType:
-    """``tools/docs_reference.py`` (the docs site's generator), which is not a package module."""
-    spec = importlib.util.spec_from_file_location(
-        "docs_reference", REPO / "tools" / "docs_reference.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module

@@ -16,7 +16,12 @@ import psutil
 import pytest
 
 import millrun
-from conftest import assert_no_kernels_left, output_files, write_notebook
+from millrun_testing import (
+    assert_no_kernels_left,
+    output_files,
+    wait_for_running_cells,
+    write_notebook,
+)
 from pytest_millrun import RunFailedError, execute_run
 
 KERNELS = pytest.mark.usefixtures("kernel_start")  # for tests that start kernels, in both modes
@@ -210,10 +215,7 @@ def test_pooled_run_stops_within_seconds_on_a_signal(
 ) -> None:
     write_notebook(tmp_path / "nbs" / "slow.ipynb", ["print(x)", "import time\ntime.sleep(60)"])
     process = run_script(tmp_path)
-    deadline = time.monotonic() + 90
-    while len(list((tmp_path / "out").glob("*slow*"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
+    wait_for_running_cells(tmp_path / "out", "*slow*", 2)  # both workers inside a notebook
     assert process.poll() is None
     workers = [
         child for child in psutil.Process(process.pid).children(recursive=True)

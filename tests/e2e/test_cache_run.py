@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_markdown_cell
 
-from conftest import write_notebook, write_params
+from millrun_testing import write_notebook, write_params
 from pytest_millrun import execute_run
 
 #: Reads a declared input (scale.txt) and an undeclared one (note.txt); fails for x == 13.

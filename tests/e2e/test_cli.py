@@ -14,9 +14,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import (
+from millrun_testing import (
     assert_no_kernels_left,
     output_files,
+    wait_for_running_cells,
     write_notebook,
     write_params,
 )
@@ -151,15 +152,6 @@ def start_cli(cwd: Path, *args: object) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def wait_for_outputs(folder: Path, pattern: str, count: int) -> None:
-    """Until ``count`` runs have written their output (so their notebooks are running)."""
-    deadline = time.monotonic() + 90
-    while len(list(folder.glob(pattern))) < count and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(list(folder.glob(pattern))) >= count
-    time.sleep(1.0)
-
-
 def interrupt(process: subprocess.Popen[str], how: str) -> tuple[str, str, float]:
     """Ctrl-C (the terminal signals the whole group) or SIGTERM (a CI cancel: the main
     process alone); the output, and the seconds from the signal until the command ended."""
@@ -197,7 +189,7 @@ def test_interrupt_with_workers_stops_within_seconds_leaving_nothing_behind(
     write_notebook(tmp_path / "nbs" / "slow.ipynb", ["print(x)", "import time\ntime.sleep(60)"])
     write_params(tmp_path / "p.json", {"x": [1, 2, 3, 4]})
     process = start_cli(tmp_path, "nbs", "p.json", "--output-dir", "out", "--workers", "2")
-    wait_for_outputs(tmp_path / "out", "*slow*", 2)  # both workers inside a notebook
+    wait_for_running_cells(tmp_path / "out", "*slow*", 2)  # both workers inside a notebook
     stdout, stderr, seconds = interrupt(process, how)
     # every worker stops its notebook and exits by itself, well within the 5 s grace
     assert seconds < 4, (seconds, stdout, stderr)
@@ -231,7 +223,7 @@ def test_interrupted_summary_accounts_for_every_planned_run(
     write_notebook(tmp_path / "nbs" / "slow.ipynb", ["import time\ntime.sleep(60)"])
     write_params(tmp_path / "p.json", {"x": list(range(runs))})
     process = start_cli(tmp_path, "nbs", "p.json", "--output-dir", "out", "--workers", workers)
-    wait_for_outputs(tmp_path / "out", "*slow*", min(runs, workers))
+    wait_for_running_cells(tmp_path / "out", "*slow*", min(runs, workers))
     stdout, stderr, _ = interrupt(process, "ctrl-c")
     assert process.returncode == 130, stderr
     lines = stdout.strip().splitlines()

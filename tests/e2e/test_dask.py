@@ -24,7 +24,14 @@ import nbformat
 import psutil
 import pytest
 
-from conftest import assert_no_kernels_left, output_files, write_notebook, write_params
+from millrun_testing import (
+    assert_no_kernels_left,
+    output_files,
+    wait_for_running_cells,
+    wait_until,
+    write_notebook,
+    write_params,
+)
 from pytest_millrun import RunFailedError, execute_run
 from pytest_millrun.dispatch.dask_client import run_on_cluster
 from pytest_millrun.pipeline.planning import plan_run
@@ -102,9 +109,7 @@ def remote_address() -> Iterator[tuple[str, Path]]:
     scheduler = [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
     processes = [subprocess.Popen([*scheduler, "--scheduler-file", scheduler_file], **common)]
     try:
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(scheduler_file.exists, 60, f"the scheduler to write {scheduler_file}")
         address = json.loads(scheduler_file.read_text())["address"]
         assert address.startswith("tcp://127.0.0.1:")
         worker = [DASK, "worker", address, "--host", "127.0.0.1", "--no-dashboard"]
@@ -275,10 +280,7 @@ def interrupt_cli(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[int,
         [*MILLRUN, "nbs", "p.json", "--output-dir", "out", *args], cwd=tmp_path, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 90
-    while not list((tmp_path / "out").glob("*slow*")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
+    wait_for_running_cells(tmp_path / "out", "*slow*")
     assert process.poll() is None
     started = time.monotonic()
     os.killpg(process.pid, signal.SIGINT)

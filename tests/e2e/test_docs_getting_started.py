@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import load_docs_tools
+from millrun_testing import load_docs_tools
 
 #: The repository: the folder above this file's that holds pyproject.toml (tests/ or tests/unit/).
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())

@@ -15,7 +15,7 @@ import papermill
 import papermill.iorw
 import pytest
 
-from conftest import kernels_not_logged, write_notebook
+from millrun_testing import kernels_not_logged, write_notebook
 from pytest_millrun.execution.execute import execute_notebook
 
 pytestmark = pytest.mark.usefixtures("kernel_start")

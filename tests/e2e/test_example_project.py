@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import output_files
+from millrun_testing import output_files
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_project"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import write_notebook, write_params
+from millrun_testing import STREAMS, assert_no_kernels_left, write_notebook, write_params
 from pytest_millrun import RunFailedError, execute_run
 from pytest_millrun.core.naming import partial_path
 from pytest_millrun.execution.execute import execute_notebook
@@ -215,3 +215,69 @@ def test_a_segfault_report_quotes_the_faulthandler_dump_of_the_crashing_cell(
         * 2,
         consecutive=False,
     )
+
+
+SUITE = """\
+variations: [{x: 1}]
+notebooks:
+  nbs/calc.ipynb: {variations: [{x: 1, z: 5}], record: [result]}
+  elsewhere/*.ipynb: {constants: {x: 2}}
+  nope/*.ipynb: {constants: {x: 3}}
+marks:
+  - {notebooks: elsewhere/*.ipynb, skip: not in this run}
+"""
+
+
+def project(root: Path) -> None:
+    write_notebook(root / "nbs" / "streams.ipynb", [STREAMS], params="x = 0")
+    write_notebook(root / "nbs" / "calc.ipynb")  # declares x and y; the suite also gives z
+    write_notebook(root / "nbs" / "magic.ipynb", ["%undefined-line-magic", "print('never')"])
+    write_notebook(root / "nbs" / "stop.ipynb", ["import sys", "sys.exit()", "a = 1", "b = 2"])
+    write_notebook(root / "elsewhere" / "other.ipynb")  # in the suite, not in this run
+    (root / "suite.yaml").write_text(SUITE)
+
+
+def test_plugin_run_explains_failures_and_exits_and_records_per_notebook(
+    pytester: pytest.Pytester, kernel_tmp: Path
+) -> None:
+    project(pytester.path)
+    result = pytester.runpytest(
+        "--millrun-params", "suite.yaml", "nbs", "-n", "2",
+        "--millrun-record", "streams*.ipynb:total", "--millrun-results", "table.json",
+        "--millrun-report", "report.html",
+    )  # fmt: skip
+    out = result.stdout.str()
+    result.assert_outcomes(passed=3, failed=1, warnings=2)
+    # An error without text of its own quotes what the cell printed.
+    result.stdout.fnmatch_lines(
+        [
+            "*CellExecutionError: UsageError: Line magic function `%undefined-line-magic` not "
+            "found in cell [[]3[]]*",
+            "The cell printed (last lines):",
+            "    UsageError: Line magic function `%undefined-line-magic` not found.",
+        ]
+    )
+    # sys.exit() passes, as in papermill, and the summary and the report say what it skipped.
+    note = "stop.ipynb: stopped by SystemExit in cell [4]; 2 later cells not run."
+    assert f"millrun: {note}" in out
+    assert note in (pytester.path / "report.html").read_text()
+    # Warnings: once under -n 2, named by the notebook, no JSON line quoted as its source.
+    assert out.count("does not declare 'z'") == 1, out
+    result.stdout.fnmatch_lines(
+        ["nbs/calc.ipynb:0", "  nbs/calc.ipynb:0: MillrunParameterWarning*"]
+    )
+    assert "    {" not in out.splitlines()
+    # The glob of notebooks on disk but outside this run is not a typo; one matching nothing is.
+    assert "glob 'elsewhere/*.ipynb' match" not in out
+    assert "matched no collected item" not in out  # the mark rule for them neither
+    assert out.count("the notebooks glob 'nope/*.ipynb' matches no file under") == 1
+    # Each notebook records its own names: the suite's for calc, the glob's for streams.
+    rows = {row["notebook"]: row for row in json.loads((pytester.path / "table.json").read_text())}
+    assert rows["nbs/calc.ipynb"]["value.result"] == 3
+    assert rows["nbs/streams.ipynb"]["value.total"] == 10
+    assert rows["nbs/stop.ipynb"]["status"] == "passed"
+    assert (
+        "value.result" not in rows["nbs/stop.ipynb"]
+        or rows["nbs/stop.ipynb"]["value.result"] is None
+    )
+    assert_no_kernels_left(kernel_tmp)

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_no_kernels_left, write_notebook, write_params
+from millrun_testing import (
+    assert_no_kernels_left,
+    wait_for_running_cells,
+    write_notebook,
+    write_params,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 KERNELS = pytest.mark.usefixtures("kernel_start")  # for tests that start kernels, in both modes
@@ -267,10 +272,7 @@ def test_interrupt_stops_pytest_promptly_and_leaves_no_kernel(
         cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not list(pytester.path.glob(".millrun/nbs/.*partial*")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1)
+    wait_for_running_cells(pytester.path / ".millrun" / "nbs", ".*partial*", timeout=60)
     started = time.monotonic()
     if sig == signal.SIGINT:
         os.killpg(process.pid, sig)  # Ctrl-C: the terminal signals the whole group

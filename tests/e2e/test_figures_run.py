@@ -12,8 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import write_notebook, write_params
 from millrun import SnapshotMismatchError, execute_run
+from millrun_testing import write_notebook, write_params
 
 pytest.importorskip("matplotlib")
 

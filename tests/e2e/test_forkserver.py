@@ -12,6 +12,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -184,14 +185,29 @@ def test_numpy_preload_is_reseeded_per_kernel() -> None:
     assert first["ppid"] == second["ppid"] == start_template(("numpy",)).pid
 
 
+async def printed(kc: Any, msg_id: str, text: str, timeout: float = 30) -> None:
+    """Until the cell ``msg_id`` has printed ``text``, so its code is running."""
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while text not in seen:
+        try:
+            msg = await kc.get_iopub_msg(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(
+                f"Waited {timeout:g} s in vain for the cell to print {text!r}; it printed {seen!r}"
+            ) from None
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            seen += msg["content"]["text"]
+
+
 def test_interrupt_exit_status_and_restart() -> None:
     async def main() -> None:
         async with kernel() as (km, kc):
             provisioner = km.provisioner
             assert isinstance(provisioner, ForkProvisioner)
             # SIGINT reaches the kernel and becomes KeyboardInterrupt, as with spawn
-            msg_id = kc.execute("import time; time.sleep(30)")
-            await asyncio.sleep(0.5)
+            msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(30)")
+            await printed(kc, msg_id, "sleeping")  # the cell is running
             await km.interrupt_kernel()
             reply = await kc.get_shell_msg(timeout=10)
             assert reply["parent_header"]["msg_id"] == msg_id

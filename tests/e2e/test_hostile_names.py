@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import output_files, write_notebook, write_params
+from millrun_testing import output_files, write_notebook, write_params
 from pytest_millrun import execute_run
 from pytest_millrun.core.discovery import ParameterNameError
 from pytest_millrun.core.naming import NAME_MAX_BYTES, OutputPathError

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import assert_no_kernels_left, write_notebook, write_params
+from millrun_testing import assert_no_kernels_left, write_notebook, write_params
 from pytest_millrun import execute_run
 
 #: A cell that records how its kernel was started and what state it starts with.  The preload
@@ -261,12 +261,26 @@ def templates():
             pass
     return found
 
-def killer():  # crash the template once, while the run is under way
-    while not templates():
+def forked():
+    found = []
+    for template in templates():
+        try:
+            found += template.children()
+        except psutil.Error:
+            pass
+    return found
+
+killed = threading.Event()
+
+def killer():  # crash the template once, while the run is under way: a kernel is forked
+    deadline = time.monotonic() + 120
+    while not forked():
+        if time.monotonic() > deadline:
+            return
         time.sleep(0.05)
-    time.sleep(0.4)
     for template in templates():
         template.send_signal(signal.SIGKILL)
+    killed.set()
 
 threading.Thread(target=killer, daemon=True).start()
 with warnings.catch_warnings(record=True) as caught:
@@ -283,6 +297,7 @@ print(json.dumps({
     "failures": [r.error.headline for r in results if r.error],
     "fallbacks": len(fallbacks),
     "templates_left": len(templates()),
+    "killed": killed.is_set(),
 }))
 """
 
@@ -301,6 +316,7 @@ def test_template_crash_fails_only_its_running_kernel_and_the_run_goes_on_spawni
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[-1])
+    assert report["killed"], f"no template forked a kernel to crash in 120 s: {report}"
     assert report["runs"] == 16
     # runs are sequential: only the kernel running or starting at the crash (if any) fails,
     # and as a death (it dies with its template), not as a start refused for want of one

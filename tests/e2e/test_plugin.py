@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_no_kernels_left, output_files, write_notebook, write_params
+from millrun_testing import assert_no_kernels_left, output_files, write_notebook, write_params
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 KERNELS = pytest.mark.usefixtures("kernel_start")  # for tests that start kernels, in both modes
@@ -399,3 +399,14 @@ def test_help_lists_every_option_in_the_millrun_group(pytester: pytest.Pytester)
         assert option in result.stdout.str(), option
     for ini in ["millrun_params", "millrun_output_dir", "millrun_strict_params"]:
         assert ini in result.stdout.str()
+
+
+def test_empty_folder_says_no_notebook_was_found_and_where(pytester: pytest.Pytester) -> None:
+    (pytester.path / "empty").mkdir()
+    write_notebook(pytester.path / "full" / "a.ipynb")
+    result = pytester.runpytest("--millrun", "empty", "-n", "2")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert result.stdout.str().count("millrun: no notebook found under empty:") == 1
+    deselected = pytester.runpytest("--millrun", "full", "-k", "nothing")
+    assert deselected.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert "no notebook found" not in deselected.stdout.str()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import output_files, write_notebook, write_params
+from millrun_testing import output_files, write_notebook, write_params
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

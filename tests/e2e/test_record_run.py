@@ -9,14 +9,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import millrun
-from conftest import assert_no_kernels_left, write_notebook, write_params
+from millrun_testing import (
+    assert_no_kernels_left,
+    wait_for_running_cells,
+    wait_until,
+    write_notebook,
+    write_params,
+)
 from pytest_millrun import RunFailedError, execute_run
 from pytest_millrun.execution.execute import execute_notebook
 from pytest_millrun.execution.failures import format_failure
@@ -290,13 +295,6 @@ def test_the_command_refuses_bad_names_and_paths_before_running(
 # -- interrupted runs write what they have
 
 
-def wait_for_partial(folder: Path, pattern: str, count: int = 1) -> None:
-    deadline = time.monotonic() + 90
-    while len(list(folder.glob(pattern))) < count and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
-
-
 @pytest.mark.parametrize("front", ["command", "pytest", "xdist"])
 def test_an_interrupted_run_writes_the_rows_it_has(
     tmp_path: Path, kernel_tmp: Path, front: str
@@ -318,8 +316,9 @@ def test_an_interrupted_run_writes_the_rows_it_has(
         argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )  # fmt: skip
-    wait_for_partial(tmp_path / "out", "**/*a_quick.ipynb", count=2)
-    wait_for_partial(tmp_path / "out", "**/.*b_slow.partial*")
+    out = tmp_path / "out"
+    wait_until(lambda: len(list(out.glob("**/*a_quick.ipynb"))) >= 2, 90, "both quick runs")
+    wait_for_running_cells(out, "**/.*b_slow.partial*")
     assert process.poll() is None
     os.killpg(process.pid, signal.SIGINT)
     output, _ = process.communicate(timeout=60)

@@ -14,7 +14,7 @@ import pytest
 
 import millrun
 from chromium import Browser, launch, needs_chromium
-from conftest import write_notebook, write_params
+from millrun_testing import write_notebook, write_params
 from pytest_millrun.results import ResultRow
 
 

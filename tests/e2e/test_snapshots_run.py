@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_notebook, write_params
 from millrun import MillrunSnapshotWarning, SnapshotMismatchError, execute_run
+from millrun_testing import write_notebook, write_params
 
 #: The value depends on scale.txt beside the notebook, so a test can change what it computes.
 CELLS = ["scale = float(open('scale.txt').read())\ntotal = x * scale\nlabel = city"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import output_files, write_notebook, write_params
+from millrun_testing import output_files, write_notebook, write_params
 from pytest_millrun import execute_run
 from pytest_millrun.pipeline.stale_outputs import (
     StaleOutputs,

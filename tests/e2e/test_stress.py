@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_no_kernels_left, write_notebook, write_params
+from millrun_testing import assert_no_kernels_left, write_notebook, write_params
 
 REPEATS = int(os.environ.get("MILLRUN_STRESS_REPEATS", "2"))
 ROUNDS = int(os.environ.get("MILLRUN_STRESS_ROUNDS", "3"))

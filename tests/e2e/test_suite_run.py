@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import pytest_millrun.plugin.marking
-from conftest import assert_no_kernels_left, output_files, write_notebook
+from millrun_testing import assert_no_kernels_left, output_files, write_notebook, write_params
 from pytest_millrun import execute_run
 from pytest_millrun.core.discovery import MillrunParameterWarning
 from pytest_millrun.core.suite import MillrunSuiteWarning
@@ -301,3 +301,18 @@ def test_example_project_suite_gives_each_notebook_its_own_variations(
             "10 tests collected*",
         ]
     )
+
+
+def test_suite_warning_of_a_json_params_file_quotes_no_line_of_it(
+    pytester: pytest.Pytester,
+) -> None:
+    write_notebook(pytester.path / "nbs" / "calc.ipynb")
+    write_params(
+        pytester.path / "suite.json", {"notebooks": {"nbs/calc.ipnyb": {"constants": {"x": 2}}}}
+    )
+    result = pytester.runpytest(
+        "--millrun-params", "suite.json", "nbs", "--collect-only", "-n", "2"
+    )
+    result.stdout.fnmatch_lines(["suite.json:0", "  suite.json:0: MillrunSuiteWarning: *"])
+    assert result.stdout.str().count("matches no file under") == 1
+    assert "    {" not in result.stdout.lines

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_notebook
+from millrun_testing import write_notebook
 from pytest_millrun.core.discovery import (
     ParameterNameError,
     check_parameter_names,

@@ -20,7 +20,7 @@ from types import ModuleType
 import pytest
 import yaml
 
-from conftest import load_docs_tools
+from millrun_testing import load_docs_tools
 
 #: The repository: the folder above this file's that holds pyproject.toml (tests/ or tests/unit/).
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())

@@ -192,7 +192,7 @@ def test_the_page_makes_no_network_request(tmp_path: Path) -> None:
 
 
 def test_write_report_writes_atomically_and_renders_failed_notebooks(tmp_path: Path) -> None:
-    from conftest import write_notebook
+    from millrun_testing import write_notebook
 
     output = write_notebook(tmp_path / ".millrun" / "nbs" / "1-a.ipynb", ["1 / 0"])
     target = millrun.write_report(rows(), tmp_path / "out" / "report.html", root=tmp_path)

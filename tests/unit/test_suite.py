@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_millrun.core.globs import glob_match
+from pytest_millrun.core.globs import glob_match, glob_matches_a_file
 from pytest_millrun.core.params import ParamsError, normalize_params
 from pytest_millrun.core.suite import (
     SUITE_KEYS,
@@ -393,3 +394,32 @@ def test_json_suite_file_works_like_yaml(tmp_path: Path) -> None:
     assert suite.base == tmp_path.resolve()
     assert suite.top.variations == ({"x": 1}, {"x": 2})
     assert suite.top.prepend == ("x",)
+
+
+def test_suite_record_key_per_section_and_its_errors(tmp_path: Path) -> None:
+    suite = build_suite(
+        {"record": "a, b", "notebooks": {"fit.ipynb": {"record": ["rmse"]}, "x.ipynb": None}},
+        "s",
+        tmp_path,
+    )
+    assert suite.top.record == ("a", "b")
+    assert [s.record for s in suite.sections] == [("rmse",), ()]
+    with pytest.raises(SuiteError, match=re.escape("'fit.ipynb': 'record': 'a b' is not a var")):
+        build_suite({"notebooks": {"fit.ipynb": {"record": ["a b"]}}}, "s", tmp_path)
+    with pytest.raises(SuiteError, match="must be strings, not 3"):
+        build_suite({"record": 3, "constants": {}}, "s", tmp_path)
+
+
+def test_glob_matches_a_file_walks_only_what_the_glob_can_reach(tmp_path: Path) -> None:
+    for name in ("a/calc.ipynb", "a/b/deep.ipynb", ".hidden/h.ipynb", "a/.x.ipynb"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}")
+    assert glob_matches_a_file(tmp_path, "a/calc.ipynb")
+    assert glob_matches_a_file(tmp_path, "a/*.ipynb")
+    assert glob_matches_a_file(tmp_path, "**/deep.ipynb")
+    assert glob_matches_a_file(tmp_path, "*/b/*.ipynb")
+    assert not glob_matches_a_file(tmp_path, "*/deep.ipynb")  # * stays in one folder
+    assert not glob_matches_a_file(tmp_path, "a/calc.ipnyb")
+    assert not glob_matches_a_file(tmp_path, "**/h.ipynb")  # hidden folders are left out
+    assert not glob_matches_a_file(tmp_path, "a/.x.ipynb")
+    assert not glob_matches_a_file(tmp_path, "missing/*.ipynb")

@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from pytest_millrun.core import values
-from pytest_millrun.core.values import RecordNameError, decode, encode, parse_names, read_scraps
+from pytest_millrun.core.values import (
+    RecordNameError,
+    RecordSpec,
+    decode,
+    encode,
+    parse_names,
+    parse_record,
+    read_scraps,
+)
 from pytest_millrun.execution import recording
 from pytest_millrun.inkernel import record as kernel_record
 
@@ -302,3 +310,26 @@ def test_failure_report_lists_a_few_values_and_counts_many() -> None:
     many = values.report_lines({f"v{i}": i for i in range(20)}, {})
     assert many == ["Recorded:  20 values (see the output notebook)"]
     assert values.report_lines({}, {}) == []
+
+
+def test_record_entries_for_every_notebook_and_by_glob() -> None:
+    spec = parse_record("payment, fit*.ipynb:rmse,sub/*.ipynb:n, payment")
+    assert spec == RecordSpec(("payment",), (("fit*.ipynb", "rmse"), ("sub/*.ipynb", "n")))
+    # a glob without "/" matches the file name anywhere, one with "/" the relative path
+    assert spec.for_notebook("deep/fit_a.ipynb", ("loss",)) == ("loss", "payment", "rmse")
+    assert spec.for_notebook("sub/fit.ipynb") == ("payment", "rmse", "n")
+    assert spec.for_notebook("other/sub/x.ipynb", ("payment",)) == ("payment",)
+    assert not parse_record(None)
+    assert parse_record(["a", "b.ipynb:c"]).by_glob == (("b.ipynb", "c"),)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (":rmse", "':rmse' has no glob before its ':'"),
+        ("fit.ipynb:not-a-name", "'not-a-name' is not a variable name"),
+    ],
+)
+def test_bad_record_entries_name_the_fix(text: str, message: str) -> None:
+    with pytest.raises(RecordNameError, match=message):
+        parse_record(text, "--record")

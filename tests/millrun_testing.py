@@ -1,0 +1,198 @@
+"""Helpers the test modules share: real notebooks on disk, waiting for a state, and a look at
+the process table for kernels.
+
+A module of its own rather than ``conftest.py``, which pytest loads as a plugin and advises
+against importing; the fixtures stay in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+import nbformat
+import psutil
+from nbformat.v4 import new_code_cell, new_notebook
+
+T = TypeVar("T")
+
+MakeNotebook = Callable[..., Path]
+
+#: The repository's root, wherever the test modules sit below it.
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    what: str | Callable[[], str],
+    *,
+    every: float = 0.1,
+) -> T:
+    """Poll ``predicate`` until it returns something true, and return that.
+
+    In place of a fixed sleep, which waits too long on an idle machine and not long enough
+    on a loaded one. After ``timeout`` seconds the test fails, saying what it waited for
+    (``what``, or what ``what()`` says then, for a description of the state it found).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = predicate()
+        if found:
+            return found
+        if time.monotonic() >= deadline:
+            text = what() if callable(what) else what
+            raise AssertionError(f"Waited {timeout:g} s in vain for {text}")
+        time.sleep(every)
+
+
+def write_notebook(
+    path: Path,
+    cells: Sequence[str] = ("result = x + y",),
+    *,
+    params: str | None = "x = 1\ny = 2",
+    kernel: str | None = "python3",
+    language: str = "python",
+) -> Path:
+    """A notebook with an optional cell tagged ``parameters`` followed by ``cells``."""
+    nb = new_notebook()
+    if kernel is not None:
+        nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": language}
+    if params is not None:
+        cell = new_code_cell(params)
+        cell.metadata["tags"] = ["parameters"]
+        nb.cells.append(cell)
+    nb.cells.extend(new_code_cell(source) for source in cells)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def write_params(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def output_files(folder: Path) -> list[str]:
+    """Every executed notebook under ``folder``, as sorted relative paths."""
+    return sorted(
+        os.path.relpath(p, folder) for p in folder.rglob("*.ipynb") if not p.name.startswith(".")
+    )
+
+
+def notebooks_running_a_cell(folder: Path, pattern: str, cell_text: str) -> list[Path]:
+    """Output notebooks under ``folder`` matching ``pattern`` (partial ones included) whose
+    cell containing ``cell_text`` is executing now.
+
+    Every engine papermill runs writes the output notebook as a cell starts, with the
+    cell's ``metadata.papermill.status`` set to ``running``, just before the cell is sent
+    to the kernel; a file caught mid-write, or renamed meanwhile, does not count yet.
+    """
+    found = []
+    for path in folder.glob(pattern):
+        try:
+            cells = json.loads(path.read_text())["cells"]
+        except (OSError, ValueError, KeyError):
+            continue
+        for cell in cells:
+            status = cell.get("metadata", {}).get("papermill", {}).get("status")
+            if status == "running" and cell_text in "".join(cell.get("source", "")):
+                found.append(path)
+                break
+    return found
+
+
+def wait_for_running_cells(
+    folder: Path,
+    pattern: str,
+    count: int = 1,
+    *,
+    cell_text: str = "time.sleep",
+    timeout: float = 90,
+) -> list[Path]:
+    """Until ``count`` notebooks matching ``pattern`` run their cell containing ``cell_text``
+    (the slow cell, which a test then interrupts or times out); those notebooks."""
+
+    def running() -> list[Path]:
+        found = notebooks_running_a_cell(folder, pattern, cell_text)
+        return found if len(found) >= count else []
+
+    def seen() -> str:
+        names = sorted(p.name for p in folder.glob(pattern)) if folder.exists() else []
+        return (
+            f"{count} notebook(s) matching {pattern!r} under {folder} to run their cell with "
+            f"{cell_text!r}; files there now: {names}"
+        )
+
+    return wait_until(running, timeout, seen, every=0.1)
+
+
+def kernels_under(folder: Path) -> list[psutil.Process]:
+    """Kernels whose connection file lies under ``folder`` (our TMPDIR), and fork templates
+    started under it by another process (this process keeps its own template for reuse)."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "ppid"]):
+        cmdline = " ".join(process.info["cmdline"] or ())
+        if "ipykernel" in cmdline and str(folder) in cmdline:
+            found.append(process)
+        elif "forkserver" in cmdline and process.info["ppid"] != os.getpid():
+            try:
+                if process.environ().get("TMPDIR") == str(folder):
+                    found.append(process)
+            except psutil.Error:
+                continue
+    return found
+
+
+def assert_no_kernels_left(folder: Path, within: float = 5.0) -> None:
+    wait_until(
+        lambda: not kernels_under(folder),
+        within,
+        lambda: f"the kernels under {folder} to end; left: {kernels_under(folder)}",
+    )
+
+
+@contextlib.contextmanager
+def kernels_not_logged() -> Iterator[None]:
+    """Around a reference run that starts a kernel of its own (papermill's own engine) in a
+    ``kernel_start`` test: that kernel is spawned whatever the mode under test."""
+    saved = os.environ.pop("MILLRUN_TEST_START_LOG", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MILLRUN_TEST_START_LOG"] = saved
+
+
+def load_docs_tools() -> ModuleType:
+    """``tools/docs_reference.py`` (the docs site's generator), which is not a package module."""
+    spec = importlib.util.spec_from_file_location(
+        "docs_reference", REPO / "tools" / "docs_reference.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+#: Output at the descriptor level (a shell command, a child process) and from Python, and
+#: which of pytest's variables the kernel sees.
+STREAMS = """\
+import os, subprocess, sys
+os.system("echo from-system")
+subprocess.run(["echo", "from-subprocess"], check=True)
+print("from-stderr", file=sys.stderr)
+print("pytest variables:", [k for k in ("PYTEST_CURRENT_TEST", "PYTEST_VERSION",
+      "PYTEST_XDIST_WORKER") if k in os.environ])
+total = x * 10
+"""
