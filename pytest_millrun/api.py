@@ -82,40 +82,14 @@ def execute_run(
     YAML file in any of these forms (its globs relative to the file's folder).
     Every pair is attempted.  When any failed, :class:`RunFailedError` is
     raised after all work is done, listing every failure and carrying all
-    results.  ``kernel_name`` runs every notebook with that kernel (default: each
-    notebook's own), ``execution_timeout`` limits each cell (seconds); ``kwargs`` go to
-    ``papermill.execute_notebook`` (``log_output``, nbclient options ...).  With
-    ``use_multiprocessing`` all pairs share one process pool of ``workers``
-    processes (default: the CPU count); ``executor`` replaces that pool with
-    any ``concurrent.futures.Executor``.  ``dask`` runs them on a Dask cluster:
-    ``"local"`` (``workers`` processes), a scheduler address or a ``Client``,
-    as does ``executor=client.get_executor()``.  ``kernel_start`` (``auto``, ``fork``,
-    ``spawn``) and ``preload`` choose how kernels start; ``notebook_timeout``
-    limits a whole notebook and ``strict_params`` refuses undeclared parameters.
-    ``clean_output`` removes, before the run, outputs of these notebooks that
-    earlier runs wrote beside this run's and this run does not write (only
-    files carrying millrun's output marker).
-    A text notebook (jupytext, with the ``jupytext`` extra) is a notebook when it
-    carries a jupytext header or matches one of the ``text_notebooks`` globs
-    (``"*.py,docs/*.md"``, relative to the notebook folder).
-    ``record`` names variables read after each notebook's last cell into
-    ``ExecutionResult.recorded``, with its scrapbook scraps (``"GLOB:name"`` only
-    in the notebooks GLOB matches; a suite's ``record`` keys add names per
-    notebook); write the table with
-    :func:`write_results`.  ``snapshots`` names a folder of snapshots the
-    recorded values are compared with (``rtol``/``atol``, see
-    :mod:`pytest_millrun.snapshots.checks`); a difference raises
-    :class:`~pytest_millrun.snapshots.checks.SnapshotMismatchError` with the table,
-    and ``snapshot_update`` writes them instead.  Unused entries (of a variation
-    or a notebook gone) warn with ``MillrunSnapshotWarning``, or fail with
-    ``snapshot_strict``; an update removes them.  ``snapshot_figures`` compares
-    each run's figures (image outputs) with baselines beside the values, within
-    ``figure_tolerance`` RMS (default 2), kernels drawing with Agg.
-    With ``cache`` a variation whose output holds a passing run with the same key
-    (code cells, parameters, kernel, options, environment and the files
-    ``cache_inputs`` globs name, relative to the notebook folder) is not run:
-    its result is read back from that output, ``cached`` set; ``force`` runs
-    everything and records fresh keys.  See ``docs/incremental.md``.
+    results; a recorded value that differs from its snapshot raises
+    :class:`~pytest_millrun.snapshots.checks.SnapshotMismatchError`.  ``kwargs``
+    go to ``papermill.execute_notebook`` (``log_output``, nbclient options ...).
+    Every keyword is an option of the pytest plugin and the ``millrun`` command
+    too, declared once: the reference's "Keywords of execute_run" table says what
+    each does (``use_multiprocessing``/``workers``/``executor``/``dask`` choose
+    where the jobs run; ``record``, ``snapshots``, ``cache`` and the others as
+    their pages in the docs describe).
     """
     keywords = {name: value for name, value in locals().items() if name != "kwargs"}
     config = from_api(keywords, kwargs)

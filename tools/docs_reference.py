@@ -12,7 +12,9 @@ in the docs without anyone editing a page, and no help text is copied by hand.
   ``--help`` output, from the click command the same table generates (click adds
   the defaults it shows);
 - ``api``: a mkdocstrings directive for every public name of ``pytest_millrun``,
-  at the module that defines it (so moving code between modules moves nothing here).
+  at the module that defines it (so moving code between modules moves nothing here);
+- ``api-keywords``: ``execute_run``'s keywords with their defaults and meanings, from
+  the same table (a unit test holds the signature equal to it).
 
 Nothing here reaches a network.  ``tests`` import :func:`expand` to check the
 generated page against the parsers.
@@ -133,6 +135,19 @@ def cli_help() -> str:
     return f"```text\n$ millrun --help\n{text}\n```"
 
 
+def api_keywords_table() -> str:
+    """``execute_run``'s keywords from the option table: its signature is held equal to it."""
+    from pytest_millrun.config.option_table import options_of
+
+    lines = ["| keyword | default | meaning |", "| --- | --- | --- |"]
+    for option in options_of("api"):
+        if option.api_positional and option.api in ("notebook_dir_or_file", "bulk_params"):
+            continue
+        help_text = option.cli_help or option.help  # the CLI's words: paths as the API's
+        lines.append(f"| `{option.api}` | `{option.default!r}` | {_cell(help_text)} |")
+    return "\n".join(lines)
+
+
 def public_api() -> list[tuple[str, str]]:
     """(name, its defining module's dotted path) of each public name but the version."""
     import inspect
@@ -187,6 +202,7 @@ GENERATORS = {
     "cli-options": cli_options_table,
     "cli-help": cli_help,
     "api": api_directives,
+    "api-keywords": api_keywords_table,
 }
 
 

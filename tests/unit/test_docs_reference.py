@@ -128,8 +128,25 @@ def test_the_reference_documents_every_public_name_at_its_defining_module(page: 
         assert value is getattr(package, name)
 
 
+def test_the_reference_lists_every_keyword_of_execute_run_with_its_default(page: str) -> None:
+    import inspect
+
+    import millrun
+
+    rows = re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", _section(page, "Python API"), flags=re.M)
+    documented = dict(rows)
+    signature = inspect.signature(millrun.execute_run).parameters
+    keywords = {
+        name: repr(parameter.default)
+        for name, parameter in signature.items()
+        if parameter.kind is not parameter.VAR_KEYWORD
+        and name not in ("notebook_dir_or_file", "bulk_params")
+    }
+    assert documented == keywords
+
+
 def test_an_unknown_marker_is_an_error_naming_it(generator: ModuleType) -> None:
-    with pytest.raises(ValueError, match=r"millrun:nope .*known: api, cli-help"):
+    with pytest.raises(ValueError, match=r"millrun:nope .*known: api, api-keywords, cli-help"):
         generator.expand("text\n<!-- millrun:nope -->\ntext")
     quoted = "the marker `<!-- millrun:api -->` in a sentence"
     assert generator.expand(quoted) == quoted
