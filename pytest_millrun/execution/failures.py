@@ -172,40 +172,12 @@ def explain(
 ) -> Failure:
     """Phrase an exception raised outside a cell's own code as one paragraph with a fix."""
     from jupyter_client.kernelspec import NoSuchKernel
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     cell = running_cell(partial)
     where = cell_words(cell.get("cell_index"), cell.get("exec_count"))
-    if kernel.timed_out:
-        return Failure(
-            "timeout",
-            f"Timed out after {notebook_timeout:g} s{where}: the whole-notebook time limit "
-            f"stopped the kernel. The cells that ran are saved in the output. Raise the limit "
-            f"({names.notebook_timeout}) or make the notebook faster.",
-            ename="TimeoutError",
-            evalue=f"timed out after {notebook_timeout:g} s{where}",
-            **cell,
-        )
-    if isinstance(exc, CellTimeoutError):
-        return Failure(
-            "timeout",
-            f"Timed out{where}: the cell ran longer than the per-cell limit "
-            f"({sentence(first_line(str(exc)))}). Raise the limit ({names.timeout}) "
-            f"or make the cell faster.",
-            ename="TimeoutError",
-            evalue=f"the per-cell time limit ran out{where}",
-            **cell,
-        )
-    if isinstance(exc, DeadKernelError) and kernel.started:
-        return Failure(
-            "kernel-died",
-            f"The kernel died{where} ({kernel.exit_description()}). Everything up to that "
-            f"cell is saved in the output. A kernel dies when the code calls os._exit, "
-            f"crashes in native code or runs out of memory.{kernel.log_tail()}",
-            ename="DeadKernelError",
-            evalue=f"the kernel died{where} ({kernel.exit_description()})",
-            **cell,
-        )
+    stopped = _stopped(exc, kernel, cell, where, notebook_timeout, names)
+    if stopped is not None:
+        return stopped
     if isinstance(exc, NoSuchKernel):
         return no_such_kernel(str(exc.name), notebook, None, names)
     if isinstance(exc, OSError) and exc.filename and Path(exc.filename).parent == partial.parent:
@@ -253,6 +225,50 @@ def explain(
         evalue=str(exc),
         **cell,
     )
+
+
+def _stopped(
+    exc: Exception,
+    kernel: KernelFacts,
+    cell: dict[str, Any],
+    where: str,
+    notebook_timeout: float | None,
+    names: OptionNames,
+) -> Failure | None:
+    """A run a time limit or the kernel's death stopped, or None for another failure."""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    if kernel.timed_out:
+        return Failure(
+            "timeout",
+            f"Timed out after {notebook_timeout:g} s{where}: the whole-notebook time limit "
+            f"stopped the kernel. The cells that ran are saved in the output. Raise the limit "
+            f"({names.notebook_timeout}) or make the notebook faster.",
+            ename="TimeoutError",
+            evalue=f"timed out after {notebook_timeout:g} s{where}",
+            **cell,
+        )
+    if isinstance(exc, CellTimeoutError):
+        return Failure(
+            "timeout",
+            f"Timed out{where}: the cell ran longer than the per-cell limit "
+            f"({sentence(first_line(str(exc)))}). Raise the limit ({names.timeout}) "
+            f"or make the cell faster.",
+            ename="TimeoutError",
+            evalue=f"the per-cell time limit ran out{where}",
+            **cell,
+        )
+    if isinstance(exc, DeadKernelError) and kernel.started:
+        return Failure(
+            "kernel-died",
+            f"The kernel died{where} ({kernel.exit_description()}). Everything up to that "
+            f"cell is saved in the output. A kernel dies when the code calls os._exit, "
+            f"crashes in native code or runs out of memory.{kernel.log_tail()}",
+            ename="DeadKernelError",
+            evalue=f"the kernel died{where} ({kernel.exit_description()})",
+            **cell,
+        )
+    return None
 
 
 def missing_kernel(
