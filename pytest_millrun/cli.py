@@ -160,8 +160,6 @@ def _plan(config: RunConfig) -> tuple[runner.PlannedRun, Path | None, Path | Non
 
 def _run(planned: runner.PlannedRun, progress: Progress) -> list[ExecutionResult]:
     """The run on the dispatcher its options name; a cluster that cannot run it exits 2."""
-    from pytest_millrun.dispatch.dask_client import ClusterError
-
     config = planned.config
 
     def on_start(slots: int) -> None:
@@ -170,7 +168,7 @@ def _run(planned: runner.PlannedRun, progress: Progress) -> list[ExecutionResult
     dispatcher = runner.dispatcher_for(config, parallel=config.workers > 1, on_start=on_start)
     try:
         return runner.run(planned, dispatcher, progress.update)
-    except ClusterError as exc:
+    except runner.ClusterError as exc:
         progress.close()
         _fail_usage(str(exc))
         raise  # not reached: _fail_usage exits

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pytest_millrun.config.run_config import RunConfig
 from pytest_millrun.core.data import ExecutionResult
 from pytest_millrun.core.suite_file import resolve_suite
+from pytest_millrun.dispatch.dask_client import ClusterError
 from pytest_millrun.dispatch.dispatchers import Dispatcher, make_dispatcher
 from pytest_millrun.dispatch.jobs import Job, RunOptions
 from pytest_millrun.execution.execute import resolve_kernel_start
@@ -27,6 +28,9 @@ from pytest_millrun.pipeline.planning import plan_run, planned_outputs
 from pytest_millrun.pipeline.stale_outputs import StaleOutputs, handle_stale_outputs
 
 OnResult = Callable[[ExecutionResult], None]
+
+#: Raised by :func:`run` when Dask is not installed or its cluster cannot run the jobs.
+__all__ = ["ClusterError", "PlannedRun", "dispatcher_for", "plan", "run"]
 
 
 @dataclass(frozen=True)
