@@ -280,7 +280,7 @@ def interrupt_cli(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[int,
         [*MILLRUN, "nbs", "p.json", "--output-dir", "out", *args], cwd=tmp_path, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
-    wait_for_running_cells(tmp_path / "out", "*slow*")
+    wait_for_running_cells(tmp_path / "out", "*slow*", 2)  # both workers inside a notebook
     assert process.poll() is None
     started = time.monotonic()
     os.killpg(process.pid, signal.SIGINT)
