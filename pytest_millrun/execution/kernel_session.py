@@ -9,10 +9,11 @@ composes the parts one execution needs into
 * **one silent request at start**, sent by the kernel client once the kernel
   answers (:mod:`pytest_millrun.execution.kernels`): in the kernel itself, a
   forked child or a spawned process alike, never in the fork template;
-* **after each code cell**, the parts' host-side hooks (nbclient's
-  ``on_cell_execute`` / ``on_cell_executed``) and one silent request running
-  every part's cell code -- both only when some part has them, so a run whose
-  parts need nothing per cell pays nothing per cell;
+* **after each code cell**, the parts' cell code, in the kernel, from IPython's
+  ``post_run_cell`` event (no request per cell; in a Python kernel without
+  IPython, one silent request per cell), and the parts' host-side hooks
+  (nbclient's ``on_cell_execute`` / ``on_cell_executed``) -- only when some
+  part has them, so a run whose parts need nothing per cell pays nothing;
 * **one request at the end** (:meth:`KernelSession.end`), while the kernel is still
   alive: one ``user_expressions`` entry per part, so each part's payload (or its
   error) comes back on its own, and is handed to that part's
@@ -148,16 +149,18 @@ def _helper(name: str) -> str:
 
 
 @functools.cache
-def start_request(parts: tuple[tuple[str, str, str, bool], ...]) -> str:
+def start_request(parts: tuple[tuple[str, str, str, bool], ...], events: bool) -> str:
     """The silent start request's code for ``(name, start, cell, keep)`` per part, in order.
 
+    ``events``: cell code runs from IPython's ``post_run_cell`` event (see
+    :func:`pytest_millrun.inkernel.session.start_part`), not from a request per cell.
     A part that keeps no namespace runs its start in a throwaway one; an error
     there stops no other part and has nowhere to go (that part asks nothing later).
     """
     lines = [_helper("start_part")] if any(keep for *_, keep in parts) else []
     for name, start, cell, keep in parts:
         if keep:
-            lines.append(f"start_part({name!r}, {start!r}, {cell!r}, user)")
+            lines.append(f"start_part({name!r}, {start!r}, {cell!r}, user, {events!r})")
         else:
             scope = f"{{'__name__': {'millrun_' + name!r}, 'user_namespace': user}}"
             lines.append(f"try:\n    exec({start!r}, {scope})\nexcept Exception:\n    pass")
@@ -226,17 +229,22 @@ class KernelSession:
         """Whether ``part`` is for the language of the kernel this session started in."""
         return part.languages is None or (self.language or "") in part.languages
 
-    def start(self, language: str | None) -> str | None:
-        """Learn the kernel's language; the code of the start request, None if none is needed."""
+    def start(self, language: str | None, implementation: str | None = None) -> str | None:
+        """Learn the kernel's language; the code of the start request, None if none is needed.
+
+        ``implementation`` is the kernel's (``ipython`` for ipykernel): IPython's
+        events run the parts' cell code without a request per cell.
+        """
         self.language = language.lower() if language else None
+        events = implementation == "ipython"
         entries = []
         for part in self.parts:
             start, cell, end = self.sources[part.name]
             if self.runs_in_kernel(part) and (start or cell):
                 entries.append((part.name, start, cell, bool(cell) or bool(end)))
         self._kept = frozenset(name for name, *_, keep in entries if keep)
-        self._cell_request = any(cell for _, _, cell, _ in entries)
-        return start_request(tuple(entries)) if entries else None
+        self._cell_request = not events and any(cell for _, _, cell, _ in entries)
+        return start_request(tuple(entries), events) if entries else None
 
     @property
     def needs_engine(self) -> bool:

@@ -383,8 +383,9 @@ def _quick_ready_client_class() -> type:
                     continue  # IOPub not subscribed yet: ask again
                 self._handle_kernel_info_reply(reply)
                 session = getattr(self.parent, "millrun_session", None)
-                language = reply["content"].get("language_info", {}).get("name")
-                code = session.start(language) if session is not None else None
+                content = reply["content"]
+                language = content.get("language_info", {}).get("name")
+                code = session.start(language, content.get("implementation")) if session else None
                 if code:  # the kernel session's start request, in the kernel itself
                     await self._silently(code, deadline)
                 return

@@ -8,9 +8,9 @@ the first cell; :func:`end_part` is sent with each part's end expression.
 
 A part whose code runs in more than one request (after each cell, or at the start
 and at the end) keeps its namespace in a module of its own,
-``sys.modules["_millrun_kernel_session"]``, made only for such a part; the
-request after each cell calls that module's ``after_cell``.  A part with start
-code only runs it in a throwaway namespace.
+``sys.modules["_millrun_kernel_session"]``, made only for such a part, whose
+``after_cell`` runs the parts' cell code (see :func:`start_part`).  A part with
+start code only runs it in a throwaway namespace.
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ from __future__ import annotations
 from typing import Any
 
 
-def start_part(name: str, start: str, cell: str, user: dict[str, Any]) -> None:
+def start_part(name: str, start: str, cell: str, user: dict[str, Any], events: bool) -> None:
     """Run one part's start code in the namespace its cell and end code use too.
 
-    An error in the start stops no other part: it is kept in the part's
-    namespace as ``start_error``, which its end request then reports.
+    With ``events``, the parts' cell code runs from IPython's ``post_run_cell``
+    event, which ipykernel triggers after every cell it runs (not after a silent
+    request), the failing one included: no request per cell.  Else the host asks
+    for ``after_cell`` after each cell.  An error in the start stops no other
+    part: it is kept in the part's namespace as ``start_error``, which its end
+    request then reports.
     """
     import sys
     import types
@@ -33,7 +37,7 @@ def start_part(name: str, start: str, cell: str, user: dict[str, Any]) -> None:
         home.namespaces = {}
         home.cells = []
 
-        def after_cell() -> None:
+        def after_cell(*_event: Any) -> None:
             for namespace, code in home.cells:
                 if "start_error" in namespace:
                     continue
@@ -43,10 +47,18 @@ def start_part(name: str, start: str, cell: str, user: dict[str, Any]) -> None:
                     namespace.setdefault("cell_error", type(exc).__name__ + ": " + str(exc))
 
         home.after_cell = after_cell
+        home.shell = None
+        if events:
+            ipython = sys.modules.get("IPython")
+            home.shell = ipython.get_ipython() if ipython is not None else None
+            if home.shell is not None:
+                home.shell.events.register("post_run_cell", after_cell)
         sys.modules[home.__name__] = home
     namespace: dict[str, Any] = {"__name__": "millrun_" + name, "user_namespace": user}
     home.namespaces[name] = namespace
     try:
+        if cell and events and home.shell is None:
+            raise RuntimeError("no IPython shell here to run its code after each cell")
         if start:
             exec(compile(start, "<millrun " + name + " start>", "exec"), namespace)
         if cell:

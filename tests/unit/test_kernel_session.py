@@ -194,6 +194,18 @@ def test_start_only_parts_run_in_order_and_leave_no_session_module(
     assert {k: v for k, v in kernel_namespace.items() if k != "__builtins__"} == before
 
 
+def test_in_ipython_cell_code_runs_from_its_events_not_from_a_request_per_cell(
+    kernel_namespace: dict[str, Any],
+) -> None:
+    session = KernelSession([Counter()])
+    code = session.start("python", "ipython")
+    assert code is not None
+    assert not session._cell_request
+    run_start(code, kernel_namespace)  # no IPython shell in this process: the part is told
+    with pytest.raises(RuntimeError, match="no IPython shell here to run its code after each"):
+        eval(end_expression("counter", session.sources["counter"][2], kept=True), kernel_namespace)
+
+
 def test_a_part_whose_start_failed_says_so_at_the_end_and_stops_no_other(
     kernel_namespace: dict[str, Any],
 ) -> None:
