@@ -205,19 +205,19 @@ class KernelSession:
         names = [part.name for part in parts]
         if not all(names) or len(set(names)) < len(names):
             raise ValueError(f"kernel session parts need distinct, non-empty names: {names}")
-        for part in parts:
-            sends = part.start_code() or part.cell_code() or part.end_code()
-            if sends and (part.languages is None or not part.languages <= {"python"}):
-                raise ValueError(
-                    f"Kernel session part {part.name} sends Python to kernels of "
-                    f"{sorted(part.languages or ['any language'])}: its languages must be python."
-                )
         self.parts = tuple(parts)
         #: name -> (start, cell, end) source, each "" when the part has none
         self.sources = {
             part.name: (part.start_code() or "", part.cell_code() or "", part.end_code() or "")
             for part in parts
         }
+        for part in parts:
+            sends = any(self.sources[part.name])
+            if sends and (part.languages is None or not part.languages <= {"python"}):
+                raise ValueError(
+                    f"Kernel session part {part.name} sends Python to kernels of "
+                    f"{sorted(part.languages or ['any language'])}: its languages must be python."
+                )
         #: The kernel's language (``language_info.name``, lowercase), known once it started.
         self.language: str | None = None
         #: part name -> what its :meth:`~KernelSessionPart.read_end` returned
@@ -249,10 +249,7 @@ class KernelSession:
     @property
     def needs_engine(self) -> bool:
         """Whether millrun's engine has work for the session (an end request, or per cell)."""
-        return any(end for _, _, end in self.sources.values()) or self._cell_hooks() != (
-            False,
-            False,
-        )
+        return any(end for _, _, end in self.sources.values()) or any(self._cell_hooks())
 
     def _cell_hooks(self) -> tuple[bool, bool]:
         """Whether any part acts (before, after) a cell; decided before the language is known."""

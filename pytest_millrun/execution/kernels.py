@@ -345,7 +345,9 @@ def _quick_ready_client_class() -> type:
     up to 0.2 s for the status message of its kernel_info request; a subscriber
     that joined a moment too late misses it and sits out the whole 0.2 s before
     trying again.  For a fresh kernel that is most of the start-up time.  Same
-    check, same messages, shorter steps.
+    check, same messages, shorter steps.  Once the kernel is ready, the kernel
+    session's start request goes (its manager's ``millrun_session``, see
+    :mod:`pytest_millrun.execution.kernel_session`), whichever engine runs the cells.
     """
     from queue import Empty
 
