@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import write_notebook
+from millrun_testing import write_notebook
 from pytest_millrun.execution.execute import execute_notebook
 from pytest_millrun.execution.kernel_session import EndReply, KernelSessionPart
 
