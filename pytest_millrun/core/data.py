@@ -42,6 +42,9 @@ class ExecutionResult:
     recorded: Mapping[str, Any] = field(default_factory=dict)
     #: name -> why that scrap or variable is not (exactly) recorded
     record_notes: Mapping[str, str] = field(default_factory=dict)
+    #: part name -> what that kernel session part brought back from the kernel (plain data);
+    #: see :mod:`pytest_millrun.execution.kernel_session`
+    kernel_report: Mapping[str, Any] = field(default_factory=dict)
     #: Not run: the output of an earlier passing run with the same cache key answers for it.
     cached: bool = False
     #: With the cache on, why this variation ran (see :mod:`pytest_millrun.cache.verdicts`).

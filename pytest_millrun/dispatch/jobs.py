@@ -10,7 +10,7 @@ a job is where the two meet (the key is recorded in the output after a pass).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from pytest_millrun.core.data import (
 )
 from pytest_millrun.core.params import Variation
 from pytest_millrun.execution.execute import execute_notebook
+from pytest_millrun.execution.kernel_session import KernelSessionPart
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class RunOptions:
     papermill_kwargs: Mapping[str, Any] = field(default_factory=dict)
     #: How the front end spells the options a failure's advice names.
     option_names: OptionNames = API_OPTION_NAMES
+    #: What makes each execution's kernel session parts besides the built-in ones (picklable:
+    #: a part class, or a ``functools.partial`` of one); see ``execute_notebook``.
+    session_parts: tuple[Callable[[], KernelSessionPart], ...] = ()
 
 
 def run_job(job: Job, options: RunOptions) -> ExecutionResult:
@@ -93,6 +97,7 @@ def _execute(job: Job, options: RunOptions) -> ExecutionResult:
         preload=options.preload,
         option_names=options.option_names,
         record=job.record,
+        session_parts=options.session_parts,
         **options.papermill_kwargs,
     )
 

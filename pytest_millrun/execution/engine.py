@@ -120,11 +120,11 @@ def _engine_class() -> type:
                 log_output=log_output,
                 autosave_cell_every=autosave_cell_every,
             )
-            recorder = kwargs.pop("millrun_recorder", None)
+            session = kwargs.pop("millrun_session", None)
             nb_man.notebook_start()
             try:
                 cls.execute_managed_notebook(
-                    nb_man, kernel_name, log_output=log_output, recorder=recorder, **kwargs
+                    nb_man, kernel_name, log_output=log_output, session=session, **kwargs
                 )
                 nb_man.ended_normally = True  # papermill.execute_notebook writes it next
             except BaseException:
@@ -132,27 +132,27 @@ def _engine_class() -> type:
                 raise
             finally:
                 nb_man.cleanup_pbar()
-                if recorder is not None:  # in the metadata of every later save
-                    recorder.finish(nb_man.nb)
+                if session is not None:  # in the metadata of every later save
+                    session.notebook_done(nb_man.nb)
                 nb_man.notebook_complete()
             return nb_man.nb
 
         @classmethod
         def execute_managed_notebook(
-            cls, nb_man: Any, kernel_name: str | None, recorder: Any = None, **kwargs: Any
+            cls, nb_man: Any, kernel_name: str | None, session: Any = None, **kwargs: Any
         ) -> Any:
-            if recorder is None or not recorder.names:
+            if session is None or not session.needs_engine:
                 return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
-            # papermill's own body, with a client that reads the recorded variables
-            return _recording_client(nb_man, kernel_name, recorder, **kwargs).execute()
+            # papermill's own body, with a client that serves the kernel session
+            return _session_client(nb_man, kernel_name, session, **kwargs).execute()
 
     return OncePerCellEngine
 
 
-def _recording_client(
+def _session_client(
     nb_man: Any,
     kernel_name: str | None,
-    recorder: Any,
+    session: Any,
     log_output: bool = False,
     stdout_file: Any = None,
     stderr_file: Any = None,
@@ -160,20 +160,22 @@ def _recording_client(
     execution_timeout: float | None = None,
     **kwargs: Any,
 ) -> Any:
-    """papermill's ``NBClientEngine.execute_managed_notebook`` client, reading variables last.
+    """papermill's ``NBClientEngine.execute_managed_notebook`` client, serving the kernel session.
 
-    After the last cell, if every cell ran, the kernel is asked for the variables
-    to record (see :class:`pytest_millrun.execution.recording.Recorder`) before it shuts down.
+    The session's cell hooks are nbclient's own; after the last cell, or the cell
+    that raised, the session's end request goes before the kernel shuts down
+    (see :class:`pytest_millrun.execution.kernel_session.KernelSession`).  A run
+    stopped by a timeout, a dead kernel or a signal has no end request: its kernel
+    is busy or gone.
     """
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import logger
     from papermill.utils import merge_kwargs, remove_args
 
-    class RecordingClient(PapermillNotebookClient):  # type: ignore[misc]
+    class SessionClient(PapermillNotebookClient):  # type: ignore[misc]
         def papermill_execute_cells(self) -> None:
-            super().papermill_execute_cells()
-            if not self.nb.metadata.get("papermill", {}).get("exception"):
-                recorder.read_variables(self)
+            super().papermill_execute_cells()  # a cell's error ends it without raising
+            session.end(self, failed=bool(self.nb.metadata.get("papermill", {}).get("exception")))
 
     kwargs = remove_args(["input_path"], **kwargs)
     safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
@@ -187,4 +189,6 @@ def _recording_client(
         stdout_file=stdout_file,
         stderr_file=stderr_file,
     )
-    return RecordingClient(nb_man, **final_kwargs)
+    client = SessionClient(nb_man, **final_kwargs)
+    session.install_cell_hooks(client)
+    return client

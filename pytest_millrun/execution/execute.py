@@ -28,7 +28,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,8 @@ from pytest_millrun.core.params import Variation
 from pytest_millrun.core.text import cell_words
 from pytest_millrun.execution import engine, expected_errors, failures, recording
 from pytest_millrun.execution.failures import format_failure
+from pytest_millrun.execution.kernel_requests import builtin_parts
+from pytest_millrun.execution.kernel_session import KernelSession, KernelSessionPart
 from pytest_millrun.execution.kernels import KernelSandbox, fork_broken
 
 #: The kernel of a notebook whose metadata names none (nbclient's and nbmake's choice too).
@@ -115,6 +117,7 @@ def execute_notebook(
     preload: Sequence[str] = (),
     option_names: OptionNames = API_OPTION_NAMES,
     record: Sequence[str] = (),
+    session_parts: Sequence[Callable[[], KernelSessionPart]] = (),
     **papermill_kwargs: Any,
 ) -> ExecutionResult:
     """Run ``notebook`` with ``parameters`` through papermill and save it to ``output``.
@@ -133,6 +136,10 @@ def execute_notebook(
     notes it).  ``option_names`` are the calling front end's spellings of the
     options that a failure's advice names.  ``record`` names variables read
     after the last cell (see :mod:`pytest_millrun.execution.recording`).
+    ``session_parts`` make the kernel session's parts of this execution besides
+    the built-in ones and the recorder (see
+    :mod:`pytest_millrun.execution.kernel_session`); what they return is the
+    result's ``kernel_report``.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -142,6 +149,7 @@ def execute_notebook(
     output = Path(output)
     notes: list[str] = []
     recorder = recording.Recorder(record)
+    session = KernelSession([*builtin_parts(), recorder, *(make() for make in session_parts)])
 
     def finish(status: Status, error: Failure | None = None) -> ExecutionResult:
         return ExecutionResult(
@@ -155,6 +163,7 @@ def execute_notebook(
             notes=tuple(notes),
             recorded=recorder.values,
             record_notes=recorder.notes,
+            kernel_report=dict(session.report),
         )
 
     try:
@@ -190,7 +199,7 @@ def execute_notebook(
         return finish("failed", missing)
 
     partial = partial_path(output)
-    with KernelSandbox(resolve_kernel_start(kernel_start), tuple(preload)) as sandbox:
+    with KernelSandbox(resolve_kernel_start(kernel_start), tuple(preload), session) as sandbox:
         engine_kwargs: dict[str, Any] = {
             "engine_name": engine.register(),
             "progress_bar": False,
@@ -202,7 +211,7 @@ def execute_notebook(
         }
         if engine_kwargs["engine_name"] == engine.ENGINE_NAME:  # the paths papermill would record
             engine_kwargs["millrun_paths"] = (str(notebook), str(output))
-            engine_kwargs["millrun_recorder"] = recorder
+            engine_kwargs["millrun_session"] = session
         if cell_timeout is not None:
             engine_kwargs["execution_timeout"] = cell_timeout
         watchdog = None
@@ -254,7 +263,8 @@ def execute_notebook(
         again = execute_notebook(
             notebook, output, parameters, variation_id=variation_id, kernel_name=kernel_name,
             cell_timeout=cell_timeout, notebook_timeout=notebook_timeout, kernel_start="spawn",
-            option_names=option_names, record=record, **papermill_kwargs,
+            option_names=option_names, record=record, session_parts=session_parts,
+            **papermill_kwargs,
         )  # fmt: skip
         return dataclasses.replace(again, notes=(*notes, *again.notes))
     if interrupted:

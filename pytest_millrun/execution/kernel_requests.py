@@ -1,40 +1,51 @@
-"""Runs in the host: the silent set-up request sent into each kernel, and waiting on its relay.
+"""Runs in the host: the kernel session's built-in start parts, and waiting on the relay.
 
 The functions sent live in :mod:`pytest_millrun.inkernel` (they run inside the
-kernel and import only the standard library); here they become the source of one
-silent ``execute`` request, built once per process.
+kernel and import only the standard library); here each becomes the start code
+of a :class:`~pytest_millrun.execution.kernel_session.KernelSessionPart`, sent in
+the session's one silent start request of every Python kernel.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import os
+import sys
 import time
 from collections.abc import Callable
 
-from pytest_millrun.inkernel.faulthandler import point_faulthandler_at_the_real_stderr
-from pytest_millrun.inkernel.stderr_relay import (
-    relay_stderr_through_a_process_that_outlives_the_kernel,
-)
+from pytest_millrun.execution.kernel_session import KernelSessionPart, kernel_source
+from pytest_millrun.inkernel import faulthandler, stderr_relay
 
 
-def _request(function: Callable[[], None]) -> str:
-    """The function's source and a call of it, run in a namespace of its own."""
-    return f"exec({inspect.getsource(function) + f'{function.__name__}()'!r}, {{}})"
+def _call(function: Callable[[], None]) -> str:
+    """The in-kernel function's source and a call of it."""
+    module = sys.modules[function.__module__]
+    return kernel_source(module, function.__name__) + f"\n{function.__name__}()\n"
 
 
-@functools.cache
-def setup_request_code() -> str:
-    """The silent request run before the first cell: the fault dump's file, then the relay."""
-    return "\n".join(
-        _request(function)
-        for function in (
-            point_faulthandler_at_the_real_stderr,
-            relay_stderr_through_a_process_that_outlives_the_kernel,
-        )
-    )
+class FaultDumpPart(KernelSessionPart):
+    """A segfault's dump goes to the kernel's log, not into the pipe that dies with it."""
+
+    name = "faulthandler"
+
+    def start_code(self) -> str:
+        return _call(faulthandler.point_faulthandler_at_the_real_stderr)
+
+
+class StderrRelayPart(KernelSessionPart):
+    """A dying kernel's last words reach its log (a relay process outlives the kernel)."""
+
+    name = "stderr_relay"
+
+    def start_code(self) -> str:
+        return _call(stderr_relay.relay_stderr_through_a_process_that_outlives_the_kernel)
+
+
+def builtin_parts() -> tuple[KernelSessionPart, ...]:
+    """The parts every execution has, in order: the fault dump's file first, as it takes the
+    real stderr that the relay then hides."""
+    return (FaultDumpPart(), StderrRelayPart())
 
 
 def wait_for_relay(log: os.PathLike[str] | str, timeout: float = 2.0) -> None:

@@ -28,7 +28,8 @@ from typing import IO, Any, Protocol
 
 from pytest_millrun.core.data import KernelStart
 from pytest_millrun.core.text import first_line, quote_log
-from pytest_millrun.execution.kernel_requests import setup_request_code, wait_for_relay
+from pytest_millrun.execution.kernel_requests import builtin_parts, wait_for_relay
+from pytest_millrun.execution.kernel_session import KernelSession
 
 #: What pytest and pytest-xdist set in their own process's environment for its tests.  A
 #: kernel never sees them, whichever front end starts it: ipykernel captures no file
@@ -91,9 +92,16 @@ class KernelSandbox:
     failure report say how it died, and guarantees it is reaped.
     """
 
-    def __init__(self, kernel_start: KernelStart = "spawn", preload: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        kernel_start: KernelStart = "spawn",
+        preload: tuple[str, ...] = (),
+        session: KernelSession | None = None,
+    ) -> None:
         self.kernel_start: KernelStart = "spawn" if fork_broken.is_set() else kernel_start
         self.preload = preload
+        #: what the kernel is asked besides cells; its start request goes once the kernel answers
+        self.session = session if session is not None else KernelSession(builtin_parts())
         self.forked = False
         # mkdtemp makes it 0700.  Unix socket paths are limited to ~107 bytes, so a
         # long TMPDIR falls back to /tmp rather than failing every kernel start.
@@ -142,6 +150,7 @@ class KernelSandbox:
                 self.connection_file = str(sandbox.folder / "kernel.json")
                 self.ip = str(sandbox.folder / "ipc")
                 self.client_factory = _quick_ready_client_class()
+                self.millrun_session = sandbox.session  # read by the client, see wait_for_ready
 
             async def _async_kill_kernel(self, restart: bool = False) -> None:
                 # jupyter_client polls every 0.1 s until the killed kernel is gone; the
@@ -336,7 +345,9 @@ def _quick_ready_client_class() -> type:
     up to 0.2 s for the status message of its kernel_info request; a subscriber
     that joined a moment too late misses it and sits out the whole 0.2 s before
     trying again.  For a fresh kernel that is most of the start-up time.  Same
-    check, same messages, shorter steps.
+    check, same messages, shorter steps.  Once the kernel is ready, the kernel
+    session's start request goes (its manager's ``millrun_session``, see
+    :mod:`pytest_millrun.execution.kernel_session`), whichever engine runs the cells.
     """
     from queue import Empty
 
@@ -373,9 +384,12 @@ def _quick_ready_client_class() -> type:
                 except Empty:
                     continue  # IOPub not subscribed yet: ask again
                 self._handle_kernel_info_reply(reply)
-                if reply["content"].get("implementation") == "ipython":
-                    # the faulthandler first: it takes the real stderr the relay then hides
-                    await self._silently(setup_request_code(), deadline)
+                session = getattr(self.parent, "millrun_session", None)
+                content = reply["content"]
+                language = content.get("language_info", {}).get("name")
+                code = session.start(language, content.get("implementation")) if session else None
+                if code:  # the kernel session's start request, in the kernel itself
+                    await self._silently(code, deadline)
                 return
             raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
 

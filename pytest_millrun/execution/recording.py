@@ -3,60 +3,43 @@
 The values' encoding and the scraps' parsing are pure and live in
 :mod:`pytest_millrun.core.values`; the source sent into the kernel is
 :mod:`pytest_millrun.inkernel.record`.  This module is the host's side of that
-exchange: one silent ``user_expressions`` request, no added cell.
+exchange: the :class:`Recorder` is a part of the kernel session
+(:mod:`pytest_millrun.execution.kernel_session`), read by its one end request.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pytest_millrun.core.discovery import OUTPUT_MARKER
 from pytest_millrun.core.values import encode, read_scraps
+from pytest_millrun.execution.kernel_session import EndReply, KernelSessionPart, kernel_source
 
 
-def kernel_expression(names: Sequence[str]) -> str:
-    """One Python expression that evaluates, in the kernel, to the variables as JSON text.
+def record_code(names: Sequence[str]) -> str:
+    """The end code that reads the named variables, converted, from the user's namespace.
 
-    It runs the source of :mod:`pytest_millrun.inkernel.record` in a namespace of
-    its own, reading the user's through ``globals()``, so nothing is left behind.
+    It runs the source of :mod:`pytest_millrun.inkernel.record` in the part's own
+    namespace, so nothing is left behind in the user's.
     """
-    source = _kernel_source() + "\n_millrun_out = Text(read(_millrun_user, _millrun_names))\n"
-    # builtins reached through the module, so a notebook's own `compile` or `exec` is no matter
-    return (
-        "(lambda b, ns: (b.exec(b.compile(ns['_millrun_src'], '<millrun-record>', 'exec'), ns), "
-        "ns['_millrun_out'])[1])"
-        f"(__import__('builtins'), {{'_millrun_src': {source!r}, "
-        f"'_millrun_names': {list(names)!r}, '_millrun_user': __import__('builtins').globals(), "
-        "'__name__': 'millrun_record'})"
-    )
-
-
-@functools.cache
-def _kernel_source() -> str:
-    """The kernel module's code without its docstrings: less to send and compile each time."""
     from pytest_millrun.inkernel import record as kernel_record
 
-    tree = ast.parse(Path(kernel_record.__file__).read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)):
-            first = node.body[0] if node.body else None
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                node.body = node.body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
+    return kernel_source(kernel_record) + f"\npayload = read(user_namespace, {list(names)!r})\n"
 
 
-class Recorder:
-    """The recorded values of one execution, gathered inside millrun's papermill engine.
+class Recorder(KernelSessionPart):
+    """The recorded values of one execution: a kernel session part, read at the end.
 
-    The engine calls :meth:`read_variables` after the last cell when every cell
-    ran (the kernel is still up), and :meth:`finish` with the notebook just
-    before its last save, which puts the values in ``metadata.millrun``.
+    The session's end request reads the variables after the last cell when every
+    cell ran (the kernel is still up: :meth:`read_end`), and :meth:`finish` takes
+    the notebook just before its last save and puts the values in
+    ``metadata.millrun``.
     """
+
+    name = "record"
+    end_after_failure = False  # values of a notebook that did not run to its end mean nothing
 
     def __init__(self, names: Sequence[str] = ()) -> None:
         self.names = tuple(names)
@@ -68,36 +51,22 @@ class Recorder:
         self.asked = False
         self.finished = False
 
-    def read_variables(self, client: Any) -> None:
-        """Ask the kernel for the named variables with one silent request (no cell, no count)."""
-        if not self.names:
-            return
+    def end_code(self) -> str | None:
+        return record_code(self.names) if self.names else None
+
+    def read_end(self, reply: EndReply) -> None:
+        """The variables the end request read (the report holds them as ``recorded``)."""
         self.asked = True
-        msg_id = client.kc.execute(
-            "",
-            silent=True,
-            store_history=False,
-            user_expressions={"millrun": kernel_expression(self.names)},
-            allow_stdin=False,
-        )
-        reply = client.wait_for_reply(msg_id)
-        content = (reply or {}).get("content", {})
-        result = content.get("user_expressions", {}).get("millrun")
-        if not result or result.get("status") != "ok":
-            source = result or content
-            self.kernel_error = (
-                f"{source.get('ename', 'no reply')}: {source.get('evalue', '')}".strip(": ")
-            )
+        if reply.error:
+            self.kernel_error = reply.error
             return
-        text = result.get("data", {}).get("text/plain", "")
-        try:
-            found = json.loads(text)
-        except ValueError:
-            self.kernel_error = f"unreadable reply {text[:200]!r}"
-            return
+        found = reply.payload if isinstance(reply.payload, dict) else {}
         self.variables = dict(found.get("values", {}))
         self.notes.update(found.get("notes", {}))
         self.missing = list(found.get("missing", []))
+
+    def notebook_done(self, nb: Any) -> None:
+        self.finish(nb)
 
     def finish(self, nb: Any) -> None:
         """Merge scraps and variables, and store them in the notebook's metadata."""

@@ -1,7 +1,7 @@
-"""Runs inside the notebook's kernel: turns the named variables into JSON after the last cell.
+"""Runs inside the notebook's kernel: turns the named variables into plain data at the end.
 
-Its source is sent to the kernel as part of one silent user expression (see
-:func:`pytest_millrun.execution.recording.kernel_expression`), so it may use the
+Its source is the record part's end code in the kernel session's end request (see
+:func:`pytest_millrun.execution.recording.record_code`), so it may use the
 standard library only, must run on any Python 3 a kernel has, and must not
 leave a name behind in the user's namespace.  The host imports it too, to test
 the conversion without a kernel.
@@ -131,8 +131,8 @@ def _type_name(value: Any) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def read(namespace: dict[str, Any], names: list[str]) -> str:
-    """The named variables, converted, as JSON text (``NaN``/``Infinity`` allowed).
+def read(namespace: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The named variables, converted (the session sends them as JSON, ``NaN`` allowed).
 
     ``{"values": {name: value}, "notes": {name: note}, "missing": [name, ...]}``
     """
@@ -146,17 +146,4 @@ def read(namespace: dict[str, Any], names: list[str]) -> str:
         values[name], note = to_plain(namespace[name])
         if note:
             notes[name] = note
-    return json.dumps({"values": values, "notes": notes, "missing": missing}, default=repr)
-
-
-class Text:
-    """A string IPython shows as itself, so the expression's ``text/plain`` is the JSON."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(self.text)
+    return {"values": values, "notes": notes, "missing": missing}

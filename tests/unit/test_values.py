@@ -25,6 +25,7 @@ from pytest_millrun.core.values import (
     read_scraps,
 )
 from pytest_millrun.execution import recording
+from pytest_millrun.execution.kernel_session import end_expression
 from pytest_millrun.inkernel import record as kernel_record
 
 # -- the JSON encoding: nan and the infinities survive a trip through standard JSON
@@ -191,7 +192,8 @@ def test_the_kernel_expression_reads_names_and_leaves_nothing_behind() -> None:
     namespace: dict[str, Any] = {"rmse": np.float64(0.25), "grid": np.eye(2), "label": "a"}
     namespace |= {"compile": "a notebook's own", "exec": 1, "globals": None, "json": 2}
     before = set(namespace)
-    answer = eval(recording.kernel_expression(["rmse", "grid", "missing"]), namespace)
+    code = recording.record_code(["rmse", "grid", "missing"])
+    answer = eval(end_expression("record", code, kept=False), namespace)
     assert set(namespace) - before <= {"__builtins__"}  # eval adds it; a kernel has it already
     assert namespace["compile"] == "a notebook's own"
     found = json.loads(repr(answer))
