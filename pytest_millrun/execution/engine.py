@@ -48,8 +48,9 @@ def register() -> str:
     return ENGINE_NAME
 
 
-def _engine_class() -> type:
-    from papermill.engines import NBClientEngine, NotebookExecutionManager
+def _manager_class() -> type:
+    """papermill's execution manager, writing once per cell (see the module's docstring)."""
+    from papermill.engines import NotebookExecutionManager
 
     class OncePerCellManager(NotebookExecutionManager):  # type: ignore[misc]
         deferring = False
@@ -93,6 +94,14 @@ def _engine_class() -> type:
                 hook(*args, **kwargs)
             finally:
                 self.deferring = False
+
+    return OncePerCellManager
+
+
+def _engine_class() -> type:
+    from papermill.engines import NBClientEngine
+
+    OncePerCellManager = _manager_class()
 
     class OncePerCellEngine(NBClientEngine):  # type: ignore[misc]
         @classmethod

@@ -141,77 +141,160 @@ def execute_notebook(
     :mod:`pytest_millrun.execution.kernel_session`); what they return is the
     result's ``kernel_report``.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    started = time.monotonic()
-    notebook = absolute(notebook)
-    output = Path(output)
-    notes: list[str] = []
-    recorder = recording.Recorder(record)
-    session = KernelSession([*builtin_parts(), recorder, *(make() for make in session_parts)])
-
-    def finish(status: Status, error: Failure | None = None) -> ExecutionResult:
-        return ExecutionResult(
-            notebook=notebook,
-            variation_id=variation_id,
-            parameters=dict(parameters),
-            output=output if output.exists() else None,
-            status=status,
-            duration=time.monotonic() - started,
-            error=error,
-            notes=tuple(notes),
-            recorded=recorder.values,
-            record_notes=recorder.notes,
-            kernel_report=dict(session.report),
-        )
-
+    run = _Run(
+        absolute(notebook), Path(output), parameters, variation_id, recording.Recorder(record)
+    )
+    run.session = KernelSession(
+        [*builtin_parts(), run.recorder, *(make() for make in session_parts)]
+    )
     try:
-        nb = _load_input(notebook, variation_id)
-        check_output_target(notebook, output)
-        check_output_folder(output.parent)
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except (NotebookError, OverwriteError, OutputPathError) as exc:
-        return finish("failed", Failure("error", str(exc)))
-    except OSError as exc:  # the folder changed since the plan: this run fails, not the others
-        return finish("failed", failures.output_folder_failure(exc, option_names))
-    if kernel_name is None and not nb.metadata.get("kernelspec", {}).get("name"):
-        if not failures.is_python(_notebook_language(nb)):  # a text notebook in bash, say
-            return finish(
-                "failed",
-                failures.no_such_kernel(None, notebook, _notebook_language(nb), option_names),
-            )
-        kernel_name = DEFAULT_KERNEL  # as nbclient and nbmake do
-        notes.append(
-            f"{notebook.name} names no kernel in its metadata, so it ran on the default kernel "
-            f"{DEFAULT_KERNEL} (choose another with {option_names.kernel})."
+        nb, kernel_name = _prepare(run, kernel_name, papermill_kwargs, option_names)
+    except _NotRun as exc:
+        return run.finish("failed", exc.failure)
+    end = _run_papermill(
+        run, nb, kernel_name, kernel_start, preload, cell_timeout, notebook_timeout,
+        option_names, papermill_kwargs,
+    )  # fmt: skip
+    if end.retry:  # the fork template could not serve: run this one again the usual way
+        again = execute_notebook(
+            notebook, output, parameters, variation_id=variation_id, kernel_name=kernel_name,
+            cell_timeout=cell_timeout, notebook_timeout=notebook_timeout, kernel_start="spawn",
+            option_names=option_names, record=record, session_parts=session_parts,
+            **papermill_kwargs,
+        )  # fmt: skip
+        return dataclasses.replace(again, notes=(*run.notes, *again.notes))
+    if end.interrupted:
+        _collect_the_killed_cell()
+        raise ExecutionInterrupted(
+            run.finish("interrupted", Failure("interrupted", "Interrupted by a signal."))
         )
-    if not papermill_kwargs.get("language") and not _notebook_language(nb):
-        # papermill needs the language to write the parameters; the kernel's spec knows it
+    error = end.error
+    if error is None and (stopped := failures.early_exit_note(run.notebook, end.cells)):
+        run.notes.append(stopped)
+    if error is None and (problem := run.recorder.problem(run.notebook)):
+        error = Failure("record", problem[1], ename="RecordError", evalue=problem[0])
+    return run.finish("failed" if error else "passed", error)
+
+
+@dataclasses.dataclass
+class _Run:
+    """One execution's own state, from which its result is made however it ends."""
+
+    notebook: Path
+    output: Path
+    parameters: Variation
+    variation_id: str
+    recorder: recording.Recorder
+    session: KernelSession = dataclasses.field(default_factory=lambda: KernelSession([]))
+    notes: list[str] = dataclasses.field(default_factory=list)
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def finish(self, status: Status, error: Failure | None = None) -> ExecutionResult:
+        return ExecutionResult(
+            notebook=self.notebook,
+            variation_id=self.variation_id,
+            parameters=dict(self.parameters),
+            output=self.output if self.output.exists() else None,
+            status=status,
+            duration=time.monotonic() - self.started,
+            error=error,
+            notes=tuple(self.notes),
+            recorded=self.recorder.values,
+            record_notes=self.recorder.notes,
+            kernel_report=dict(self.session.report),
+        )
+
+
+class _NotRun(Exception):
+    """The notebook cannot start: its input, output or kernel is wrong; ``failure`` says how."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+@dataclasses.dataclass(frozen=True)
+class _End:
+    """How papermill's run ended: an error, an interrupt, a retry in spawn mode, or its cells."""
+
+    error: Failure | None = None
+    interrupted: bool = False
+    retry: bool = False
+    cells: Sequence[Any] = ()
+
+
+def _prepare(
+    run: _Run, kernel_name: str | None, papermill_kwargs: dict[str, Any], names: OptionNames
+) -> tuple[Any, str | None]:
+    """The input notebook and the kernel it runs on; raises :class:`_NotRun` before any kernel.
+
+    Sets papermill's ``language`` where the notebook names none (it needs one to write
+    the parameters, and the kernel's spec knows it).
+    """
+    try:
+        nb = _load_input(run.notebook, run.variation_id)
+        check_output_target(run.notebook, run.output)
+        check_output_folder(run.output.parent)
+        run.output.parent.mkdir(parents=True, exist_ok=True)
+    except (NotebookError, OverwriteError, OutputPathError) as exc:
+        raise _NotRun(Failure("error", str(exc))) from None
+    except OSError as exc:  # the folder changed since the plan: this run fails, not the others
+        raise _NotRun(failures.output_folder_failure(exc, names)) from None
+    language = _notebook_language(nb)
+    if kernel_name is None and not nb.metadata.get("kernelspec", {}).get("name"):
+        if not failures.is_python(language):  # a text notebook in bash, say
+            raise _NotRun(failures.no_such_kernel(None, run.notebook, language, names))
+        kernel_name = DEFAULT_KERNEL  # as nbclient and nbmake do
+        run.notes.append(
+            f"{run.notebook.name} names no kernel in its metadata, so it ran on the default "
+            f"kernel {DEFAULT_KERNEL} (choose another with {names.kernel})."
+        )
+    if not papermill_kwargs.get("language") and not language:
         papermill_kwargs["language"] = _kernel_language(kernel_name)
     missing = failures.missing_kernel(
         kernel_name or nb.metadata.get("kernelspec", {}).get("name"),
-        notebook,
-        papermill_kwargs.get("language") or _notebook_language(nb),
-        option_names,
+        run.notebook,
+        papermill_kwargs.get("language") or language,
+        names,
     )
     if missing is not None:  # said before a kernel manager logs a traceback of its own
-        return finish("failed", missing)
+        raise _NotRun(missing)
+    return nb, kernel_name
 
-    partial = partial_path(output)
-    with KernelSandbox(resolve_kernel_start(kernel_start), tuple(preload), session) as sandbox:
+
+def _run_papermill(
+    run: _Run,
+    nb: Any,
+    kernel_name: str | None,
+    kernel_start: KernelStart,
+    preload: Sequence[str],
+    cell_timeout: float | None,
+    notebook_timeout: float | None,
+    names: OptionNames,
+    papermill_kwargs: Mapping[str, Any],
+) -> _End:
+    """papermill's run in a kernel sandbox, under the whole-notebook watchdog, however it ends.
+
+    The partial output becomes the output once the run is over (see :func:`_keep_partial`).
+    """
+    import papermill
+
+    partial = partial_path(run.output)
+    mode = resolve_kernel_start(kernel_start)
+    with KernelSandbox(mode, tuple(preload), run.session) as sandbox:
         engine_kwargs: dict[str, Any] = {
             "engine_name": engine.register(),
             "progress_bar": False,
             "shutdown_kernel": "immediate",
-            "resources": {"metadata": {"path": str(notebook.parent)}},
+            "resources": {"metadata": {"path": str(run.notebook.parent)}},
             **papermill_kwargs,
             "kernel_name": kernel_name,
             "kernel_manager_class": sandbox.kernel_manager_class(),
         }
-        if engine_kwargs["engine_name"] == engine.ENGINE_NAME:  # the paths papermill would record
-            engine_kwargs["millrun_paths"] = (str(notebook), str(output))
-            engine_kwargs["millrun_session"] = session
+        ours = engine_kwargs["engine_name"] == engine.ENGINE_NAME
+        if ours:  # the paths papermill would record, and the kernel session
+            engine_kwargs["millrun_paths"] = (str(run.notebook), str(run.output))
+            engine_kwargs["millrun_session"] = run.session
         if cell_timeout is not None:
             engine_kwargs["execution_timeout"] = cell_timeout
         watchdog = None
@@ -219,64 +302,54 @@ def execute_notebook(
             watchdog = threading.Timer(notebook_timeout, sandbox.expire)
             watchdog.daemon = True
             watchdog.start()
-        error: Failure | None = None
-        interrupted = retry = False
-        cells: Sequence[Any] = ()  # of a run that ended without an error
+        end = _End()
         try:
             done = papermill.execute_notebook(
-                nb, str(partial), parameters=dict(parameters), **engine_kwargs
+                nb, str(partial), parameters=dict(run.parameters), **engine_kwargs
             )
-            cells = done.cells
-        except PapermillExecutionError as exc:
-            standing = expected_errors.settle(partial, exc)  # raises-exception cells may pass
-            if standing is not None:
-                error = failures.cell_failure(standing, partial)
-            else:
-                cells = failures.notebook_cells(partial)
+            end = _End(cells=done.cells)
         except KeyboardInterrupt:
-            interrupted = True
+            end = _End(interrupted=True)
         except Exception as exc:
-            if sandbox.fork_failed(exc):
-                retry = True
-            elif sandbox.signalled(exc):
-                interrupted = True
-            else:
-                error = failures.explain(
-                    exc,
-                    notebook=notebook,
-                    partial=partial,
-                    kernel=sandbox,
-                    kernel_name=kernel_name,
-                    parameters=parameters,
-                    notebook_timeout=notebook_timeout,
-                    names=option_names,
-                )
+            end = _ended_by(exc, run, partial, sandbox, kernel_name, notebook_timeout, names)
         finally:
             if watchdog is not None:
                 watchdog.cancel()
-            _keep_partial(partial, output, checked=error is not None or interrupted or retry)
-            foreign = engine_kwargs["engine_name"] != engine.ENGINE_NAME
-            if foreign and output.exists():  # another engine ran it: its scraps at least
+            _keep_partial(
+                partial, run.output, checked=end.error is not None or end.interrupted or end.retry
+            )
+            if not ours and run.output.exists():  # another engine ran it: its scraps at least
                 with contextlib.suppress(NotebookError):
-                    recorder.finish(read_notebook_json(output))
-    if retry:  # the fork template could not serve: run this one again the usual way
-        again = execute_notebook(
-            notebook, output, parameters, variation_id=variation_id, kernel_name=kernel_name,
-            cell_timeout=cell_timeout, notebook_timeout=notebook_timeout, kernel_start="spawn",
-            option_names=option_names, record=record, session_parts=session_parts,
-            **papermill_kwargs,
-        )  # fmt: skip
-        return dataclasses.replace(again, notes=(*notes, *again.notes))
-    if interrupted:
-        _collect_the_killed_cell()
-        raise ExecutionInterrupted(
-            finish("interrupted", Failure("interrupted", "Interrupted by a signal."))
-        )
-    if error is None and (stopped := failures.early_exit_note(notebook, cells)):
-        notes.append(stopped)
-    if error is None and (problem := recorder.problem(notebook)):
-        error = Failure("record", problem[1], ename="RecordError", evalue=problem[0])
-    return finish("failed" if error else "passed", error)
+                    run.recorder.finish(read_notebook_json(run.output))
+    return end
+
+
+def _ended_by(
+    exc: Exception,
+    run: _Run,
+    partial: Path,
+    sandbox: KernelSandbox,
+    kernel_name: str | None,
+    notebook_timeout: float | None,
+    names: OptionNames,
+) -> _End:
+    """What an exception out of papermill means: a cell's error, a retry, a stop, or a fault."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        standing = expected_errors.settle(partial, exc)  # raises-exception cells may pass
+        if standing is not None:
+            return _End(error=failures.cell_failure(standing, partial))
+        return _End(cells=failures.notebook_cells(partial))
+    if sandbox.fork_failed(exc):
+        return _End(retry=True)
+    if sandbox.signalled(exc):
+        return _End(interrupted=True)
+    error = failures.explain(
+        exc, notebook=run.notebook, partial=partial, kernel=sandbox, kernel_name=kernel_name,
+        parameters=run.parameters, notebook_timeout=notebook_timeout, names=names,
+    )  # fmt: skip
+    return _End(error=error)
 
 
 def _collect_the_killed_cell() -> None:
