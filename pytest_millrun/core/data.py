@@ -54,6 +54,21 @@ class ExecutionResult:
     def passed(self) -> bool:
         return self.status == "passed"
 
+    @classmethod
+    def ended(
+        cls,
+        notebook: Path,
+        variation_id: str,
+        parameters: Variation,
+        output: Path,
+        status: Status,
+        duration: float,
+        **more: Any,
+    ) -> ExecutionResult:
+        """A run's result as it ended: its output named only when one was written."""
+        written = output if output.exists() else None
+        return cls(notebook, variation_id, dict(parameters), written, status, duration, **more)
+
 
 class ExecutionInterrupted(KeyboardInterrupt):
     """A signal stopped the run while a notebook was executing; its partial output is saved."""

@@ -199,18 +199,12 @@ def _inputs(
     data: Mapping[Any, Any], where: str, loc: Locations, base: Path | None
 ) -> tuple[str, ...]:
     """A section's ``inputs``: globs relative to the params file's folder, made absolute."""
-    if "inputs" not in data:
-        return ()
-    value = data["inputs"]
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if not is_list(value) or not all(isinstance(v, str) and v for v in value):
-        raise SuiteError(
-            f"{where}{loc.at(data, 'inputs')}: 'inputs' must be a list of file globs relative "
-            f"to the params file's folder, not {_short(value)}. Write e.g. inputs: "
-            f"[data/prices.csv, 'data/*.json']."
-        )
-    return tuple(os.path.join(base, v) if base is not None else v for v in value)
+    must_be = (
+        "a list of file globs relative to the params file's folder, not {value}. Write e.g. "
+        "inputs: [data/prices.csv, 'data/*.json']."
+    )
+    globs = _string_list(data, "inputs", where, loc, must_be) or ()
+    return tuple(os.path.join(base, v) if base is not None else v for v in globs)
 
 
 def _grid(grid: Any, where: str, loc: Locations, parent: Any) -> Mapping[str, Sequence[Any]]:
@@ -244,6 +238,20 @@ def _grid(grid: Any, where: str, loc: Locations, parent: Any) -> Mapping[str, Se
 def _components(
     data: Mapping[Any, Any], key: str, where: str, loc: Locations
 ) -> tuple[str, ...] | None:
+    must_be = (
+        "a list of components (parameter names or literal text), not {value}. Write e.g. "
+        + f"{key}: [region, x]."
+    )
+    return _string_list(data, key, where, loc, must_be)
+
+
+def _string_list(
+    data: Mapping[Any, Any], key: str, where: str, loc: Locations, must_be: str
+) -> tuple[str, ...] | None:
+    """A key's non-empty strings, as a list or one comma-separated string; None when absent.
+
+    ``must_be`` completes the error's "'key' must be ..." with ``{value}`` for the value.
+    """
     if key not in data:
         return None
     value = data[key]
@@ -251,8 +259,7 @@ def _components(
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not is_list(value) or not all(isinstance(v, str) and v for v in value):
         raise SuiteError(
-            f"{where}{loc.at(data, key)}: {key!r} must be a list of components (parameter "
-            f"names or literal text), not {_short(value)}. Write e.g. {key}: [region, x]."
+            f"{where}{loc.at(data, key)}: {key!r} must be {must_be.format(value=_short(value))}"
         )
     return tuple(value)
 

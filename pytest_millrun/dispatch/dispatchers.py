@@ -19,15 +19,15 @@ from pytest_millrun.core.data import ExecutionResult
 from pytest_millrun.dispatch.jobs import Job, RunOptions
 
 OnResult = Callable[[ExecutionResult], None]
+Jobs = Sequence[Job]
+Results = list[ExecutionResult]
 Mode = Literal["local", "pool", "executor", "dask"]
 
 
 class Dispatcher(Protocol):
     """Runs a run's jobs somewhere; results in plan order."""
 
-    def run(
-        self, jobs: Sequence[Job], options: RunOptions, on_result: OnResult | None
-    ) -> list[ExecutionResult]: ...
+    def run(self, jobs: Jobs, options: RunOptions, on_result: OnResult | None) -> Results: ...
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,7 @@ class OnExecutor:
 
     executor: Executor | None = None
 
-    def run(
-        self, jobs: Sequence[Job], options: RunOptions, on_result: OnResult | None
-    ) -> list[ExecutionResult]:
+    def run(self, jobs: Jobs, options: RunOptions, on_result: OnResult | None) -> Results:
         from pytest_millrun.dispatch.pool import run_jobs
 
         return run_jobs(jobs, options, self.executor, on_result)
@@ -51,9 +49,7 @@ class ProcessPool:
 
     workers: int
 
-    def run(
-        self, jobs: Sequence[Job], options: RunOptions, on_result: OnResult | None
-    ) -> list[ExecutionResult]:
+    def run(self, jobs: Jobs, options: RunOptions, on_result: OnResult | None) -> Results:
         from pytest_millrun.dispatch.pool import run_in_pool
 
         return run_in_pool(jobs, options, self.workers, on_result)
@@ -70,9 +66,7 @@ class OnDask:
     workers: int
     on_start: Callable[[int], None] | None = None
 
-    def run(
-        self, jobs: Sequence[Job], options: RunOptions, on_result: OnResult | None
-    ) -> list[ExecutionResult]:
+    def run(self, jobs: Jobs, options: RunOptions, on_result: OnResult | None) -> Results:
         from pytest_millrun.dispatch.dask_client import run_on_cluster
 
         return run_on_cluster(self.dask, self.workers, jobs, options, on_result, self.on_start)

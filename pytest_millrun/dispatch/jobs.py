@@ -16,15 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_millrun.cache.keys import CacheKey
-from pytest_millrun.core.data import (
-    API_OPTION_NAMES,
-    ExecutionInterrupted,
-    ExecutionResult,
-    Failure,
-    KernelStart,
-    OptionNames,
-    Status,
-)
+from pytest_millrun.core import data
+from pytest_millrun.core.data import ExecutionInterrupted, ExecutionResult, Failure
 from pytest_millrun.core.params import Variation
 from pytest_millrun.execution.execute import execute_notebook
 from pytest_millrun.execution.kernel_session import KernelSessionPart
@@ -54,11 +47,11 @@ class RunOptions:
     kernel_name: str | None = None
     cell_timeout: float | None = None
     notebook_timeout: float | None = None
-    kernel_start: KernelStart = "auto"
+    kernel_start: data.KernelStart = "auto"
     preload: tuple[str, ...] = ()
     papermill_kwargs: Mapping[str, Any] = field(default_factory=dict)
     #: How the front end spells the options a failure's advice names.
-    option_names: OptionNames = API_OPTION_NAMES
+    option_names: data.OptionNames = data.API_OPTION_NAMES
     #: What makes each execution's kernel session parts besides the built-in ones (picklable:
     #: a part class, or a ``functools.partial`` of one); see ``execute_notebook``.
     session_parts: tuple[Callable[[], KernelSessionPart], ...] = ()
@@ -85,21 +78,20 @@ def run_job(job: Job, options: RunOptions) -> ExecutionResult:
 
 
 def _execute(job: Job, options: RunOptions) -> ExecutionResult:
+    """``execute_notebook`` with the job's own arguments and the run's shared options.
+
+    The options' fields are ``execute_notebook``'s keywords by name (papermill's own
+    ``papermill_kwargs`` go through as they are).
+    """
+    keywords = {
+        field.name: getattr(options, field.name)
+        for field in dataclasses.fields(options)
+        if field.name != "papermill_kwargs"
+    }
     return execute_notebook(
-        job.notebook,
-        job.output,
-        job.variation,
-        variation_id=job.variation_id,
-        kernel_name=options.kernel_name,
-        cell_timeout=options.cell_timeout,
-        notebook_timeout=options.notebook_timeout,
-        kernel_start=options.kernel_start,
-        preload=options.preload,
-        option_names=options.option_names,
-        record=job.record,
-        session_parts=options.session_parts,
-        **options.papermill_kwargs,
-    )
+        job.notebook, job.output, job.variation, variation_id=job.variation_id,
+        record=job.record, **keywords, **options.papermill_kwargs,
+    )  # fmt: skip
 
 
 def _keep_cache_entry(output: Path, key: CacheKey, *, passed: bool) -> None:
@@ -119,19 +111,13 @@ def interrupted_result(job: Job) -> ExecutionResult:
     )
 
 
-def job_result(job: Job, status: Status, failure: Failure) -> ExecutionResult:
+def job_result(job: Job, status: data.Status, failure: Failure) -> ExecutionResult:
     """The result of a job that ended without an execution of its own to report it.
 
     Why one place: a job cut short before its kernel ran, or failed by the
     machinery around it (a Dask task that died, a notebook a worker cannot see),
     must still be reported like any run: its output if one was saved, no time.
     """
-    return ExecutionResult(
-        notebook=job.notebook,
-        variation_id=job.variation_id,
-        parameters=dict(job.variation),
-        output=job.output if job.output.exists() else None,
-        status=status,
-        duration=0.0,
-        error=failure,
+    return ExecutionResult.ended(
+        job.notebook, job.variation_id, job.variation, job.output, status, 0.0, error=failure
     )

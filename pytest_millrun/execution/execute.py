@@ -190,19 +190,12 @@ class _Run:
     started: float = dataclasses.field(default_factory=time.monotonic)
 
     def finish(self, status: Status, error: Failure | None = None) -> ExecutionResult:
-        return ExecutionResult(
-            notebook=self.notebook,
-            variation_id=self.variation_id,
-            parameters=dict(self.parameters),
-            output=self.output if self.output.exists() else None,
-            status=status,
-            duration=time.monotonic() - self.started,
-            error=error,
-            notes=tuple(self.notes),
-            recorded=self.recorder.values,
-            record_notes=self.recorder.notes,
+        return ExecutionResult.ended(
+            self.notebook, self.variation_id, self.parameters, self.output, status,
+            time.monotonic() - self.started, error=error, notes=tuple(self.notes),
+            recorded=self.recorder.values, record_notes=self.recorder.notes,
             kernel_report=dict(self.session.report),
-        )
+        )  # fmt: skip
 
 
 class _NotRun(Exception):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_millrun.config.run_config import RunConfig
 from pytest_millrun.core.discovery import (
     MillrunParameterWarning,
     NotebookError,
@@ -171,39 +172,28 @@ def first_collision(
     return None
 
 
-def plan_run(
-    notebook_dir_or_file: str | Path,
-    variations: Sequence[Variation] | Suite,
-    *,
-    output_dir: str | Path | None = None,
-    prepend: Sequence[str] = (),
-    append: Sequence[str] = (),
-    recursive: bool = False,
-    exclude_glob_pattern: str | None = None,
-    include_glob_pattern: str | None = None,
-    strict_params: bool = False,
-    text_notebooks: Sequence[str] = (),
-    record: RecordSpec | None = None,
-    kernel_name: str | None = None,
-) -> list[Job]:
+def plan_run(config: RunConfig, variations: Sequence[Variation] | Suite) -> list[Job]:
     """Every job of a run, in a deterministic order, with collisions refused.
 
     With a :class:`Suite` each notebook gets its own section's variations,
-    components and recorded names; ``prepend``/``append`` win over the suite's
-    where not empty, and ``record``'s names add to its.  ``text_notebooks``
-    globs (relative to the folder) name text files that are notebooks without a
-    jupytext header.  Recording is refused here for a notebook whose kernel
-    cannot take the Python that reads variables.
+    components and recorded names; the config's ``prepend``/``append`` win over
+    the suite's where not empty, and its ``record``'s names add to its.  Its
+    ``text_notebooks`` globs (relative to the folder) name text files that are
+    notebooks without a jupytext header.  Recording is refused here for a notebook
+    whose kernel cannot take the Python that reads variables.
     """
-    target = Path(notebook_dir_or_file)
+    assert config.notebook_dir_or_file is not None  # the command's and the API's first argument
+    target = Path(config.notebook_dir_or_file)
+    output_dir, recursive = config.output_dir, config.recursive
+    include_glob_pattern = config.include
     out = Path(output_dir) if output_dir is not None else None
     notebooks = discover_notebooks(
         target,
         recursive=recursive,
         include_glob_pattern=include_glob_pattern,
-        exclude_glob_pattern=exclude_glob_pattern,
+        exclude_glob_pattern=config.exclude,
         output_dirs=[out] if out is not None and out.resolve() != target.resolve() else [],
-        text_notebooks=text_notebooks,
+        text_notebooks=config.text_notebooks,
     )
     if not notebooks:
         pattern = include_glob_pattern or "*.ipynb and text notebooks"
@@ -217,8 +207,8 @@ def plan_run(
     used_globs: list[str | None] = []
     for notebook in map(absolute, notebooks):
         setup = notebook_setup(
-            notebook, variations, record=record or RecordSpec(), base=base,
-            prepend=prepend, append=append,
+            notebook, variations, record=config.record, base=base,
+            prepend=config.prepend, append=config.append,
         )  # fmt: skip
         used_globs.append(setup.glob)
         try:
@@ -227,8 +217,8 @@ def plan_run(
             data = None  # fails as its own job, with the same message, and the others still run
         root, folder = (out, mirrored_folder(notebook, base)) if out else (notebook.parent, Path())
         planned, warning = plan_notebook(
-            notebook, setup, data, output_root=root, folder=folder, kernel_name=kernel_name,
-            strict_params=strict_params,
+            notebook, setup, data, output_root=root, folder=folder,
+            kernel_name=config.kernel_name, strict_params=config.strict_params,
         )  # fmt: skip
         if warning:
             warnings.warn(MillrunParameterWarning(warning), stacklevel=3)

@@ -63,20 +63,7 @@ def plan(
     """
     assert config.notebook_dir_or_file is not None  # the command's and the API's first argument
     variations = config.suite or resolve_suite(config.params, config.base)
-    jobs = plan_run(
-        config.notebook_dir_or_file,
-        variations,
-        output_dir=config.output_dir,
-        prepend=config.prepend,
-        append=config.append,
-        recursive=config.recursive,
-        exclude_glob_pattern=config.exclude,
-        include_glob_pattern=config.include,
-        strict_params=config.strict_params,
-        text_notebooks=config.text_notebooks,
-        record=config.record,
-        kernel_name=config.kernel_name,
-    )
+    jobs = plan_run(config, variations)
     stale = None
     if find_stale or config.clean_output:
         stale = handle_stale_outputs(planned_outputs(jobs), clean=config.clean_output)

@@ -33,6 +33,7 @@ from millrun_testing import (
     write_params,
 )
 from pytest_millrun import RunFailedError, execute_run
+from pytest_millrun.config.run_config import RunConfig
 from pytest_millrun.dispatch.dask_client import run_on_cluster
 from pytest_millrun.pipeline.planning import plan_run
 
@@ -185,7 +186,8 @@ def test_kernels_are_forked_inside_dask_worker_threads(local_client: Any, tmp_pa
 def test_a_worker_that_cannot_see_the_notebook_fails_that_job_naming_worker_and_path(
     local_client: Any, folder: Path, tmp_path: Path
 ) -> None:
-    jobs = plan_run(folder, [{"x": 1, "y": 3}], output_dir=tmp_path / "out")
+    config = RunConfig(notebook_dir_or_file=folder, output_dir=tmp_path / "out")
+    jobs = plan_run(config, [{"x": 1, "y": 3}])
     (folder / "divide.ipynb").unlink()  # gone for the workers after the client planned it
     results = run_on_cluster(local_client, 2, jobs, plan_options())
     assert statuses(results) == [("add.ipynb", "0", "passed"), ("divide.ipynb", "0", "failed")]

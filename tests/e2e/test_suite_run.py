@@ -12,6 +12,7 @@ import pytest
 import pytest_millrun.plugin.marking
 from millrun_testing import assert_no_kernels_left, output_files, write_notebook, write_params
 from pytest_millrun import execute_run
+from pytest_millrun.config.run_config import RunConfig
 from pytest_millrun.core.discovery import MillrunParameterWarning
 from pytest_millrun.core.suite import MillrunSuiteWarning
 from pytest_millrun.core.suite_file import build_suite
@@ -206,7 +207,7 @@ def test_notebooks_glob_matching_no_notebook_is_a_warning_naming_it(
         ["*typo.yaml:3: MillrunSuiteWarning: *the notebooks glob 'nbs/calc.ipnyb' matches no file*"]
     )
     with pytest.warns(MillrunSuiteWarning, match="glob 'calc.ipnyb' matches no file"):
-        plan_run(suite_project / "nbs", build_suite(
+        plan_run(RunConfig(notebook_dir_or_file=suite_project / "nbs"), build_suite(
             {"notebooks": {"calc.ipnyb": {"constants": {"x": 2}}}}, "s", suite_project / "nbs"
         ))  # fmt: skip
 
