@@ -143,7 +143,9 @@ def execute_notebook(
     notes: list[str] = []
     recorder = recording.Recorder(record)
 
-    def finish(status: Status, error: Failure | None = None) -> ExecutionResult:
+    def finish(
+        status: Status, error: Failure | None = None, cells: Sequence[Any] = ()
+    ) -> ExecutionResult:
         return ExecutionResult(
             notebook=notebook,
             variation_id=variation_id,
@@ -155,6 +157,7 @@ def execute_notebook(
             notes=tuple(notes),
             recorded=recorder.values,
             record_notes=recorder.notes,
+            cell_seconds=cell_seconds(cells),
         )
 
     try:
@@ -266,7 +269,22 @@ def execute_notebook(
         notes.append(stopped)
     if error is None and (problem := recorder.problem(notebook)):
         error = Failure("record", problem[1], ename="RecordError", evalue=problem[0])
-    return finish("failed" if error else "passed", error)
+    return finish("failed" if error else "passed", error, cells)
+
+
+def cell_seconds(cells: Sequence[Any]) -> tuple[tuple[int, float, str], ...]:
+    """Each code cell's (index, seconds, first source line), as papermill recorded them."""
+    found: list[tuple[int, float, str]] = []
+    for index, cell in enumerate(cells):
+        if cell.get("cell_type") != "code":
+            continue
+        seconds = (cell.get("metadata", {}).get("papermill") or {}).get("duration")
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+            source = cell.get("source") or ""
+            source = "".join(source) if isinstance(source, list) else str(source)
+            line = next((text.strip() for text in source.splitlines() if text.strip()), "")
+            found.append((index, round(float(seconds), 3), line[:80]))
+    return tuple(found)
 
 
 def _collect_the_killed_cell() -> None:

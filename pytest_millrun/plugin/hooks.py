@@ -95,6 +95,10 @@ def pytest_configure(config: pytest.Config) -> None:
             ResultsTable(config, settings.results, settings.report), "millrun-results"
         )
         configure_snapshots(config, settings)
+        if not session.worker:
+            from pytest_millrun.plugin.scheduling import RunOrder
+
+            config.pluginmanager.register(RunOrder(config, settings.order), "millrun-order")
         if settings.cache_settings.enabled:
             from pytest_millrun.plugin.cache_glue import CacheReport
 

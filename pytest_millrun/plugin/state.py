@@ -19,3 +19,8 @@ session_key: pytest.StashKey[MillrunSession] = pytest.StashKey()
 
 #: The report section that carries a run's notes (e.g. the kernel it defaulted to).
 NOTES_SECTION = "millrun"
+
+#: The user property every notebook item carries once it runs: its output's path.
+OUTPUT_PROPERTY = "millrun_output"
+#: The user property of a run's cells as JSON: ``[[index, seconds, first line], ...]``.
+CELLS_PROPERTY = "millrun_cell_seconds"
