@@ -21,23 +21,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_millrun.pipeline.run_order import longest_first
-from pytest_millrun.plugin.state import CELLS_PROPERTY
+from pytest_millrun.plugin.cell_durations import cell_seconds
 
 if TYPE_CHECKING:
     from xdist.scheduler import LoadScheduling
 
 #: Where pytest's cache keeps each notebook item's last duration, by node id.
 CACHE_KEY = "millrun/durations"
-
-
-def cell_seconds(report: pytest.TestReport) -> list[tuple[int, float, str]]:
-    """The cells of a notebook item's run, from its report (none: not a notebook's run)."""
-    for name, value in report.user_properties:
-        if name == CELLS_PROPERTY:
-            import json
-
-            return [(int(i), float(s), str(line)) for i, s, line in json.loads(str(value))]
-    return []
 
 
 def cells_duration(report: pytest.TestReport) -> float | None:
