@@ -22,6 +22,7 @@ import pytest
 
 from pytest_millrun.pipeline.run_order import longest_first
 from pytest_millrun.plugin.cell_durations import cell_seconds
+from pytest_millrun.plugin.state import collection_order_key
 
 if TYPE_CHECKING:
     from xdist.scheduler import LoadScheduling
@@ -85,6 +86,7 @@ class RunOrder:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         """Without xdist: the items themselves, longest first (xdist's workers keep theirs)."""
         if self.active and self.known:
+            self.config.stash[collection_order_key] = [item.nodeid for item in items]
             items[:] = longest_first(items, self.known, key=lambda item: item.nodeid)
 
     @pytest.hookimpl(optionalhook=True)

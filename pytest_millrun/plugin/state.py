@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 #: The plugin's session in this process (absent when no millrun option is set).
 session_key: pytest.StashKey[MillrunSession] = pytest.StashKey()
 
+#: The items' node ids as collected, before longest first reordered them (``-n 0`` only):
+#: the results table and the report keep this order, as they do under xdist.
+collection_order_key: pytest.StashKey[list[str]] = pytest.StashKey()
+
 #: The report section that carries a run's notes (e.g. the kernel it defaulted to).
 NOTES_SECTION = "millrun"
 

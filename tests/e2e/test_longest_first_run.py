@@ -6,6 +6,7 @@ starts, so the order the runs really started in is read back from that file.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -55,10 +56,14 @@ def test_a_second_run_starts_the_longest_notebooks_first(
 ) -> None:
     pytester.runpytest("--millrun", "nbs", "-v", "-p", "no:randomly").assert_outcomes(passed=4)
     assert started(corpus) == ["a", "b", "c", "d"]
-    result = pytester.runpytest("--millrun", "nbs", "-v", "-p", "no:randomly")
+    result = pytester.runpytest(
+        "--millrun", "nbs", "-v", "-p", "no:randomly", "--millrun-results", "table.json"
+    )
     result.assert_outcomes(passed=4)
     assert ran(result) == ["d", "c", "b", "a"]
     assert started(corpus) == ["d", "c", "b", "a"]
+    table = json.loads((pytester.path / "table.json").read_text())
+    assert [row["notebook"] for row in table] == [f"nbs/{n}.ipynb" for n in "abcd"]
 
 
 @pytest.mark.parametrize(
