@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_millrun.config.run_config import from_api
-from pytest_millrun.core.data import ExecutionResult, KernelStart
+from pytest_millrun.core.data import ExecutionResult, KernelStart, Order
 from pytest_millrun.core.params import BulkParams
 from pytest_millrun.pipeline import runner
 from pytest_millrun.pipeline.planning import check_papermill_kwargs
@@ -53,6 +53,7 @@ def execute_run(
     workers: int | None = None,
     executor: Executor | None = None,
     dask: Any = None,
+    order: Order = "longest-first",
     notebook_timeout: float | None = None,
     strict_params: bool = False,
     kernel_start: KernelStart = "auto",

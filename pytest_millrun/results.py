@@ -62,6 +62,8 @@ class ResultRow:
     notes: tuple[str, ...] = ()
     #: Not run: read back from the output of an earlier passing run (``--millrun-cache``).
     cached: bool = False
+    #: The run's slowest code cells (index, seconds, first line), for the report; not a column
+    slowest_cells: tuple[tuple[int, float, str], ...] = ()
 
     @classmethod
     def from_result(cls, result: ExecutionResult, root: Path | None = None) -> ResultRow:
@@ -78,6 +80,7 @@ class ResultRow:
             source=result.error.source if result.error is not None else "",
             traceback=_failure_detail(result),
             notes=tuple(result.notes),
+            slowest_cells=slowest_cells(result.cell_seconds),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -89,6 +92,7 @@ class ResultRow:
             **({"source": self.source} if self.source else {}),
             **({"traceback": self.traceback} if self.traceback else {}),
             **({"notes": list(self.notes)} if self.notes else {}),
+            **({"slowest_cells": [list(c) for c in self.slowest_cells]} if self.slowest_cells else {}),  # noqa: E501
         }
 
     @classmethod
@@ -106,6 +110,10 @@ class ResultRow:
             source=data.get("source", ""),
             traceback=data.get("traceback", ""),
             notes=tuple(data.get("notes", ())),
+            slowest_cells=tuple(
+                (int(index), float(seconds), str(line))
+                for index, seconds, line in data.get("slowest_cells", ())
+            ),
         )
 
     def _fixed_columns(self) -> dict[str, Any]:
@@ -126,6 +134,17 @@ class ResultRow:
         row.update((f"param.{key}", value) for key, value in self.params.items())
         row.update((f"value.{name}", value) for name, value in self.values.items())
         return row
+
+
+#: How many of a run's cells the report names, slowest first.
+SLOWEST_CELLS = 3
+
+
+def slowest_cells(
+    cells: Iterable[tuple[int, float, str]], count: int = SLOWEST_CELLS
+) -> tuple[tuple[int, float, str], ...]:
+    """The ``count`` slowest of a run's cells, slowest first (ties: in notebook order)."""
+    return tuple(sorted(cells, key=lambda cell: -cell[1])[:count])
 
 
 def _failure_detail(result: ExecutionResult) -> str:

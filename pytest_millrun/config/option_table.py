@@ -275,6 +275,15 @@ OPTIONS: tuple[Option, ...] = (
         "of --workers processes on this machine.  Needs pytest-millrun[dask].",
         cli=("--dask",), cli_metavar="ADDRESS|local", api="dask",
     ),
+    Option(
+        "order", "choice",
+        "Which notebook runs start first: longest-first (by the last run's durations, unknown "
+        "ones first) or collection (the order they are found in)",
+        default="longest-first", pytest="order", metavar="ORDER", cli=("--order",),
+        cli_help="Which runs start first: longest-first (by the last run's durations) or "
+        "collection.",
+        api="order", choices=("longest-first", "collection"),
+    ),
     # the kernels
     Option(
         "kernel_name", "text", "Kernel to run every notebook with (default: each notebook's own)",

@@ -26,7 +26,7 @@ from pytest_millrun.config.option_table import (
     options_of,
     parse,
 )
-from pytest_millrun.core.data import API_OPTION_NAMES, KernelStart, OptionNames
+from pytest_millrun.core.data import API_OPTION_NAMES, KernelStart, OptionNames, Order
 from pytest_millrun.core.values import RecordSpec
 from pytest_millrun.snapshots.figures import DEFAULT_FIGURE_TOLERANCE
 from pytest_millrun.snapshots.store import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
@@ -71,6 +71,8 @@ class RunConfig:
     workers: int = 1
     executor: Any = None
     dask: Any = None
+    #: Which runs start first (:mod:`pytest_millrun.pipeline.run_order`).
+    order: Order = "longest-first"
     kernel_name: str | None = None
     cell_timeout: float | None = None
     notebook_timeout: float | None = None

@@ -23,6 +23,8 @@ Status = Literal["passed", "failed", "interrupted"]
 
 
 KERNEL_START_MODES: tuple[KernelStart, ...] = ("auto", "fork", "spawn")
+#: Which runs start first: the longest by the last run's durations, or as planned.
+Order = Literal["longest-first", "collection"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,14 @@ class ExecutionResult:
     cached: bool = False
     #: With the cache on, why this variation ran (see :mod:`pytest_millrun.cache.verdicts`).
     cache_reasons: tuple[str, ...] = ()
+    #: Each code cell that ran: its index in the output notebook, its seconds as papermill
+    #: recorded them, and its first source line (a run that failed in a cell: none).
+    cell_seconds: tuple[tuple[int, float, str], ...] = ()
+
+    @property
+    def cells_duration(self) -> float | None:
+        """The seconds of the notebook's own work (its cells), without its kernel's start."""
+        return sum(seconds for _, seconds, _ in self.cell_seconds) if self.cell_seconds else None
 
     @property
     def passed(self) -> bool:

@@ -173,7 +173,7 @@ def execute_notebook(
         run.notes.append(stopped)
     if error is None and (problem := run.recorder.problem(run.notebook)):
         error = Failure("record", problem[1], ename="RecordError", evalue=problem[0])
-    return run.finish("failed" if error else "passed", error)
+    return run.finish("failed" if error else "passed", error, end.cells)
 
 
 @dataclasses.dataclass
@@ -189,12 +189,14 @@ class _Run:
     notes: list[str] = dataclasses.field(default_factory=list)
     started: float = dataclasses.field(default_factory=time.monotonic)
 
-    def finish(self, status: Status, error: Failure | None = None) -> ExecutionResult:
+    def finish(
+        self, status: Status, error: Failure | None = None, cells: Sequence[Any] = ()
+    ) -> ExecutionResult:
         return ExecutionResult.ended(
             self.notebook, self.variation_id, self.parameters, self.output, status,
             time.monotonic() - self.started, error=error, notes=tuple(self.notes),
             recorded=self.recorder.values, record_notes=self.recorder.notes,
-            kernel_report=dict(self.session.report),
+            kernel_report=dict(self.session.report), cell_seconds=cell_seconds(cells),
         )  # fmt: skip
 
 
@@ -343,6 +345,21 @@ def _ended_by(
         parameters=run.parameters, notebook_timeout=notebook_timeout, names=names,
     )  # fmt: skip
     return _End(error=error)
+
+
+def cell_seconds(cells: Sequence[Any]) -> tuple[tuple[int, float, str], ...]:
+    """Each code cell's (index, seconds, first source line), as papermill recorded them."""
+    found: list[tuple[int, float, str]] = []
+    for index, cell in enumerate(cells):
+        if cell.get("cell_type") != "code":
+            continue
+        seconds = (cell.get("metadata", {}).get("papermill") or {}).get("duration")
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+            source = cell.get("source") or ""
+            source = "".join(source) if isinstance(source, list) else str(source)
+            line = next((text.strip() for text in source.splitlines() if text.strip()), "")
+            found.append((index, round(float(seconds), 3), line[:80]))
+    return tuple(found)
 
 
 def _collect_the_killed_cell() -> None:

@@ -69,25 +69,32 @@ class CacheSplit:
         self,
         runner: Callable[[Sequence[Job], Callable[[ExecutionResult], None] | None], Any],
         on_result: Callable[[ExecutionResult], None] | None = None,
+        order: Callable[[list[Job]], list[Job]] | None = None,
     ) -> list[ExecutionResult]:
         """``runner(jobs, on_result)`` over the jobs to run; all results in plan order.
 
         ``on_result`` hears the cached results first, then each run's as it ends.
+        ``order`` says in which order the jobs are handed to ``runner`` (the results
+        still come back in plan order).
         """
         if on_result is not None:
             for index in sorted(self.cached):
                 on_result(self.cached[index])
         if not self.to_run:
             return self.merge([])
+        todo = order(list(self.to_run)) if order is not None else self.to_run
+        reordered = todo != self.to_run
         try:
-            ran: list[ExecutionResult] = runner(self.to_run, on_result)
+            ran: list[ExecutionResult] = runner(todo, on_result)
         except RunInterrupted as exc:
-            raise RunInterrupted(self.merge(exc.results), exc.pending) from None
-        return self.merge(ran)
+            raise RunInterrupted(self.merge(exc.results, reordered), exc.pending) from None
+        return self.merge(ran, reordered)
 
-    def merge(self, ran: Sequence[ExecutionResult]) -> list[ExecutionResult]:
+    def merge(
+        self, ran: Sequence[ExecutionResult], reordered: bool = False
+    ) -> list[ExecutionResult]:
         """Cached and run results in plan order; a job that has no result is left out."""
-        if not self.cached:
+        if not self.cached and not reordered:
             return list(ran)
         by_job = {(absolute(r.notebook), r.variation_id): r for r in ran}
         merged: list[ExecutionResult] = []

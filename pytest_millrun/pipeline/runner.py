@@ -25,6 +25,7 @@ from pytest_millrun.dispatch.jobs import Job, RunOptions
 from pytest_millrun.execution.execute import resolve_kernel_start
 from pytest_millrun.pipeline.cache_split import CacheSplit
 from pytest_millrun.pipeline.planning import plan_run, planned_outputs
+from pytest_millrun.pipeline.run_order import longest_first, outputs_durations
 from pytest_millrun.pipeline.stale_outputs import StaleOutputs, handle_stale_outputs
 
 OnResult = Callable[[ExecutionResult], None]
@@ -93,6 +94,9 @@ def run(
 ) -> list[ExecutionResult]:
     """Every result in plan order; ``on_result`` hears the cached ones, then each run's as it ends.
 
+    The jobs start longest first (by their outputs' last durations) unless the config's
+    ``order`` is ``collection``.
+
     Raises :class:`~pytest_millrun.core.data.RunInterrupted` on Ctrl-C, with what finished.
     """
     with contextlib.ExitStack() as stack:
@@ -101,5 +105,13 @@ def run(
 
             stack.enter_context(kernel_backend())
         return planned.split.run(
-            lambda todo, hear: dispatcher.run(todo, planned.options, hear), on_result
+            lambda todo, hear: dispatcher.run(todo, planned.options, hear),
+            on_result,
+            order=None if planned.config.order == "collection" else _longest_first,
         )
+
+
+def _longest_first(jobs: list[Job]) -> list[Job]:
+    """The jobs whose outputs say they ran longest last time first (see :mod:`.run_order`)."""
+    known = outputs_durations(job.output for job in jobs)
+    return longest_first(jobs, known, key=lambda job: job.output)

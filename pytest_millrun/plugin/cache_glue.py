@@ -29,6 +29,7 @@ class CacheReport:
         self.config = config
         self.reasons: dict[str, str] = {}
         self.cached = 0
+        self.position: dict[str, int] = {}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_report_teststatus(self, report: pytest.TestReport) -> Any:
@@ -45,9 +46,20 @@ class CacheReport:
             if name == REASON_PROPERTY:
                 self.reasons[report.nodeid] = str(value)
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Without xdist: the order the reasons are said in, as collected (longest first
+        may run the items in another order; under xdist they come as the items end)."""
+        from pytest_millrun.plugin.state import collection_order_key
+
+        collected = self.config.stash.get(collection_order_key, None)
+        ids = collected or [item.nodeid for item in session.items]
+        self.position = {nodeid: index for index, nodeid in enumerate(ids)}
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.config.option.verbose > 0:
-            for nodeid, reason in self.reasons.items():
+            last = len(self.position)
+            said = sorted(self.reasons.items(), key=lambda kv: self.position.get(kv[0], last))
+            for nodeid, reason in said:
                 terminalreporter.write_line(f"millrun: ran {nodeid}: {reason}")
         elif self.reasons:
             ran = len(self.reasons)

@@ -95,6 +95,14 @@ def pytest_configure(config: pytest.Config) -> None:
             ResultsTable(config, settings.results, settings.report), "millrun-results"
         )
         configure_snapshots(config, settings)
+        if not session.worker:
+            from pytest_millrun.plugin.scheduling import RunOrder
+
+            config.pluginmanager.register(RunOrder(config, settings.order), "millrun-order")
+            if config.option.durations is not None:
+                from pytest_millrun.plugin.cell_durations import SlowestCells
+
+                config.pluginmanager.register(SlowestCells(config), "millrun-cell-durations")
         if settings.cache_settings.enabled:
             from pytest_millrun.plugin.cache_glue import CacheReport
 

@@ -28,7 +28,12 @@ from pytest_millrun.core.naming import OutputPathError
 from pytest_millrun.core.params import ParamsError
 from pytest_millrun.dispatch.jobs import Job
 from pytest_millrun.plugin.marking import marks_for, says_collection_warnings
-from pytest_millrun.plugin.state import NOTES_SECTION, session_key
+from pytest_millrun.plugin.state import (
+    CELLS_PROPERTY,
+    NOTES_SECTION,
+    OUTPUT_PROPERTY,
+    session_key,
+)
 
 if TYPE_CHECKING:
     from pytest_millrun.cache.keys import CacheKey
@@ -109,7 +114,7 @@ class NotebookItem(pytest.Item):
         from pytest_millrun.dispatch.jobs import run_job
 
         session = self.config.stash[session_key]
-        self.user_properties.append(("millrun_output", str(self.output)))
+        self.user_properties.append((OUTPUT_PROPERTY, str(self.output)))
         job = self.job
         if session.settings.cache_settings.enabled:
             checked = self._through_cache()
@@ -119,6 +124,10 @@ class NotebookItem(pytest.Item):
         self._start_next_kernel_ahead()
         result = run_job(job, session.settings.run_options())
         self.result = result
+        if result.cell_seconds:
+            import json
+
+            self.user_properties.append((CELLS_PROPERTY, json.dumps(result.cell_seconds)))
         for note in result.notes:
             self.add_report_section("call", NOTES_SECTION, note)
         if not result.passed:

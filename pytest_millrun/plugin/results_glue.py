@@ -111,7 +111,10 @@ class ResultsTable:
             self.rows[item.nodeid] = row
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.order = [item.nodeid for item in session.items]
+        from pytest_millrun.plugin.state import collection_order_key
+
+        collected = self.config.stash.get(collection_order_key, None)  # before longest first
+        self.order = collected or [item.nodeid for item in session.items]
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:

@@ -17,5 +17,14 @@ if TYPE_CHECKING:
 #: The plugin's session in this process (absent when no millrun option is set).
 session_key: pytest.StashKey[MillrunSession] = pytest.StashKey()
 
+#: The items' node ids as collected, before longest first reordered them (``-n 0`` only):
+#: the results table and the report keep this order, as they do under xdist.
+collection_order_key: pytest.StashKey[list[str]] = pytest.StashKey()
+
 #: The report section that carries a run's notes (e.g. the kernel it defaulted to).
 NOTES_SECTION = "millrun"
+
+#: The user property every notebook item carries once it runs: its output's path.
+OUTPUT_PROPERTY = "millrun_output"
+#: The user property of a run's cells as JSON: ``[[index, seconds, first line], ...]``.
+CELLS_PROPERTY = "millrun_cell_seconds"

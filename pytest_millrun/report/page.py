@@ -281,13 +281,22 @@ def _links(
 
 
 def detail_blocks(row: ResultRow) -> list[Block]:
-    """What the row's detail shows under its error: the cell's source, the traceback."""
+    """What the row's detail shows: a failure's cell source and traceback, the slowest cells."""
     blocks = []
     if row.source:
         blocks.append({"title": "Cell source", "text": _cut(row.source), "kind": "source"})
     if row.traceback:
         blocks.append({"title": "Traceback", "text": _cut(row.traceback), "kind": "traceback"})
+    if row.slowest_cells:
+        text = "\n".join(cell_line(cell) for cell in row.slowest_cells)
+        blocks.append({"title": "Slowest cells", "text": text, "kind": "cells"})
     return blocks
+
+
+def cell_line(cell: tuple[int, float, str]) -> str:
+    """``2.01 s  cell 4: time.sleep(2)``: a cell's seconds, its number from 1, its first line."""
+    index, seconds, line = cell
+    return f"{seconds:.2f} s  cell {index + 1}: {line}"
 
 
 def _cut(text: str) -> str:

@@ -254,3 +254,20 @@ def test_bad_report_paths_are_refused_naming_the_fix(
         check_report_path(tmp_path / name)
     with pytest.raises(ResultsPathError, match=message):
         write_report(rows(), tmp_path / name)
+
+
+def test_a_passing_rows_detail_names_its_slowest_cells(tmp_path: Path) -> None:
+    cells = ((1, 0.01, "x = 1"), (3, 2.5, "time.sleep(2.5)"), (2, 0.4, "fit()"), (4, 0.1, "y"))
+    from pytest_millrun.results import slowest_cells
+
+    row = ResultRow("nbs/a.ipynb", "0", "passed", 3.0, slowest_cells=slowest_cells(cells))
+    assert row.slowest_cells == ((3, 2.5, "time.sleep(2.5)"), (2, 0.4, "fit()"), (4, 0.1, "y"))
+    assert ResultRow.from_json(row.to_json()) == row  # as it travels from an xdist worker
+    detail = data_of(render_page([row], folder=tmp_path, root=tmp_path))["rows"][0]["detail"]
+    assert detail == [
+        {
+            "title": "Slowest cells",
+            "text": "2.50 s  cell 4: time.sleep(2.5)\n0.40 s  cell 3: fit()\n0.10 s  cell 5: y",
+            "kind": "cells",
+        }
+    ]

@@ -145,6 +145,8 @@ def test_the_params_file_is_read_as_a_suite_and_turns_notebooks_on(
          "millrun_notebook_timeout must be a positive number of seconds, not 'soon'."),
         (["--millrun-kernel-start", "vfork"], "--millrun-kernel-start / millrun_kernel_start "
          "must be one of auto, fork, spawn, not 'vfork'."),
+        (["--millrun-order", "shortest"], "--millrun-order / millrun_order must be one of "
+         "longest-first, collection, not 'shortest'."),
         (["--millrun-rtol", "-1"],
          "--millrun-rtol / millrun_rtol must be a number >= 0 (e.g. 1e-9), not '-1'."),
         (["--millrun-figure-tolerance", "x"], "--millrun-figure-tolerance / "
@@ -198,6 +200,7 @@ CLI_ARGS = [
     "--record", "y,*.ipynb:z", "--snapshots", "snaps", "--snapshot-update", "--snapshot-strict",
     "--snapshot-figures", "--figure-tolerance", "3", "--rtol", "0.1", "--atol", "0.2",
     "--strict-params", "--clean", "--cache", "--force", "--cache-inputs", "data/*",
+    "--order", "collection",
 ]  # fmt: skip
 API_KEYWORDS: dict[str, Any] = {
     "output_dir": "out", "output_prepend_components": ["a", "b"],
@@ -208,7 +211,7 @@ API_KEYWORDS: dict[str, Any] = {
     "snapshots": "snaps", "snapshot_update": True, "snapshot_strict": True,
     "snapshot_figures": True, "figure_tolerance": 3, "rtol": 0.1, "atol": 0.2,
     "strict_params": True, "clean_output": True, "cache": True, "force": True,
-    "cache_inputs": ["data/*"],
+    "cache_inputs": ["data/*"], "order": "collection",
 }  # fmt: skip
 
 
@@ -228,6 +231,7 @@ def test_the_cli_and_the_api_resolve_the_same_values_to_the_same_fields(
         if field.name not in differ:
             assert getattr(cli, field.name) == getattr(api, field.name), field.name
     assert cli.cell_timeout == 5.0
+    assert cli.order == "collection"
     assert cli.record.names == ("y",)
     assert cli.cache_settings.base == api.cache_settings.base == Path("nbs")
     assert cli.cache_settings.force_option == "--force"
@@ -277,6 +281,7 @@ def test_a_bad_cli_option_is_exit_status_2_naming_it(
          "snapshots)."),
         ({"snapshots": "s", "rtol": -1}, "rtol must be a number >= 0 (e.g. 1e-9), not -1."),
         ({"kernel_start": "vfork"}, "kernel_start must be one of auto, fork, spawn, not 'vfork'."),
+        ({"order": "random"}, "order must be one of longest-first, collection, not 'random'."),
         ({"record": ["a b"]}, "record: 'a b'"),
     ],
 )  # fmt: skip

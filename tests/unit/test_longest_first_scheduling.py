@@ -1,0 +1,91 @@
+"""The xdist scheduler of longest first, driven as xdist's DSession drives it, with stand-in
+workers (no processes): what each worker is sent, and when."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_millrun.plugin.scheduling import longest_first_scheduler
+
+COLLECTION = ["nbs/a.ipynb::a[0]", "nbs/b.ipynb::b[0]", "nbs/c.ipynb::c[0]", "nbs/d.ipynb::d[0]"]
+COLLECTION += ["nbs/e.ipynb::e[0]"]
+DURATIONS = {"nbs/a.ipynb::a[0]": 0.1, "nbs/b.ipynb::b[0]": 0.2, "nbs/c.ipynb::c[0]": 0.3}
+DURATIONS |= {"nbs/d.ipynb::d[0]": 1.2, "nbs/e.ipynb::e[0]": 2.0}
+
+
+class Worker:
+    """What xdist's WorkerController offers a scheduler: items sent, a shutdown."""
+
+    def __init__(self, name: str) -> None:
+        self.gateway = type("Gateway", (), {"id": name})()
+        self.sent: list[int] = []
+        self.shutting_down = False
+
+    def send_runtest_some(self, indices: list[int]) -> None:
+        self.sent.extend(indices)
+
+    def shutdown(self) -> None:
+        self.shutting_down = True
+
+
+def names(indices: list[int]) -> list[str]:
+    return [COLLECTION[i].split("::")[0].removeprefix("nbs/")[0] for i in indices]
+
+
+def started(pytester: pytest.Pytester, durations: dict[str, float]) -> tuple[Any, Worker, Worker]:
+    config = pytester.parseconfig("--tx", "2*popen")
+    scheduler = longest_first_scheduler(config, None, durations)
+    one, two = Worker("gw0"), Worker("gw1")
+    for worker in (one, two):
+        scheduler.add_node(worker)
+        scheduler.add_node_collection(worker, COLLECTION)
+    scheduler.schedule()
+    return scheduler, one, two
+
+
+def test_each_worker_gets_two_items_longest_first_then_one_per_item_done(
+    pytester: pytest.Pytester,
+) -> None:
+    scheduler, one, two = started(pytester, DURATIONS)
+    assert (names(one.sent), names(two.sent)) == (["e", "c"], ["d", "b"])
+    scheduler.mark_test_complete(two, two.sent[0], 1.2)  # d done: two holds b, gets a
+    assert names(two.sent) == ["d", "b", "a"]
+    assert not scheduler.pending
+    scheduler.mark_test_complete(one, one.sent[0], 2.0)
+    assert one.shutting_down  # nothing left to send
+
+
+def test_a_worker_that_dies_gives_its_items_back_in_that_order(
+    pytester: pytest.Pytester,
+) -> None:
+    scheduler, one, two = started(pytester, DURATIONS)
+    crashed = scheduler.remove_node(one)  # running e, holding c
+    assert crashed == "nbs/e.ipynb::e[0]"
+    assert names(scheduler.pending) == ["c", "a"]  # c (0.3 s) before a (0.1 s)
+    scheduler.mark_test_complete(two, two.sent[0], 1.2)
+    assert names(two.sent) == ["d", "b", "c"]
+
+
+def test_unknown_items_go_first_and_as_xdist_sends_them(pytester: pytest.Pytester) -> None:
+    known = {k: v for k, v in DURATIONS.items() if not k.startswith(("nbs/a", "nbs/b"))}
+    scheduler, one, two = started(pytester, known)
+    assert (names(one.sent), names(two.sent)) == (["a", "e"], ["b", "d"])
+    assert names(scheduler.pending) == ["c"]
+
+
+def test_collections_that_differ_are_reported_and_nothing_is_sent(
+    pytester: pytest.Pytester,
+) -> None:
+    config = pytester.parseconfig("--tx", "2*popen")
+    reports: list[Any] = []
+    config.hook.pytest_collectreport = lambda report: reports.append(report)  # type: ignore[method-assign]
+    scheduler = longest_first_scheduler(config, None, DURATIONS)
+    one, two = Worker("gw0"), Worker("gw1")
+    for worker, collection in ((one, COLLECTION), (two, COLLECTION[:-1])):
+        scheduler.add_node(worker)
+        scheduler.add_node_collection(worker, collection)
+    scheduler.schedule()
+    assert one.sent == two.sent == []
+    assert len(reports) == 1
