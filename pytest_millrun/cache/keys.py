@@ -75,6 +75,7 @@ _lock = threading.Lock()
 _environments: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
 _files: dict[tuple[str, int, int], str] = {}
 _notebooks: dict[tuple[str, int, int], tuple[dict[str, Any], list[str]]] = {}
+_memos: dict[str, dict[Any, Any]] = {}
 
 
 class CacheInputWarning(UserWarning):
@@ -94,11 +95,19 @@ class CacheKey:
 
 
 def forget() -> None:
-    """Start a new run: environments, input files and notebooks are read again."""
+    """Start a new run: environments, input files, notebooks and listings are read again."""
     with _lock:
         _environments.clear()
         _files.clear()
         _notebooks.clear()
+        for memo in _memos.values():
+            memo.clear()
+
+
+def run_memo(name: str) -> dict[Any, Any]:
+    """A memory of digests made once per run, emptied by :func:`forget` with the others."""
+    with _lock:
+        return _memos.setdefault(name, {})
 
 
 def digest(value: Any, *, length: int = _DIGEST_CHARS) -> str:

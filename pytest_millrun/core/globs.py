@@ -17,6 +17,11 @@ def glob_match(pattern: str, relative_path: str) -> bool:
     return _glob_regex(pattern).fullmatch(relative_path) is not None
 
 
+def glob_regex(pattern: str) -> str:
+    """The regular expression a glob stands for, as text: for code that cannot import this."""
+    return _glob_regex(pattern).pattern
+
+
 def glob_matches_a_file(base: Path, pattern: str) -> bool:
     """Whether any file under ``base`` (hidden ones and folders left out) matches ``pattern``.
 
