@@ -7,8 +7,9 @@ whole in the output notebook; two keys are equal when their parts are.  What
 the parts hold, exactly, is documented in ``docs/incremental.md``:
 
 * ``cells``: one digest per code cell, of its source and of the tags that change
-  how it runs (:data:`EXECUTION_TAGS`); markdown, outputs, execution counts,
-  cell ids and other metadata are not in it;
+  how it runs (:data:`EXECUTION_TAGS`), a text notebook's as jupytext reads
+  them; markdown, outputs, execution counts, cell ids and other metadata are
+  not in it;
 * ``kernel``: the kernel's name (after ``--millrun-kernel``) and language;
 * ``parameters``: a digest per parameter of the variation; ``record``: the names;
 * ``options``: a digest per papermill keyword that reaches the engine, except
@@ -216,15 +217,19 @@ def file_digest(path: Path) -> str:
 
 
 def read_notebook(notebook: Path) -> tuple[dict[str, Any], list[str]]:
-    """The notebook's JSON and its code cells' digests, read once per run while unchanged."""
-    from pytest_millrun.core.discovery import read_notebook_json
+    """The notebook and its code cells' digests, read once per run while unchanged.
+
+    A text notebook (jupytext) is read through jupytext, as it runs: its key holds the
+    code cells jupytext finds, so an edit to its markdown changes nothing.
+    """
+    from pytest_millrun.core.discovery import read_notebook as read_any_notebook
 
     stat = notebook.stat()
     memo = (str(notebook), stat.st_size, stat.st_mtime_ns)
     with _lock:
         known = _notebooks.get(memo)
     if known is None:
-        nb = read_notebook_json(notebook)
+        nb = read_any_notebook(notebook)
         known = (nb, code_cell_digests(nb))
         with _lock:
             _notebooks[memo] = known

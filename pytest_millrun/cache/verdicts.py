@@ -113,8 +113,8 @@ def key_for(
     )
 
 
-#: Why a variation with no key runs: its notebook cannot be keyed (yet) or read.
-NO_KEY = "no cache key: a text notebook, or unreadable"
+#: Why a variation with no key runs: its notebook cannot be read (the run says why).
+NO_KEY = "no cache key: the notebook cannot be read"
 
 
 def verdict_for(

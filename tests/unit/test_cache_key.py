@@ -196,3 +196,26 @@ def test_a_suite_section_declares_inputs_relative_to_its_file(tmp_path: Path) ->
     assert section.inputs == (str(tmp_path / "data" / "*.csv"),)
     with pytest.raises(SuiteError, match="'inputs' must be a list of file globs"):
         build_suite({"notebooks": {"fit.ipynb": {"inputs": [3]}}}, "suite.yaml", tmp_path)
+
+
+def test_a_text_notebook_is_keyed_by_its_code_cells_as_jupytext_reads_them(tmp_path: Path) -> None:
+    from pytest_millrun.cache.keys import read_notebook
+
+    text = tmp_path / "calc.py"
+    header = "# ---\n# jupyter:\n#   jupytext:\n#     formats: py:percent\n# ---\n\n"
+    cells = '# %% tags=["parameters"]\nx = 1\n\n# %% [markdown]\n# Notes\n\n# %%\ny = x * 2\n'
+    text.write_text(header + cells)
+    forget()
+    _, digests = read_notebook(text)
+    assert len(digests) == 2
+    text.write_text(header + cells.replace("# Notes", "# Other notes, longer"))
+    forget()
+    assert read_notebook(text)[1] == digests
+    text.write_text(header + cells.replace("y = x * 2", "y = x * 3"))
+    forget()
+    changed = read_notebook(text)[1]
+    assert changed[0] == digests[0]
+    assert changed[1] != digests[1]
+    text.write_text(header + cells.replace('tags=["parameters"]', ""))
+    forget()
+    assert read_notebook(text)[1][0] != digests[0]  # the parameters tag is in the key
