@@ -68,6 +68,8 @@ NEUTRAL_OPTIONS = frozenset(
         "cwd",  # millrun runs every notebook in its own folder anyway
     }
 )
+#: Files larger than this (MiB) are known by size, mtime and inode, not by their content.
+DEFAULT_HASH_LIMIT_MIB = 1024
 #: The kernelspec executables jupyter_client replaces by the current interpreter.
 _THIS_PYTHON = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info)}
 _DIGEST_CHARS = 16
@@ -158,8 +160,16 @@ def option_digests(papermill_kwargs: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def resolve_inputs(globs: Sequence[str], base: Path) -> tuple[list[Path], list[str]]:
-    """The files the globs match under ``base`` (sorted, once each), and the globs matching none."""
+def resolve_inputs(
+    globs: Sequence[str], base: Path, ignore: Sequence[str] = ()
+) -> tuple[list[Path], list[str]]:
+    """The files the globs match under ``base`` (sorted, once each), and the globs matching none.
+
+    ``ignore``: :func:`~pytest_millrun.core.globs.path_regexes` of files left out
+    (``--millrun-cache-ignore``); a glob whose files are all ignored still matched.
+    """
+    from pytest_millrun.core.globs import matches_any
+
     found: dict[Path, None] = {}
     empty: list[str] = []
     for pattern in globs:
@@ -167,7 +177,8 @@ def resolve_inputs(globs: Sequence[str], base: Path) -> tuple[list[Path], list[s
         matches = sorted(Path(p) for p in glob.glob(full, recursive=True) if os.path.isfile(p))
         if not matches:
             empty.append(pattern)
-        found.update(dict.fromkeys(matches))
+        kept = (p for p in matches if not matches_any(os.path.abspath(p), ignore))
+        found.update(dict.fromkeys(kept))
     return sorted(found), empty
 
 
@@ -180,16 +191,43 @@ def unmatched_message(globs: Sequence[str], base: Path, option: str) -> str:
     )
 
 
-def input_digests(files: Iterable[Path], base: Path) -> dict[str, str]:
-    """``relative path -> content digest`` of each input file."""
+def input_digests(
+    files: Iterable[Path], base: Path, hash_limit_mib: int = DEFAULT_HASH_LIMIT_MIB
+) -> dict[str, str]:
+    """``relative path -> digest`` of each input file (:func:`sized_digest`)."""
     result = {}
     for path in files:
         try:
             name = path.resolve().relative_to(base.resolve()).as_posix()
         except ValueError:
             name = str(path)
-        result[name] = file_digest(path)
+        result[name] = sized_digest(path, hash_limit_mib)
     return result
+
+
+#: How a digest of a file known by its size, mtime and inode begins.
+STAT_DIGEST = "stat:"
+
+
+def sized_digest(path: Path, hash_limit_mib: int = DEFAULT_HASH_LIMIT_MIB) -> str:
+    """A file's content digest, or above the limit ``stat:size:mtime:inode``.
+
+    Why: a 10 GB dataset would be hashed on every run; its size, mtime and inode
+    tell a changed file from an unchanged one as ``make`` does, and a ``-v`` reason
+    says when that is how a change was seen.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    if stat.st_size > hash_limit_mib * (1 << 20):
+        return f"{STAT_DIGEST}{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+    return file_digest(path)
+
+
+def too_large(digest: str) -> str:
+    """What a reason adds for a file known by size, mtime and inode (above the hash limit)."""
+    return " (size, mtime or inode; too large to hash)" if digest.startswith(STAT_DIGEST) else ""
 
 
 def file_digest(path: Path) -> str:

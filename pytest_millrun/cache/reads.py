@@ -6,7 +6,7 @@ interpreter).  Here, in the host, after a passing run, :func:`reads_part` turns
 that record into the part stored with the key: paths relative to the notebook's
 folder where they lie under it (so a key means the same from every front end),
 each file known by the digest of its content, hashed once per run
-(:func:`pytest_millrun.cache.keys.file_digest`), or above the hash limit by its
+(:func:`pytest_millrun.cache.keys.sized_digest`), or above the hash limit by its
 size, mtime and inode.  A file whose size or mtime differ from when the run
 opened it, a listing or a module that changed while the run went on: the run's
 key is unusable, and :func:`reads_part` says why.  On a later run
@@ -17,19 +17,15 @@ words what differs, as ``-v`` shows it.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_millrun.cache.keys import file_digest, run_memo
-from pytest_millrun.core.globs import glob_regex
+from pytest_millrun.cache.keys import DEFAULT_HASH_LIMIT_MIB, run_memo, sized_digest, too_large
+from pytest_millrun.core.globs import path_regexes
 from pytest_millrun.inkernel.reads import PAYLOAD_VERSION, Rules, listing_digest
 
-#: Files larger than this (MiB) are known by size, mtime and inode, not by their content.
-DEFAULT_HASH_LIMIT_MIB = 1024
-_MIB = 1 << 20
 #: At most this many changed reads are named in the reasons; the rest are counted.
 _NAMED = 5
 _KINDS = ("files", "modules", "listings", "missing")
@@ -45,7 +41,7 @@ class ReadSettings:
     exclude: tuple[str, ...] = ()
     #: Regular expressions of absolute paths the user ignores (``--millrun-cache-ignore``).
     ignore: tuple[str, ...] = ()
-    hash_limit: int = DEFAULT_HASH_LIMIT_MIB * _MIB
+    hash_limit_mib: int = DEFAULT_HASH_LIMIT_MIB
     _rules: list[Rules] = field(default_factory=list, compare=False, repr=False)
 
     def kernel_settings(self) -> dict[str, Any]:
@@ -74,17 +70,12 @@ def read_settings(
 ) -> ReadSettings:
     """The settings of one notebook's runs; ``ignore`` globs are relative to ``base``."""
     root = os.path.abspath(base)
-    prefix = re.escape(root + "/")
-    patterns = tuple(
-        glob_regex(pattern) if os.path.isabs(pattern) else prefix + glob_regex(pattern)
-        for pattern in ignore
-    )
     millrun = Path(__file__).resolve().parents[1]  # an editable install's own source
     return ReadSettings(
         roots=tuple(dict.fromkeys([os.path.abspath(notebook_dir), root])),
         exclude=tuple(os.path.abspath(path) for path in (*exclude, millrun)),
-        ignore=patterns,
-        hash_limit=hash_limit_mib * _MIB,
+        ignore=path_regexes(ignore, base),
+        hash_limit_mib=hash_limit_mib,
     )
 
 
@@ -121,7 +112,7 @@ def reads_part(
             if [now.st_size, now.st_mtime_ns] != list(stat):
                 unusable.append(f"{word} {name} changed during the run")
                 continue
-            part[kind][name] = _digest(path, now, settings.hash_limit)
+            part[kind][name] = sized_digest(Path(path), settings.hash_limit_mib)
     listed, changed = dict(payload.get("listings", {})), set(payload.get("changed", ()))
     for path in sorted(changed):
         word = "listing of" if path in listed else "imported"
@@ -146,11 +137,7 @@ def current_reads(
     for kind in ("files", "modules"):
         found = {}
         for name in stored.get(kind) or {}:
-            path = path_of(name, notebook_dir)
-            try:
-                found[name] = _digest(path, os.stat(path), settings.hash_limit)
-            except OSError:
-                found[name] = "missing"
+            found[name] = sized_digest(Path(path_of(name, notebook_dir)), settings.hash_limit_mib)
         now[kind] = found
     now["listings"] = {
         name: _listing(path_of(name, notebook_dir), settings)
@@ -175,10 +162,8 @@ def read_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
                 continue
             if now == "missing":
                 reasons.append(f"{word}{name} removed")
-            elif str(before[name]).startswith("stat:"):
-                reasons.append(f"{word}{name} changed (size, mtime or inode; too large to hash)")
             else:
-                reasons.append(f"{word}{name} changed")
+                reasons.append(f"{word}{name} changed{too_large(str(before[name]))}")
     still = set(new.get("missing") or ())
     appeared = [name for name in sorted(old.get("missing") or ()) if name not in still]
     reasons += [f"{name} now exists" for name in appeared]
@@ -194,13 +179,6 @@ def describe(part: Mapping[str, Any]) -> list[str]:
     lines += [f"listed {name}" for name in sorted(part.get("listings") or {})]
     lines += [f"looked for {name} (not found)" for name in sorted(part.get("missing") or ())]
     return lines
-
-
-def _digest(path: str, stat: os.stat_result, hash_limit: int) -> str:
-    """A file's content digest, or above the limit its size, mtime and inode."""
-    if stat.st_size > hash_limit:
-        return f"stat:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
-    return file_digest(Path(path))
 
 
 def _listing(folder: str, settings: ReadSettings) -> str:

@@ -27,13 +27,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_millrun.cache.keys import (
+    DEFAULT_HASH_LIMIT_MIB,
     CacheKey,
     digest,
     input_digests,
     job_key,
     resolve_inputs,
+    too_large,
 )
 from pytest_millrun.core.discovery import OUTPUT_MARKER
+from pytest_millrun.core.globs import path_regexes
 
 if TYPE_CHECKING:
     from pytest_millrun.core.data import ExecutionResult
@@ -53,6 +56,10 @@ class CacheSettings:
     #: Globs of the declared input files, relative to ``base``.
     inputs: tuple[str, ...] = ()
     base: Path | None = None
+    #: Globs, relative to ``base``, of files that are never inputs nor reads (logs, scratch).
+    ignore: tuple[str, ...] = ()
+    #: Files read above this size (MiB) are known by size, mtime and inode.
+    hash_limit_mib: int = DEFAULT_HASH_LIMIT_MIB
     #: How the front end spells the force option, for the reason a forced variation runs.
     force_option: str = "force=True"
 
@@ -73,22 +80,29 @@ class RunInputs:
 
     def __init__(self, settings: CacheSettings) -> None:
         base = settings.base or Path.cwd()
-        files, self.unmatched = resolve_inputs(settings.inputs, base)
-        self.digests = input_digests(files, base)
+        self.globs = settings.inputs
+        self.ignore = path_regexes(settings.ignore, base)
+        files, self.unmatched = resolve_inputs(settings.inputs, base, self.ignore)
+        self.hash_limit_mib = settings.hash_limit_mib
+        self.digests = input_digests(files, base, self.hash_limit_mib)
         self.base = base
-        self._more: dict[tuple[str, ...], dict[str, str]] = {}
+        self._more: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, str]] = {}
         #: Globs of a suite section's ``inputs`` that matched nothing, once each.
         self.unmatched_more: list[str] = []
 
-    def with_more(self, globs: Sequence[str]) -> dict[str, str]:
-        """The run's inputs and a suite section's own (absolute globs), hashed once per run."""
-        if not globs:
+    def with_more(self, globs: Sequence[str], ignore: Sequence[str] = ()) -> dict[str, str]:
+        """The run's inputs and a suite section's own (absolute globs), hashed once per run.
+
+        ``ignore``: the section's own ignore globs (absolute), besides the run's.
+        """
+        if not globs and not ignore:
             return self.digests
-        key = tuple(globs)
+        key = (tuple(globs), tuple(ignore))
         if key not in self._more:
-            files, empty = resolve_inputs(globs, self.base)
-            self.unmatched_more += [g for g in empty if g not in self.unmatched_more]
-            self._more[key] = {**self.digests, **input_digests(files, self.base)}
+            left_out = (*self.ignore, *path_regexes(ignore, self.base))
+            files, empty = resolve_inputs((*self.globs, *globs), self.base, left_out)
+            self.unmatched_more += [g for g in empty if g in globs and g not in self.unmatched_more]
+            self._more[key] = input_digests(files, self.base, self.hash_limit_mib)
         return self._more[key]
 
 
@@ -101,6 +115,7 @@ def key_for(
     record: Sequence[str],
     papermill_kwargs: Mapping[str, Any],
     more_inputs: Sequence[str] = (),
+    more_ignore: Sequence[str] = (),
 ) -> CacheKey:
     """The key of one job: the run's declared inputs and, from a suite, its notebook's own."""
     return job_key(
@@ -109,7 +124,7 @@ def key_for(
         kernel_name=kernel_name,
         record=record,
         papermill_kwargs=papermill_kwargs,
-        inputs=inputs.with_more(more_inputs) if inputs is not None else {},
+        inputs=inputs.with_more(more_inputs, more_ignore) if inputs is not None else {},
     )
 
 
@@ -128,6 +143,7 @@ def verdict_for(
     record: Sequence[str],
     papermill_kwargs: Mapping[str, Any],
     more_inputs: Sequence[str] = (),
+    more_ignore: Sequence[str] = (),
 ) -> tuple[Verdict, CacheKey | None]:
     """One job's verdict and the key its pass will record: the one check every front end makes.
 
@@ -138,7 +154,7 @@ def verdict_for(
     try:
         key = key_for(
             notebook, variation, inputs, kernel_name=kernel_name, record=record,
-            papermill_kwargs=papermill_kwargs, more_inputs=more_inputs,
+            papermill_kwargs=papermill_kwargs, more_inputs=more_inputs, more_ignore=more_ignore,
         )  # fmt: skip
     except (OSError, ValueError):
         return Verdict(False, (NO_KEY,)), None
@@ -309,7 +325,7 @@ def _input_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
         elif name not in new:
             reasons.append(f"input {name} removed")
         elif old[name] != new[name]:
-            reasons.append(f"input {name} changed")
+            reasons.append(f"input {name} changed{too_large(old[name])}")
     return reasons
 
 

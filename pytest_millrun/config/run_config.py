@@ -92,6 +92,8 @@ class RunConfig:
     cache: bool = False
     force: bool = False
     cache_inputs: tuple[str, ...] = ()
+    cache_ignore: tuple[str, ...] = ()
+    cache_hash_limit: int = 1024
     verbose: bool = False
     no_progress: bool = False
     #: The API's other keywords, for papermill and nbclient.
@@ -127,6 +129,8 @@ class RunConfig:
             inputs=self.cache_inputs,
             base=self.base,
             force_option=advice_name(BY_NAME["force"], self.front_end),
+            ignore=self.cache_ignore,
+            hash_limit_mib=self.cache_hash_limit,
         )
 
     def run_options(self) -> RunOptions:

@@ -179,7 +179,8 @@ def _section(
         _components(data, "prepend", where, loc),
         _components(data, "append", where, loc),
         record=_record(data, where, loc),
-        inputs=_inputs(data, where, loc, base),
+        inputs=_globs(data, "inputs", where, loc, base),
+        ignore=_globs(data, "ignore", where, loc, base),
     )
 
 
@@ -195,20 +196,23 @@ def _record(data: Mapping[Any, Any], where: str, loc: Locations) -> tuple[str, .
         raise SuiteError(str(exc)) from None
 
 
-def _inputs(
-    data: Mapping[Any, Any], where: str, loc: Locations, base: Path | None
+_GLOB_EXAMPLES = {"inputs": "[data/prices.csv, 'data/*.json']", "ignore": "['**/*.log', scratch]"}
+
+
+def _globs(
+    data: Mapping[Any, Any], key: str, where: str, loc: Locations, base: Path | None
 ) -> tuple[str, ...]:
-    """A section's ``inputs``: globs relative to the params file's folder, made absolute."""
-    if "inputs" not in data:
+    """A section's ``inputs`` or ``ignore``: globs relative to the params file, made absolute."""
+    if key not in data:
         return ()
-    value = data["inputs"]
+    value = data[key]
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not is_list(value) or not all(isinstance(v, str) and v for v in value):
         raise SuiteError(
-            f"{where}{loc.at(data, 'inputs')}: 'inputs' must be a list of file globs relative "
-            f"to the params file's folder, not {_short(value)}. Write e.g. inputs: "
-            f"[data/prices.csv, 'data/*.json']."
+            f"{where}{loc.at(data, key)}: {key!r} must be a list of file globs relative "
+            f"to the params file's folder, not {_short(value)}. Write e.g. {key}: "
+            f"{_GLOB_EXAMPLES[key]}."
         )
     return tuple(os.path.join(base, v) if base is not None else v for v in value)
 

@@ -45,6 +45,8 @@ class Job:
     cache_reasons: tuple[str, ...] = ()
     #: A suite section's own ``inputs`` (absolute globs), part of the cache key.
     cache_inputs: tuple[str, ...] = ()
+    #: A suite section's own ``ignore`` (absolute globs): never inputs nor reads.
+    cache_ignore: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
