@@ -18,7 +18,9 @@ the parts hold, exactly, is documented in ``docs/incremental.md``:
 * ``environment``: the kernel's interpreter (executable, version) and a digest
   of its installed distributions (names and versions; the list itself is kept
   beside the key, so a re-run can name what changed);
-* ``inputs``: a digest of every declared input file's content.
+* ``inputs``: a digest of every declared input file's content;
+* ``ignore``: the globs of files never in the key, when there are any;
+* ``reads``: added after a passing run, what it read (:mod:`pytest_millrun.cache.reads`).
 
 Reading the environment and hashing inputs happen once per run and process
 (:func:`forget` starts a new run); a file's size and mtime only save a re-hash
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 #: Version of the key's layout: a change makes every stored key differ.
-SCHEMA = 1
+SCHEMA = 2
 #: Cell tags that change what a cell does when run (papermill's and nbclient's).
 EXECUTION_TAGS = frozenset(
     {"parameters", "injected-parameters", "raises-exception", "skip-execution"}
@@ -91,6 +93,9 @@ class CacheKey:
 
     parts: Mapping[str, Any]
     distributions: Mapping[str, str] = field(default_factory=dict)
+    #: How the run records what it reads (:class:`pytest_millrun.cache.reads.ReadSettings`
+    #: as JSON), so that its pass can add the ``reads`` part; None records nothing.
+    reads: Mapping[str, Any] | None = None
 
     @property
     def digest(self) -> str:
@@ -388,8 +393,13 @@ def job_key(
     record: Sequence[str],
     papermill_kwargs: Mapping[str, Any],
     inputs: Mapping[str, str],
+    ignore: Sequence[str] = (),
 ) -> CacheKey:
-    """The key of one job; ``inputs`` as :func:`input_digests` gives them."""
+    """The key of one job; ``inputs`` as :func:`input_digests` gives them.
+
+    ``ignore``: the globs of files never in the key, as given (a change re-runs: what
+    the last run's reads left out is not what this run would leave out).
+    """
     nb, cells = read_notebook(notebook)
     kernel = notebook_kernel(nb, kernel_name, papermill_kwargs.get("language"))
     environment, distributions = kernel_environment(kernel["name"])
@@ -404,4 +414,6 @@ def job_key(
         "environment": environment,
         "inputs": dict(inputs),
     }
+    if ignore:
+        parts["ignore"] = sorted(ignore)
     return CacheKey(parts, distributions)

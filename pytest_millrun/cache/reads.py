@@ -52,6 +52,19 @@ class ReadSettings:
             "ignore": list(self.ignore),
         }
 
+    def as_json(self) -> dict[str, Any]:
+        """All of it as JSON, to travel with a job's key to wherever it runs."""
+        return {**self.kernel_settings(), "hash_limit_mib": self.hash_limit_mib}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReadSettings:
+        return cls(
+            roots=tuple(data.get("roots", ())),
+            exclude=tuple(data.get("exclude", ())),
+            ignore=tuple(data.get("ignore", ())),
+            hash_limit_mib=int(data.get("hash_limit_mib", DEFAULT_HASH_LIMIT_MIB)),
+        )
+
     @property
     def rules(self) -> Rules:
         """The kernel's rules for a listing's names (the environment's folders: the kernel's)."""
@@ -81,9 +94,9 @@ def read_settings(
 
 def name_of(path: str, notebook_dir: Path) -> str:
     """A path as the key holds it: relative to the notebook's folder when under it."""
-    folder = os.path.abspath(notebook_dir)
-    if path.startswith(folder + os.sep):
-        return path[len(folder) + 1 :].replace(os.sep, "/")
+    for folder in {os.path.abspath(notebook_dir), os.path.realpath(notebook_dir)}:
+        if path.startswith(folder + os.sep):
+            return path[len(folder) + 1 :].replace(os.sep, "/")
     return path
 
 

@@ -131,6 +131,7 @@ class RunConfig:
             force_option=advice_name(BY_NAME["force"], self.front_end),
             ignore=self.cache_ignore,
             hash_limit_mib=self.cache_hash_limit,
+            output_root=self.output_dir,
         )
 
     def run_options(self) -> RunOptions:

@@ -306,7 +306,9 @@ def test_ignored_files_are_never_in_the_key_from_any_front_end(
     (nbs / "debug.txt").write_text("more noise")
     assert outcomes(pytester.runpytest(*inputs)) == {"cached": 1}
     result = pytester.runpytest(*inputs, "--millrun-cache-ignore", "nbs/other.txt", "-v")
-    assert ran(result) == ["nbs/calc.ipynb::calc[0]: input nbs/debug.txt added"]
+    assert ran(result) == [
+        "nbs/calc.ipynb::calc[0]: input nbs/debug.txt added; ignored globs changed"
+    ]
     bad = pytester.runpytest("--millrun-cache-hash-limit", "1GB")
     assert "--millrun-cache-hash-limit / millrun_cache_hash_limit must be" in bad.stderr.str()
 

@@ -6,14 +6,15 @@ written by hand where a test needs a record no run would make on its own.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_millrun.cache import reads
-from pytest_millrun.cache.keys import file_digest, forget
+from pytest_millrun.cache import reads, verdicts
+from pytest_millrun.cache.keys import CacheKey, file_digest, forget
 from pytest_millrun.inkernel.reads import PAYLOAD_VERSION
 from read_recorder import recorded
 
@@ -231,4 +232,61 @@ def test_the_read_set_is_listed_one_line_each(project: Path) -> None:
         "listed data/parts",
         "looked for data/new.csv (not found)",
         "looked for data/old.csv (not found)",
+    ]
+
+
+def millrun_output(path: Path) -> Path:
+    nb = {"cells": [], "metadata": {"millrun": {"recorded": {}}}, "nbformat": 4}
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def test_a_stored_read_set_is_checked_again_and_names_what_changed(project: Path) -> None:
+    settings = verdicts.CacheSettings(enabled=True, base=project, output_root=project / ".out")
+    notebook = project / "calc.ipynb"
+    output = millrun_output(project / "out.ipynb")
+    read = verdicts.read_settings_for(notebook, output, settings)
+    assert read.exclude[0] == str(project / ".out")
+    key = CacheKey({"schema": 2, "cells": []}, reads=read.as_json())
+    part, _ = reads.reads_part(recorded(project, _READS, **read.kernel_settings()), project, read)
+    verdicts.stamp(output, key, part)
+    assert verdicts.check_output(output, key, settings, notebook=notebook).hit
+    (project / "data" / "prices.csv").write_text("day,price\n1,12\n")
+    forget()
+    verdict = verdicts.check_output(output, key, settings, notebook=notebook)
+    assert verdict.reasons == ("read data/prices.csv changed",)
+    stored = json.loads(output.read_text())["metadata"]["millrun"]["cache"]
+    assert stored["parts"]["reads"] == part
+    assert stored["key"] != key.digest  # the reads are part of the stored key
+
+
+def test_a_run_that_kept_no_key_says_why_on_the_next_run(project: Path) -> None:
+    output = millrun_output(project / "out.ipynb")
+    verdicts.stamp_unusable(output, ["read data/prices.csv changed during the run"])
+    verdict = verdicts.check_output(output, CacheKey({}), verdicts.CacheSettings(enabled=True))
+    assert verdict.reasons == (
+        "its last run kept no key: read data/prices.csv changed during the run",
+    )
+
+
+def test_outputs_beside_the_notebook_exclude_only_the_output_itself(project: Path) -> None:
+    notebook, output = project / "calc.ipynb", project / "0-calc.ipynb"
+    beside = verdicts.CacheSettings(enabled=True, base=project)
+    assert verdicts.read_settings_for(notebook, output, beside).exclude[0] == str(output)
+    above = verdicts.CacheSettings(enabled=True, base=project, output_root=project.parent)
+    assert verdicts.read_settings_for(notebook, output, above).exclude[0] == str(output)
+
+
+def test_changed_ignore_globs_rerun_and_are_keyed_relative_to_the_base(project: Path) -> None:
+    settings = verdicts.CacheSettings(enabled=True, base=project, ignore=("**/*.log",))
+    (project / "calc.ipynb").write_text(json.dumps({"cells": [], "metadata": {}}))
+    inputs = verdicts.RunInputs(settings)
+    more = (str(project / "scratch" / "*"),)
+    key = verdicts.key_for(
+        project / "calc.ipynb", {}, inputs, kernel_name=None, record=(), papermill_kwargs={},
+        more_ignore=more,
+    )  # fmt: skip
+    assert key.parts["ignore"] == ["**/*.log", "scratch/*"]
+    assert verdicts.key_changes(key.parts, {**key.parts, "ignore": ["**/*.log"]}) == [
+        "ignored globs changed"
     ]
