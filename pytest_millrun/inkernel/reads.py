@@ -1,9 +1,8 @@
 """Runs inside the kernel: records what the notebook reads, for the cache key's ``reads`` part.
 
-Standard library only, and no import of the package: its source is sent into the
-kernel at start (in the forked child, or a silent execute in a spawned kernel).
-The host imports it too, for :class:`Rules` and :func:`listing_digest`, so that a
-folder's listing is digested the same way on both sides.
+Standard library only, no import of the package: its source is sent into the kernel
+at start.  The host imports it for :class:`Rules` and :func:`listing_digest`, so that
+a listing is digested the same way on both sides.
 
 What is recorded, for the whole run: every file opened for reading (``open``,
 ``io.open``, ``os.open`` with read flags, ``sqlite3.connect``; ``pathlib``,
@@ -11,9 +10,9 @@ What is recorded, for the whole run: every file opened for reading (``open``,
 read and did not find, every folder listed (``os.listdir``, ``os.scandir``, so
 ``glob``, ``os.walk`` and ``Path.iterdir``), and at the end every module whose
 file lies outside the interpreter (``sys.modules[...].__file__``).  Files the run
-wrote before reading them are its products, not inputs; writes, renames and
-removals are noted for that, and so that a listing the run itself changed is not
-taken for one that changed under it.
+wrote before reading them are its products, not inputs; writes, renames and removals
+are noted for that, and so that a listing the run changed is not taken for one that
+changed under it.
 
 Why wrappers and not a PEP 578 audit hook: an audit hook is called for every
 audited event, and ``copy.deepcopy`` raises one per object (``builtins.id``),
@@ -83,6 +82,9 @@ _ENV_NOISE = (
 )  # fmt: skip
 
 
+_SITE, _DIST = f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}"
+
+
 def _folder(path: str) -> str:
     """``path`` made absolute, with a trailing separator, for prefix tests."""
     return os.path.join(os.path.abspath(os.path.expanduser(path)), "")
@@ -121,10 +123,9 @@ class Rules:
         probe = path + os.sep
         if probe.startswith(self.excluded) or probe.startswith(self.interpreter):
             return False
-        parts = path.split(os.sep)
-        if "site-packages" in parts or "dist-packages" in parts or path.endswith(".pyc"):
+        if _SITE in probe or _DIST in probe or path.endswith(".pyc"):
             return False
-        if any(pattern.fullmatch(path) for pattern in self.ignore):
+        if self.ignore and any(pattern.fullmatch(path) for pattern in self.ignore):
             return False
         return probe.startswith(self.roots) or not probe.startswith(self.outside)
 
@@ -168,19 +169,12 @@ def listing_digest(folder: str, rules: Rules, scandir: Callable[[str], Any] = os
 
 
 def _names(folder: str, rules: Rules, scandir: Callable[[str], Any]) -> set[str]:
-    with scandir(folder) as entries:
-        return {
-            entry.name + ("/" if _is_dir(entry) else "")
-            for entry in entries
-            if rules.listed(folder, entry.name)
-        }
+    with scandir(folder) as entries:  # is_dir(): False for an entry removed since
+        return {e.name + "/" * e.is_dir() for e in entries if rules.listed(folder, e.name)}
 
 
-def _is_dir(entry: Any) -> bool:
-    try:
-        return bool(entry.is_dir())
-    except OSError:
-        return False
+#: The working folder, known until a ``chdir`` forgets it: a ``getcwd`` less per file.
+_CWD: list[str] = []
 
 
 def _path(file: Any) -> str | None:
@@ -188,9 +182,14 @@ def _path(file: Any) -> str | None:
     if isinstance(file, int):
         return None
     try:
-        return os.path.abspath(os.fsdecode(os.fspath(file)))
+        text = os.fsdecode(os.fspath(file))
     except (TypeError, ValueError):
         return None
+    if not os.path.isabs(text):
+        if not _CWD:
+            _CWD.append(os.getcwd())
+        text = os.path.join(_CWD[0], text)
+    return os.path.normpath(text)
 
 
 def _by_machinery() -> bool:
@@ -245,16 +244,11 @@ class ReadRecorder:
         if self.rules.counts(path) and not _by_machinery():
             self.missing.add(path)
 
-    def wrote(self, *files: Any) -> None:
-        for file in files:
-            path = _path(file)
-            if path is not None:
-                self.written.add(path)
+    def wrote(self, file: Any, *_: Any) -> None:
+        self.written.add(_path(file) or "")
 
     def gone(self, file: Any) -> None:
-        path = _path(file)
-        if path is not None:
-            self.removed.add(path)
+        self.removed.add(_path(file) or "")
 
     def listed(self, folder: Any) -> None:
         path = _path("." if folder is None else folder)
@@ -336,7 +330,7 @@ class ReadRecorder:
         _replace(os, "open", _recording_os_open(os.open, self), undo)
         for name in ("listdir", "scandir"):
             _replace(os, name, _recording_listing(getattr(os, name), self), undo)
-        for name in ("remove", "unlink", "rmdir", "mkdir", "rename", "replace"):
+        for name in ("remove", "unlink", "rmdir", "mkdir", "rename", "replace", "chdir", "fchdir"):
             _replace(os, name, _recording_change(getattr(os, name), self), undo)
         for module in ("sqlite3", "sqlite3.dbapi2"):
             found = sys.modules.get(module)
@@ -348,6 +342,7 @@ class ReadRecorder:
         """Put the original calls back (a kernel ends instead; tests need it)."""
         while self._undo:
             self._undo.pop()()
+        _CWD.clear()
 
 
 def _replace(owner: Any, name: str, new: Any, undo: list[Callable[[], None]]) -> None:
@@ -417,19 +412,22 @@ def _recording_listing(original: Any, recorder: ReadRecorder) -> Any:
 
 
 def _recording_change(original: Any, recorder: ReadRecorder) -> Any:
+    """``rename``/``replace``: a path gone, one written; ``mkdir`` written; ``chdir`` forgets
+    the working folder; the others (``remove``, ``unlink``, ``rmdir``) a path gone."""
     name = original.__name__
+    moved: tuple[Callable[[Any], None], ...] = (recorder.gone, recorder.wrote)
+    notes = {"rename": moved, "replace": moved, "mkdir": moved[1:], "chdir": (), "fchdir": ()}
 
     def change(*args: Any, **kwargs: Any) -> Any:
+        _CWD.clear()
         done = original(*args, **kwargs)
-        if kwargs.get("dir_fd") is None and kwargs.get("src_dir_fd") is None and args:
-            if name in ("rename", "replace"):
-                recorder.safely(recorder.gone, args[0])
-                if len(args) > 1:
-                    recorder.safely(recorder.wrote, args[1])
-            elif name == "mkdir":
-                recorder.safely(recorder.wrote, args[0])
-            else:
-                recorder.safely(recorder.gone, args[0])
+        _CWD.clear()
+        first = args[0] if args else kwargs.get("src", kwargs.get("path"))
+        paths = (first, args[1] if len(args) > 1 else kwargs.get("dst"))
+        if kwargs.get("dir_fd") is None and kwargs.get("src_dir_fd") is None:
+            for note, path in zip(notes.get(name, moved[:1]), paths, strict=False):
+                if path is not None:
+                    recorder.safely(note, path)
         return done
 
     return _like(change, original, "os")

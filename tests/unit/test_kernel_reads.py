@@ -305,3 +305,23 @@ def test_nothing_is_recorded_before_start(project: Path) -> None:
     exec(compile(Path(reads.__file__).read_text(), "<millrun-reads>", "exec"), namespace)
     assert namespace["finish"]() == {}
     assert not getattr(open, "millrun_reads", False)
+
+
+def test_relative_paths_follow_the_working_folder_and_renames_are_the_runs(project: Path) -> None:
+    (project / "old.txt").write_text("made before the run")
+    found = recorded(
+        project,
+        """
+        import contextlib
+        open("helper.py").read()
+        with contextlib.chdir("data"):
+            open("prices.csv").read()
+            os.listdir("parts")
+        os.listdir(".")
+        os.rename(src="old.txt", dst="final.txt")
+        """,
+    )
+    assert relative(found["files"], project) == ["data/prices.csv", "helper.py"]
+    assert relative(found["listings"], project) == [".", "data/parts"]
+    assert relative(found["wrote"], project) == ["final.txt"]
+    assert found["changed"] == []  # the listing changed, but by the run's own rename
