@@ -8,8 +8,9 @@ event, and ``copy.deepcopy`` raises one per object (``builtins.id``), unpickling
 per class; the wrappers cost only where a file is opened or a folder listed.
 
 Each row runs one workload in a fresh ``python`` process (no kernel: the mechanism's
-cost alone, without a kernel's start-up noise), ``--repeat`` times in rounds, and
-reports the median time of the workload itself, with its ratio to the same workload
+cost alone, without a kernel's start-up noise), ``--repeat`` times in rounds (the
+modes in a rotating order), and reports the median CPU time of the workload itself
+(the figure a busy machine distorts least), with its ratio to the same workload
 unrecorded in the same rounds.  Workloads:
 
 - **cells**: a cell-heavy loop that deep-copies and pickles nested objects and does
@@ -65,24 +66,24 @@ class Point:
     def __init__(self, i):
         self.i, self.tags, self.meta = i, [i, str(i), float(i)], {"k": (i, i + 1)}
 state = {"points": [Point(i) for i in range(300)], "grid": [list(range(40)) for _ in range(30)]}
-started = time.perf_counter()
+started = time.process_time()
 total = 0
 for step in range(ROUNDS):
     snapshot = copy.deepcopy(state)
     again = pickle.loads(pickle.dumps(snapshot))
     total += sum(p.i for p in again["points"]) + sum(sum(row) for row in again["grid"])
     total += sum(i * i % 7 for i in range(20000))
-elapsed = time.perf_counter() - started
+elapsed = time.process_time() - started
 """
 
 _FILES = """
 import glob
-started = time.perf_counter()
+started = time.process_time()
 size = 0
 for name in sorted(glob.glob("data/*.txt")):
     with open(name) as handle:
         size += len(handle.read())
-elapsed = time.perf_counter() - started
+elapsed = time.process_time() - started
 """
 
 _START_END = """
@@ -90,20 +91,20 @@ import IPython.core.interactiveshell, numpy, pandas
 import os
 _ns = {'__name__': 'millrun_reads'}
 exec(compile(open(RECORDER).read(), '<millrun-reads>', 'exec'), _ns)
-started = time.perf_counter()
+started = time.process_time()
 _ns['start']({'roots': [os.getcwd()]})
 _ns['finish']()
-elapsed = time.perf_counter() - started
+elapsed = time.process_time() - started
 import builtins, io
 targets = frozenset(map(id, (io.open, os.listdir, os.scandir, os.open)))
 targets |= frozenset(map(id, (builtins.open,)))
-started = time.perf_counter()
+started = time.process_time()
 found = 0
 for name, module in list(sys.modules.items()):
     values = getattr(module, "__dict__", None)
     if type(values) is dict and not targets.isdisjoint(map(id, values.values())):
         found += 1
-scan = time.perf_counter() - started
+scan = time.process_time() - started
 """
 
 
@@ -132,10 +133,12 @@ def main() -> None:
         for index in range(args.files):
             (folder / "data" / f"f{index:05d}.txt").write_text(f"{index}\n" * 20)
         times: dict[tuple[str, str], list[float]] = {}
-        for _ in range(args.repeat):
+        modes = list(_SETUP)
+        for round_ in range(args.repeat):
+            order = modes[round_ % len(modes) :] + modes[: round_ % len(modes)]
             for workload, code in (("cells", _CELLS), ("files", _FILES)):
-                for mode, setup in _SETUP.items():
-                    found = run_once(setup, code, folder, args.rounds)
+                for mode in order:
+                    found = run_once(_SETUP[mode], code, folder, args.rounds)
                     times.setdefault((workload, mode), []).append(found["elapsed"])
         start_end, scans = [], []
         for _ in range(args.repeat):
@@ -143,7 +146,7 @@ def main() -> None:
             start_end.append(found["elapsed"])
             scans.append(found["scan"])
     print(f"median of {args.repeat} rounds, each row in a fresh process\n")
-    print("| workload | recording | wall s | x off |")
+    print("| workload | recording | cpu s | x off |")
     print("|---|---|---:|---:|")
     for workload in ("cells", "files"):
         base = statistics.median(times[(workload, "off")])
