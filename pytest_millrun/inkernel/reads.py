@@ -83,6 +83,8 @@ _ENV_NOISE = (
 
 
 _SITE, _DIST = f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}"
+#: The calls that change what is on disk, or the working folder.
+_CHANGES = ("remove", "unlink", "rmdir", "mkdir", "rename", "replace", "chdir", "fchdir")
 
 
 def _folder(path: str) -> str:
@@ -325,18 +327,20 @@ class ReadRecorder:
             return
         undo = self._undo
         opener = _recording_open(builtins.open, self)
+        wrappers: dict[int, Any] = {id(builtins.open): opener}  # original's id -> wrapper
         _replace(builtins, "open", opener, undo)
         _replace(io, "open", opener, undo)
-        _replace(os, "open", _recording_os_open(os.open, self), undo)
-        for name in ("listdir", "scandir"):
-            _replace(os, name, _recording_listing(getattr(os, name), self), undo)
-        for name in ("remove", "unlink", "rmdir", "mkdir", "rename", "replace", "chdir", "fchdir"):
-            _replace(os, name, _recording_change(getattr(os, name), self), undo)
+        makers = {"open": _recording_os_open, "listdir": _recording_listing}
+        for name in ("open", "listdir", "scandir", *_CHANGES):
+            original = getattr(os, name)
+            make = makers.get(name, _recording_listing if name == "scandir" else _recording_change)
+            wrappers[id(original)] = make(original, self)
+            _replace(os, name, wrappers[id(original)], undo)
         for module in ("sqlite3", "sqlite3.dbapi2"):
             found = sys.modules.get(module)
             if found is not None and hasattr(found, "connect"):
                 _replace(found, "connect", _recording_connect(found.connect, self), undo)
-        _repoint_kept_references(opener, undo)
+        _repoint_kept_references(wrappers, undo)
 
     def uninstall(self) -> None:
         """Put the original calls back (a kernel ends instead; tests need it)."""
@@ -425,9 +429,9 @@ def _recording_change(original: Any, recorder: ReadRecorder) -> Any:
         first = args[0] if args else kwargs.get("src", kwargs.get("path"))
         paths = (first, args[1] if len(args) > 1 else kwargs.get("dst"))
         if kwargs.get("dir_fd") is None and kwargs.get("src_dir_fd") is None:
-            for note, path in zip(notes.get(name, moved[:1]), paths, strict=False):
-                if path is not None:
-                    recorder.safely(note, path)
+            for index, note in enumerate(notes.get(name, moved[:1])):  # no zip(strict=): 3.9
+                if paths[index] is not None:
+                    recorder.safely(note, paths[index])
         return done
 
     return _like(change, original, "os")
@@ -460,9 +464,8 @@ def _database_path(database: Any) -> str | None:
     return None if text in ("", ":memory:") else text
 
 
-def _repoint_kept_references(opener: Any, undo: list[Callable[[], None]]) -> None:
-    """Point the libraries' own references to ``open`` at the recording one."""
-    original = opener.__wrapped__
+def _repoint_kept_references(wrappers: Mapping[int, Any], undo: list[Callable[[], None]]) -> None:
+    """Point the libraries' own references to a replaced call at its recording wrapper."""
     for module_name, where in KEPT_REFERENCES:
         owner: Any = sys.modules.get(module_name)
         *path, last = where.split(".")
@@ -470,16 +473,16 @@ def _repoint_kept_references(opener: Any, undo: list[Callable[[], None]]) -> Non
             owner = getattr(owner, part, None)
         if last.endswith("[None]"):
             table = getattr(owner, last[: -len("[None]")], None)
-            if isinstance(table, dict) and table.get(None) is original:
-                table[None] = opener
-                undo.append(functools.partial(table.__setitem__, None, original))
-        elif owner is not None and getattr(owner, last, None) is original:
-            _replace(owner, last, opener, undo)
+            if isinstance(table, dict) and id(table.get(None)) in wrappers:
+                undo.append(functools.partial(table.__setitem__, None, table[None]))
+                table[None] = wrappers[id(table[None])]
+        elif owner is not None and id(getattr(owner, last, None)) in wrappers:
+            _replace(owner, last, wrappers[id(getattr(owner, last))], undo)
     accessor = getattr(sys.modules.get("pathlib"), "_NormalAccessor", None)
-    if accessor is not None:  # Python 3.10: pathlib calls what it kept when defined
-        for name in ("open", "listdir", "scandir"):
-            new = opener if name == "open" else getattr(os, name)
-            _replace(accessor, name, staticmethod(new), undo)
+    for name in ("open", "listdir", "scandir"):  # Python < 3.11: what pathlib kept when defined
+        kept = getattr(accessor, "__dict__", {}).get(name)
+        if id(kept) in wrappers:
+            _replace(accessor, name, staticmethod(wrappers[id(kept)]), undo)
 
 
 #: The run's recorder, in the namespace this source runs in.
