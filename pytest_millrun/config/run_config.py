@@ -218,7 +218,7 @@ def _build(front_end: FrontEnd, values: dict[str, Any], **resolved: Any) -> RunC
     """The config from parsed values: defaults for the absent, the checks every front end makes."""
     _snapshot_needs_folder(front_end, values)
     record = _record(values.pop("record", None), front_end)
-    for name in ("figure_tolerance", "rtol", "atol"):
+    for name in ("figure_tolerance", "rtol", "atol", "cache_hash_limit"):
         if values.get(name) is None:
             values.pop(name, None)  # the field's default
     workers = values.pop("workers", None) or os.cpu_count() or 1
