@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from millrun_testing import recorded
 from pytest_millrun.cache import reads, verdicts
 from pytest_millrun.cache.keys import CacheKey, file_digest, forget
 from pytest_millrun.inkernel.reads import PAYLOAD_VERSION
-from read_recorder import recorded
 
 _READS = """
 import glob, importlib, sys

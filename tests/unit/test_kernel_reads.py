@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from millrun_testing import recorded
 from pytest_millrun.inkernel import reads
-from read_recorder import recorded
 
 
 def relative(paths: Any, folder: Path) -> list[str]:
