@@ -48,6 +48,8 @@ class EndReply:
     payload: Any = None
     #: Empty when the payload came back; else the kernel's ``ename: evalue``, or why not asked.
     error: str = ""
+    #: False when the part was not asked at all: the kernel is of another language.
+    asked: bool = True
 
 
 class KernelSessionPart:
@@ -302,7 +304,8 @@ class KernelSession:
         for part in due:
             if part not in asked:
                 wanted = " or ".join(sorted(part.languages or ()))
-                self._hand(part, EndReply(error=f"it is a {self.language} kernel, not {wanted}"))
+                why = f"it is a {self.language} kernel, not {wanted}"
+                self._hand(part, EndReply(error=why, asked=False))
         if not asked:
             return
         expressions = {

@@ -15,7 +15,8 @@ from nbformat.v4 import new_markdown_cell
 from millrun_testing import write_notebook, write_params
 from pytest_millrun import execute_run
 
-#: Reads a declared input (scale.txt) and an undeclared one (note.txt); fails for x == 13.
+#: Reads a declared input (scale.txt) and an undeclared one (note.txt, a read the kernel
+#: records); fails for x == 13.
 CELLS = [
     "scale = float(open('scale.txt').read())",
     "note = open('note.txt').read()",
@@ -89,7 +90,10 @@ def test_each_part_of_the_key_reruns_what_it_should_and_nothing_else(
     assert outcomes(result) == {"passed": 1, "cached": 2}
     assert ran(result) == ["nbs/calc.ipynb::calc[2]: parameters changed (x)"]
 
-    (pytester.path / "nbs" / "note.txt").write_text("not declared: not seen")
+    (pytester.path / "nbs" / "note.txt").write_text("not declared, but read: seen")
+    result = pytester.runpytest("-v")
+    assert outcomes(result) == {"passed": 3}
+    assert ran(result) == [f"nbs/calc.ipynb::calc[{i}]: read note.txt changed" for i in range(3)]
     assert outcomes(pytester.runpytest()) == {"cached": 3}
     (pytester.path / "nbs" / "scale.txt").write_text("3.0")
     result = pytester.runpytest("-v")
