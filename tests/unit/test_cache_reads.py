@@ -290,3 +290,20 @@ def test_changed_ignore_globs_rerun_and_are_keyed_relative_to_the_base(project: 
     assert verdicts.key_changes(key.parts, {**key.parts, "ignore": ["**/*.log"]}) == [
         "ignored globs changed"
     ]
+
+
+def test_the_reads_part_sends_a_recorder_that_compiles_and_says_why_it_has_no_record() -> None:
+    from pytest_millrun.execution.kernel_session import EndReply
+    from pytest_millrun.execution.read_recording import NOT_ASKED, PROBLEM, ReadsPart
+
+    part = ReadsPart({"roots": ("/nbs",), "exclude": [], "ignore": []})
+    start = part.start_code()
+    assert start.startswith("from __future__ import annotations")  # first in its compile unit
+    assert start.rstrip().endswith("start({'roots': ['/nbs'], 'exclude': [], 'ignore': []})")
+    compile(start, "<start>", "exec")
+    assert part.read_end(EndReply(payload={"version": 1})) == {"version": 1}
+    assert part.read_end(EndReply(error="it is a bash kernel", asked=False)) == {
+        NOT_ASKED: "it is a bash kernel"
+    }
+    assert part.read_end(EndReply(error="NameError: start"))[PROBLEM].endswith("NameError: start")
+    assert PROBLEM in part.read_end(EndReply(payload=[1]))
