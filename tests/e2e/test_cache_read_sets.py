@@ -80,13 +80,17 @@ def test_what_the_kernel_read_reruns_it_and_what_it_did_not_read_or_wrote_itself
     assert "broken helper" in broken.stdout.str()
 
 
-def test_the_command_and_the_api_give_the_same_read_reasons(tmp_path: Path) -> None:
+def test_the_command_and_the_api_give_the_same_read_reasons_in_forked_and_spawned_kernels(
+    tmp_path: Path,
+) -> None:
     notebook = project(tmp_path / "nbs")
     out = tmp_path / "out"
     params = write_params(tmp_path / "params.json", {"x": [1]})
 
     def api() -> list[tuple[bool, tuple[str, ...]]]:
-        results = execute_run(notebook.parent, params, out, record=["total"], cache=True)
+        results = execute_run(
+            notebook.parent, params, out, record=["total"], cache=True, kernel_start="spawn"
+        )  # the command forks its kernels (where it can): the start mode is not in the key
         assert all(r.passed for r in results), [r.error for r in results]
         return [(r.cached, r.cache_reasons) for r in results]
 
