@@ -25,8 +25,8 @@ CELLS = [
 ]
 
 
-def project(folder: Path) -> Path:
-    notebook = write_notebook(folder / "calc.ipynb", CELLS, params="x = 1")
+def project(folder: Path, cells: list[str] = CELLS) -> Path:
+    notebook = write_notebook(folder / "calc.ipynb", cells, params="x = 1")
     (folder / "helper.py").write_text("def double(n):\n    return 2 * n\n")
     (folder / "data.csv").write_text("a\nb\n")
     (folder / "unread.txt").write_text("nobody reads me")
@@ -83,7 +83,9 @@ def test_what_the_kernel_read_reruns_it_and_what_it_did_not_read_or_wrote_itself
 def test_the_command_and_the_api_give_the_same_read_reasons_in_forked_and_spawned_kernels(
     tmp_path: Path,
 ) -> None:
-    notebook = project(tmp_path / "nbs")
+    pandas = ["import pandas\nframe = pandas.read_csv('table.csv')"]
+    notebook = project(tmp_path / "nbs", [*CELLS, *pandas])
+    (notebook.parent / "table.csv").write_text("a,b\n1,2\n")
     out = tmp_path / "out"
     params = write_params(tmp_path / "params.json", {"x": [1]})
 
@@ -108,3 +110,5 @@ def test_the_command_and_the_api_give_the_same_read_reasons_in_forked_and_spawne
     assert "calc.ipynb [0]: imported helper.py changed" in again.stderr, again.stderr
     assert "1 passed, 0 failed" in again.stdout
     assert api() == [(True, ())]
+    (notebook.parent / "table.csv").write_text("a,b\n1,3\n")
+    assert api() == [(False, ("read table.csv changed",))]
