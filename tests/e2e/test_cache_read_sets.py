@@ -112,3 +112,28 @@ def test_the_command_and_the_api_give_the_same_read_reasons_in_forked_and_spawne
     assert api() == [(True, ())]
     (notebook.parent / "table.csv").write_text("a,b\n1,3\n")
     assert api() == [(False, ("read table.csv changed",))]
+
+
+def test_a_bash_notebook_records_no_reads_and_stays_cached_by_its_declared_inputs(
+    tmp_path: Path, bash_kernel: str
+) -> None:
+    notebook = write_notebook(
+        tmp_path / "nbs" / "greet.ipynb", ['echo "hello $NAME" && cat words.txt'],
+        params="NAME=nobody", kernel=bash_kernel, language="bash",
+    )  # fmt: skip
+    (notebook.parent / "words.txt").write_text("hi")
+
+    def api() -> list[tuple[bool, tuple[str, ...]]]:
+        results = execute_run(
+            notebook.parent, [{"NAME": "bob"}], tmp_path / "out", cache=True,
+            cache_inputs=["words.txt"],
+        )  # fmt: skip
+        assert all(r.passed for r in results), [r.error for r in results]
+        told = {"not_asked": "it is a bash kernel, not python"}
+        assert all(r.cached or r.kernel_report["reads"] == told for r in results)
+        return [(r.cached, r.cache_reasons) for r in results]
+
+    assert api() == [(False, ("no output",))]
+    assert api() == [(True, ())]
+    (notebook.parent / "words.txt").write_text("hello")
+    assert api() == [(False, ("input words.txt changed",))]
