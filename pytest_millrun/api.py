@@ -72,6 +72,8 @@ def execute_run(
     cache: bool = False,
     force: bool = False,
     cache_inputs: Sequence[str] = (),
+    cache_ignore: Sequence[str] = (),
+    cache_hash_limit: int = 1024,
     kernel_name: str | None = None,
     execution_timeout: float | None = None,
     **kwargs: Any,

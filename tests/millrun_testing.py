@@ -1,5 +1,5 @@
-"""Helpers the test modules share: real notebooks on disk, waiting for a state, and a look at
-the process table for kernels.
+"""Helpers the test modules share: real notebooks on disk, waiting for a state, a look at
+the process table for kernels, and the read recorder run without a kernel.
 
 A module of its own rather than ``conftest.py``, which pytest loads as a plugin and advises
 against importing; the fixtures stay in ``conftest.py``.
@@ -11,7 +11,9 @@ import contextlib
 import importlib.util
 import json
 import os
+import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -196,3 +198,42 @@ print("pytest variables:", [k for k in ("PYTEST_CURRENT_TEST", "PYTEST_VERSION",
       "PYTEST_XDIST_WORKER") if k in os.environ])
 total = x * 10
 """
+
+
+#: Runs the in-kernel read recorder as a kernel would (its source exec'd) in a plain python.
+_DRIVER = """
+import json, os, sys
+_ns = {{"__name__": "millrun_reads"}}
+exec(compile(open({source!r}).read(), "<millrun-reads>", "exec"), _ns)
+{before}
+_ns["start"]({settings!r})
+{code}
+print("PAYLOAD" + json.dumps(_ns["finish"]()))
+"""
+
+
+def recorded(
+    folder: Path, code: str, *, before: str = "", **settings: Any
+) -> dict[str, Any]:
+    """What the read recorder reports after ``code`` ran in a fresh python in ``folder``.
+
+    No kernel: the source of ``pytest_millrun/inkernel/read_recorder.py`` is exec'd in a namespace
+    of its own, as the kernel session sends it, then ``start`` and ``finish`` are called.
+    """
+    from pytest_millrun.inkernel import read_recorder as reads
+
+    settings.setdefault("roots", [str(folder)])
+    script = _DRIVER.format(
+        source=reads.__file__,
+        before=textwrap.dedent(before),
+        settings=settings,
+        code=textwrap.dedent(code),
+    )
+    env = {**os.environ, "PYTHONPATH": str(folder), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=folder, capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stdout.splitlines() if x.startswith("PAYLOAD"))
+    payload: dict[str, Any] = json.loads(line.removeprefix("PAYLOAD"))
+    return payload

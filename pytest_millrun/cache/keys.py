@@ -7,8 +7,9 @@ whole in the output notebook; two keys are equal when their parts are.  What
 the parts hold, exactly, is documented in ``docs/incremental.md``:
 
 * ``cells``: one digest per code cell, of its source and of the tags that change
-  how it runs (:data:`EXECUTION_TAGS`); markdown, outputs, execution counts,
-  cell ids and other metadata are not in it;
+  how it runs (:data:`EXECUTION_TAGS`), a text notebook's as jupytext reads
+  them; markdown, outputs, execution counts, cell ids and other metadata are
+  not in it;
 * ``kernel``: the kernel's name (after ``--millrun-kernel``) and language;
 * ``parameters``: a digest per parameter of the variation; ``record``: the names;
 * ``options``: a digest per papermill keyword that reaches the engine, except
@@ -17,7 +18,9 @@ the parts hold, exactly, is documented in ``docs/incremental.md``:
 * ``environment``: the kernel's interpreter (executable, version) and a digest
   of its installed distributions (names and versions; the list itself is kept
   beside the key, so a re-run can name what changed);
-* ``inputs``: a digest of every declared input file's content.
+* ``inputs``: a digest of every declared input file's content;
+* ``ignore``: the globs of files never in the key, when there are any;
+* ``reads``: added after a passing run, what it read (:mod:`pytest_millrun.cache.reads`).
 
 Reading the environment and hashing inputs happen once per run and process
 (:func:`forget` starts a new run); a file's size and mtime only save a re-hash
@@ -42,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 #: Version of the key's layout: a change makes every stored key differ.
-SCHEMA = 1
+SCHEMA = 2
 #: Cell tags that change what a cell does when run (papermill's and nbclient's).
 EXECUTION_TAGS = frozenset(
     {"parameters", "injected-parameters", "raises-exception", "skip-execution"}
@@ -67,6 +70,8 @@ NEUTRAL_OPTIONS = frozenset(
         "cwd",  # millrun runs every notebook in its own folder anyway
     }
 )
+#: Files larger than this (MiB) are known by size, mtime and inode, not by their content.
+DEFAULT_HASH_LIMIT_MIB = 1024
 #: The kernelspec executables jupyter_client replaces by the current interpreter.
 _THIS_PYTHON = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info)}
 _DIGEST_CHARS = 16
@@ -75,6 +80,7 @@ _lock = threading.Lock()
 _environments: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
 _files: dict[tuple[str, int, int], str] = {}
 _notebooks: dict[tuple[str, int, int], tuple[dict[str, Any], list[str]]] = {}
+_memos: dict[str, dict[Any, Any]] = {}
 
 
 class CacheInputWarning(UserWarning):
@@ -87,6 +93,9 @@ class CacheKey:
 
     parts: Mapping[str, Any]
     distributions: Mapping[str, str] = field(default_factory=dict)
+    #: How the run records what it reads (:class:`pytest_millrun.cache.reads.ReadSettings`
+    #: as JSON), so that its pass can add the ``reads`` part; None records nothing.
+    reads: Mapping[str, Any] | None = None
 
     @property
     def digest(self) -> str:
@@ -94,11 +103,19 @@ class CacheKey:
 
 
 def forget() -> None:
-    """Start a new run: environments, input files and notebooks are read again."""
+    """Start a new run: environments, input files, notebooks and listings are read again."""
     with _lock:
         _environments.clear()
         _files.clear()
         _notebooks.clear()
+        for memo in _memos.values():
+            memo.clear()
+
+
+def run_memo(name: str) -> dict[Any, Any]:
+    """A memory of digests made once per run, emptied by :func:`forget` with the others."""
+    with _lock:
+        return _memos.setdefault(name, {})
 
 
 def digest(value: Any, *, length: int = _DIGEST_CHARS) -> str:
@@ -148,8 +165,16 @@ def option_digests(papermill_kwargs: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def resolve_inputs(globs: Sequence[str], base: Path) -> tuple[list[Path], list[str]]:
-    """The files the globs match under ``base`` (sorted, once each), and the globs matching none."""
+def resolve_inputs(
+    globs: Sequence[str], base: Path, ignore: Sequence[str] = ()
+) -> tuple[list[Path], list[str]]:
+    """The files the globs match under ``base`` (sorted, once each), and the globs matching none.
+
+    ``ignore``: :func:`~pytest_millrun.core.globs.path_regexes` of files left out
+    (``--millrun-cache-ignore``); a glob whose files are all ignored still matched.
+    """
+    from pytest_millrun.core.globs import matches_any
+
     found: dict[Path, None] = {}
     empty: list[str] = []
     for pattern in globs:
@@ -157,7 +182,8 @@ def resolve_inputs(globs: Sequence[str], base: Path) -> tuple[list[Path], list[s
         matches = sorted(Path(p) for p in glob.glob(full, recursive=True) if os.path.isfile(p))
         if not matches:
             empty.append(pattern)
-        found.update(dict.fromkeys(matches))
+        kept = (p for p in matches if not matches_any(os.path.abspath(p), ignore))
+        found.update(dict.fromkeys(kept))
     return sorted(found), empty
 
 
@@ -170,16 +196,43 @@ def unmatched_message(globs: Sequence[str], base: Path, option: str) -> str:
     )
 
 
-def input_digests(files: Iterable[Path], base: Path) -> dict[str, str]:
-    """``relative path -> content digest`` of each input file."""
+def input_digests(
+    files: Iterable[Path], base: Path, hash_limit_mib: int = DEFAULT_HASH_LIMIT_MIB
+) -> dict[str, str]:
+    """``relative path -> digest`` of each input file (:func:`sized_digest`)."""
     result = {}
     for path in files:
         try:
             name = path.resolve().relative_to(base.resolve()).as_posix()
         except ValueError:
             name = str(path)
-        result[name] = file_digest(path)
+        result[name] = sized_digest(path, hash_limit_mib)
     return result
+
+
+#: How a digest of a file known by its size, mtime and inode begins.
+STAT_DIGEST = "stat:"
+
+
+def sized_digest(path: Path, hash_limit_mib: int = DEFAULT_HASH_LIMIT_MIB) -> str:
+    """A file's content digest, or above the limit ``stat:size:mtime:inode``.
+
+    Why: a 10 GB dataset would be hashed on every run; its size, mtime and inode
+    tell a changed file from an unchanged one as ``make`` does, and a ``-v`` reason
+    says when that is how a change was seen.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    if stat.st_size > hash_limit_mib * (1 << 20):
+        return f"{STAT_DIGEST}{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+    return file_digest(path)
+
+
+def too_large(digest: str) -> str:
+    """What a reason adds for a file known by size, mtime and inode (above the hash limit)."""
+    return " (size, mtime or inode; too large to hash)" if digest.startswith(STAT_DIGEST) else ""
 
 
 def file_digest(path: Path) -> str:
@@ -207,15 +260,19 @@ def file_digest(path: Path) -> str:
 
 
 def read_notebook(notebook: Path) -> tuple[dict[str, Any], list[str]]:
-    """The notebook's JSON and its code cells' digests, read once per run while unchanged."""
-    from pytest_millrun.core.discovery import read_notebook_json
+    """The notebook and its code cells' digests, read once per run while unchanged.
+
+    A text notebook (jupytext) is read through jupytext, as it runs: its key holds the
+    code cells jupytext finds, so an edit to its markdown changes nothing.
+    """
+    from pytest_millrun.core.discovery import read_notebook as read_any_notebook
 
     stat = notebook.stat()
     memo = (str(notebook), stat.st_size, stat.st_mtime_ns)
     with _lock:
         known = _notebooks.get(memo)
     if known is None:
-        nb = read_notebook_json(notebook)
+        nb = read_any_notebook(notebook)
         known = (nb, code_cell_digests(nb))
         with _lock:
             _notebooks[memo] = known
@@ -336,8 +393,13 @@ def job_key(
     record: Sequence[str],
     papermill_kwargs: Mapping[str, Any],
     inputs: Mapping[str, str],
+    ignore: Sequence[str] = (),
 ) -> CacheKey:
-    """The key of one job; ``inputs`` as :func:`input_digests` gives them."""
+    """The key of one job; ``inputs`` as :func:`input_digests` gives them.
+
+    ``ignore``: the globs of files never in the key, as given (a change re-runs: what
+    the last run's reads left out is not what this run would leave out).
+    """
     nb, cells = read_notebook(notebook)
     kernel = notebook_kernel(nb, kernel_name, papermill_kwargs.get("language"))
     environment, distributions = kernel_environment(kernel["name"])
@@ -352,4 +414,6 @@ def job_key(
         "environment": environment,
         "inputs": dict(inputs),
     }
+    if ignore:
+        parts["ignore"] = sorted(ignore)
     return CacheKey(parts, distributions)

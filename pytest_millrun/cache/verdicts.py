@@ -17,29 +17,36 @@ where a plugin item runs) and the execution calls :func:`stamp` after a pass and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_millrun.cache.keys import (
+    DEFAULT_HASH_LIMIT_MIB,
     CacheKey,
     digest,
     input_digests,
     job_key,
     resolve_inputs,
+    too_large,
 )
+from pytest_millrun.cache.reads import ReadSettings, current_reads, read_changes, read_settings
 from pytest_millrun.core.discovery import OUTPUT_MARKER
+from pytest_millrun.core.globs import path_regexes
 
 if TYPE_CHECKING:
     from pytest_millrun.core.data import ExecutionResult
 
 #: The entry of ``metadata.millrun`` that holds a passing run's key.
 CACHE_ENTRY = "cache"
+#: The entry's field that says why a passing run kept no key (what it read changed meanwhile).
+UNUSABLE = "unusable"
 #: At most this many changed distributions are named in a reason.
 _NAMED = 3
 
@@ -53,6 +60,12 @@ class CacheSettings:
     #: Globs of the declared input files, relative to ``base``.
     inputs: tuple[str, ...] = ()
     base: Path | None = None
+    #: Globs, relative to ``base``, of files that are never inputs nor reads (logs, scratch).
+    ignore: tuple[str, ...] = ()
+    #: Files read above this size (MiB) are known by size, mtime and inode.
+    hash_limit_mib: int = DEFAULT_HASH_LIMIT_MIB
+    #: The run's output folder (its files are never reads); None: outputs beside notebooks.
+    output_root: Path | None = None
     #: How the front end spells the force option, for the reason a forced variation runs.
     force_option: str = "force=True"
 
@@ -73,22 +86,30 @@ class RunInputs:
 
     def __init__(self, settings: CacheSettings) -> None:
         base = settings.base or Path.cwd()
-        files, self.unmatched = resolve_inputs(settings.inputs, base)
-        self.digests = input_digests(files, base)
+        self.globs = settings.inputs
+        self.ignore_globs = settings.ignore
+        self.ignore = path_regexes(settings.ignore, base)
+        files, self.unmatched = resolve_inputs(settings.inputs, base, self.ignore)
+        self.hash_limit_mib = settings.hash_limit_mib
+        self.digests = input_digests(files, base, self.hash_limit_mib)
         self.base = base
-        self._more: dict[tuple[str, ...], dict[str, str]] = {}
+        self._more: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, str]] = {}
         #: Globs of a suite section's ``inputs`` that matched nothing, once each.
         self.unmatched_more: list[str] = []
 
-    def with_more(self, globs: Sequence[str]) -> dict[str, str]:
-        """The run's inputs and a suite section's own (absolute globs), hashed once per run."""
-        if not globs:
+    def with_more(self, globs: Sequence[str], ignore: Sequence[str] = ()) -> dict[str, str]:
+        """The run's inputs and a suite section's own (absolute globs), hashed once per run.
+
+        ``ignore``: the section's own ignore globs (absolute), besides the run's.
+        """
+        if not globs and not ignore:
             return self.digests
-        key = tuple(globs)
+        key = (tuple(globs), tuple(ignore))
         if key not in self._more:
-            files, empty = resolve_inputs(globs, self.base)
-            self.unmatched_more += [g for g in empty if g not in self.unmatched_more]
-            self._more[key] = {**self.digests, **input_digests(files, self.base)}
+            left_out = (*self.ignore, *path_regexes(ignore, self.base))
+            files, empty = resolve_inputs((*self.globs, *globs), self.base, left_out)
+            self.unmatched_more += [g for g in empty if g in globs and g not in self.unmatched_more]
+            self._more[key] = input_digests(files, self.base, self.hash_limit_mib)
         return self._more[key]
 
 
@@ -101,20 +122,31 @@ def key_for(
     record: Sequence[str],
     papermill_kwargs: Mapping[str, Any],
     more_inputs: Sequence[str] = (),
+    more_ignore: Sequence[str] = (),
 ) -> CacheKey:
     """The key of one job: the run's declared inputs and, from a suite, its notebook's own."""
+    ignore: list[str] = []
+    if inputs is not None:
+        ignore = [*inputs.ignore_globs, *(_relative(g, inputs.base) for g in more_ignore)]
     return job_key(
         notebook,
         variation,
         kernel_name=kernel_name,
         record=record,
         papermill_kwargs=papermill_kwargs,
-        inputs=inputs.with_more(more_inputs) if inputs is not None else {},
+        inputs=inputs.with_more(more_inputs, more_ignore) if inputs is not None else {},
+        ignore=ignore,
     )
 
 
-#: Why a variation with no key runs: its notebook cannot be keyed (yet) or read.
-NO_KEY = "no cache key: a text notebook, or unreadable"
+def _relative(pattern: str, base: Path) -> str:
+    """A suite's absolute glob as the key holds it: relative to the run's base when under it."""
+    root = os.path.join(os.path.abspath(base), "")
+    return pattern[len(root) :] if pattern.startswith(root) else pattern
+
+
+#: Why a variation with no key runs: its notebook cannot be read (the run says why).
+NO_KEY = "no cache key: the notebook cannot be read"
 
 
 def verdict_for(
@@ -128,6 +160,7 @@ def verdict_for(
     record: Sequence[str],
     papermill_kwargs: Mapping[str, Any],
     more_inputs: Sequence[str] = (),
+    more_ignore: Sequence[str] = (),
 ) -> tuple[Verdict, CacheKey | None]:
     """One job's verdict and the key its pass will record: the one check every front end makes.
 
@@ -138,11 +171,29 @@ def verdict_for(
     try:
         key = key_for(
             notebook, variation, inputs, kernel_name=kernel_name, record=record,
-            papermill_kwargs=papermill_kwargs, more_inputs=more_inputs,
+            papermill_kwargs=papermill_kwargs, more_inputs=more_inputs, more_ignore=more_ignore,
         )  # fmt: skip
     except (OSError, ValueError):
         return Verdict(False, (NO_KEY,)), None
-    return check_output(output, key, settings), key
+    reads = read_settings_for(notebook, output, settings, more_ignore)
+    key = dataclasses.replace(key, reads=reads.as_json())
+    return check_output(output, key, settings, notebook=notebook), key
+
+
+def read_settings_for(
+    notebook: Path, output: Path, settings: CacheSettings, more_ignore: Sequence[str] = ()
+) -> ReadSettings:
+    """What a job's reads leave out: the output folder (or, beside the notebook, its output)."""
+    folder = notebook.parent.resolve()
+    root = settings.output_root.resolve() if settings.output_root is not None else None
+    exclude = [root] if root is not None and not folder.is_relative_to(root) else [output]
+    return read_settings(
+        folder,
+        base=settings.base or Path.cwd(),
+        exclude=exclude,
+        ignore=[*settings.ignore, *more_ignore],
+        hash_limit_mib=settings.hash_limit_mib,
+    )
 
 
 def output_digest(nb: Mapping[str, Any]) -> str:
@@ -154,8 +205,14 @@ def output_digest(nb: Mapping[str, Any]) -> str:
     return digest({**nb, "metadata": metadata}, length=64)
 
 
-def check_output(output: Path, key: CacheKey, settings: CacheSettings) -> Verdict:
-    """Whether ``output`` is a passing run's output for exactly this key, and if not, why."""
+def check_output(
+    output: Path, key: CacheKey, settings: CacheSettings, *, notebook: Path | None = None
+) -> Verdict:
+    """Whether ``output`` is a passing run's output for exactly this key, and if not, why.
+
+    The key made before the run holds no ``reads``: the stored key's are digested
+    again (the same paths, as they are now, under the key's read settings).
+    """
     from pytest_millrun.core.values import recorded_from_notebook
 
     started = time.perf_counter()
@@ -177,13 +234,19 @@ def check_output(output: Path, key: CacheKey, settings: CacheSettings) -> Verdic
     if not isinstance(marker, dict):
         return miss("output not written by millrun")
     entry = marker.get(CACHE_ENTRY)
+    if isinstance(entry, dict) and entry.get(UNUSABLE):
+        return miss(*(f"its last run kept no key: {reason}" for reason in entry[UNUSABLE]))
     if not isinstance(entry, dict) or not isinstance(entry.get("parts"), dict):
         return miss("no passing output")
     if entry.get("output") != output_digest(nb):
         return miss("output changed since its run")
-    reasons = key_changes(
-        entry["parts"], key.parts, entry.get("distributions") or {}, key.distributions
-    )
+    stored = {name: part for name, part in entry["parts"].items() if name != "reads"}
+    reasons = key_changes(stored, key.parts, entry.get("distributions") or {}, key.distributions)
+    read = entry["parts"].get("reads")
+    if not reasons and isinstance(read, dict):
+        folder = (notebook or output).parent.resolve()
+        found = ReadSettings.from_json(key.reads or {})
+        reasons = read_changes(read, current_reads(read, folder, found))
     if reasons:
         return miss(*reasons)
     values, notes = recorded_from_notebook(nb)
@@ -239,8 +302,10 @@ def key_changes(
             _environment_words(old_env, new_env, old_distributions or {}, new_distributions or {})
         )
     reasons += _input_changes(old.get("inputs") or {}, new.get("inputs") or {})
+    if old.get("ignore") != new.get("ignore"):
+        reasons.append("ignored globs changed")
     known = {"schema", "millrun", "cells", "kernel", "parameters", "record", "options"}
-    known |= {"environment", "inputs"}
+    known |= {"environment", "inputs", "ignore"}
     if not reasons and any(old.get(k) != new.get(k) for k in set(old) | set(new) - known):
         reasons.append("cache key changed")
     return reasons or ["cache key changed"]
@@ -309,12 +374,35 @@ def _input_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
         elif name not in new:
             reasons.append(f"input {name} removed")
         elif old[name] != new[name]:
-            reasons.append(f"input {name} changed")
+            reasons.append(f"input {name} changed{too_large(old[name])}")
     return reasons
 
 
-def stamp(output: Path, key: CacheKey) -> None:
-    """Record ``key`` in a passing run's output, with the digest of what the run wrote."""
+def stamp(output: Path, key: CacheKey, reads: Mapping[str, Any] | None = None) -> None:
+    """Record ``key`` in a passing run's output, with the digest of what the run wrote.
+
+    ``reads``: the run's ``reads`` part (:func:`pytest_millrun.cache.reads.reads_part`),
+    added to the key's parts.
+    """
+    parts = {**key.parts, "reads": dict(reads)} if reads is not None else dict(key.parts)
+    full = dataclasses.replace(key, parts=parts)
+    _write_entry(
+        output,
+        lambda nb: {
+            "key": full.digest,
+            "parts": parts,
+            "distributions": dict(key.distributions),
+            "output": output_digest(nb),
+        },
+    )
+
+
+def stamp_unusable(output: Path, reasons: Sequence[str]) -> None:
+    """Record in a passing run's output why it keeps no key, for the next run's ``-v``."""
+    _write_entry(output, lambda nb: {UNUSABLE: list(reasons)})
+
+
+def _write_entry(output: Path, entry: Callable[[Any], dict[str, Any]]) -> None:
     try:
         with output.open(encoding="utf-8") as handle:
             nb = json.load(handle)
@@ -322,13 +410,7 @@ def stamp(output: Path, key: CacheKey) -> None:
         return  # nothing to vouch for: the next run finds no entry and runs
     marker = nb.setdefault("metadata", {}).setdefault(OUTPUT_MARKER, {})
     marker.pop(CACHE_ENTRY, None)
-    entry = {
-        "key": key.digest,
-        "parts": dict(key.parts),
-        "distributions": dict(key.distributions),
-        "output": output_digest(nb),
-    }
-    marker[CACHE_ENTRY] = entry
+    marker[CACHE_ENTRY] = entry(nb)
     _replace(output, nb)
 
 

@@ -24,10 +24,11 @@ from typing import Any, Literal
 #: ``flag`` a switch; ``text`` as given; ``file``/``folder``/``path`` a path (``path``:
 #: either; the CLI's arguments must exist); ``seconds`` a number > 0; ``tolerance`` a
 #: number >= 0; ``list`` comma-separated; ``choice`` one of ``choices``; ``count`` an
-#: integer >= 1; ``object`` a Python value only the API takes (an executor, a callback).
+#: integer >= 1; ``mib`` an integer >= 0 (a size in MiB); ``object`` a Python value only
+#: the API takes (an executor, a callback).
 Kind = Literal[
     "flag", "text", "file", "folder", "path", "seconds", "tolerance", "list", "choice", "count",
-    "object",
+    "mib", "object",
 ]  # fmt: skip
 FrontEnd = Literal["pytest", "cli", "api"]
 
@@ -170,6 +171,15 @@ def parse_count(value: Any) -> int | None:
     return number
 
 
+def parse_mib(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit():
+        raise BadValue("must be a whole number of MiB (0 or more)")
+    return int(text)
+
+
 def parse(option: Option, value: Any) -> Any:
     """The value of ``option`` from text (or an already typed value), or :class:`BadValue`."""
     if option.kind == "flag":
@@ -184,6 +194,8 @@ def parse(option: Option, value: Any) -> Any:
         return parse_choice(option, value)
     if option.kind == "count":
         return parse_count(value)
+    if option.kind == "mib":
+        return parse_mib(value)
     if option.kind == "object":
         return value
     return parse_text(value)  # text; paths are made absolute by the resolution
@@ -447,6 +459,25 @@ OPTIONS: tuple[Option, ...] = (
         cli_help="Comma-separated globs (relative to the notebook folder) of data files the "
         "notebooks read: part of the cache key, by content.",
         cli_metavar="GLOBS", api="cache_inputs",
+    ),
+    Option(
+        "cache_ignore", "list",
+        "Comma-separated globs, relative to the rootdir, of files that are never part of the "
+        "cache key though the notebooks touch them (logs, scratch files)",
+        default=(), pytest="cache-ignore", metavar="GLOBS", cli=("--cache-ignore",),
+        cli_help="Comma-separated globs (relative to the notebook folder) of files that are "
+        "never part of the cache key though the notebooks touch them (logs, scratch files).",
+        cli_metavar="GLOBS", api="cache_ignore",
+    ),
+    # the default is cache.keys' DEFAULT_HASH_LIMIT_MIB (a unit test keeps them equal)
+    Option(
+        "cache_hash_limit", "mib",
+        "Size in MiB above which a file of the cache key is known by its size, mtime and inode "
+        "instead of its content (default: 1024)",
+        default=1024, pytest="cache-hash-limit", metavar="MIB", cli=("--cache-hash-limit",),
+        cli_help="Size in MiB above which a file of the cache key is known by its size, mtime "
+        "and inode instead of its content (default: 1024).",
+        cli_metavar="MIB", api="cache_hash_limit",
     ),
     # the command's terminal
     Option(

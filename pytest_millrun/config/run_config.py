@@ -94,6 +94,8 @@ class RunConfig:
     cache: bool = False
     force: bool = False
     cache_inputs: tuple[str, ...] = ()
+    cache_ignore: tuple[str, ...] = ()
+    cache_hash_limit: int = 1024
     verbose: bool = False
     no_progress: bool = False
     #: The API's other keywords, for papermill and nbclient.
@@ -129,6 +131,9 @@ class RunConfig:
             inputs=self.cache_inputs,
             base=self.base,
             force_option=advice_name(BY_NAME["force"], self.front_end),
+            ignore=self.cache_ignore,
+            hash_limit_mib=self.cache_hash_limit,
+            output_root=self.output_dir,
         )
 
     def run_options(self) -> RunOptions:
@@ -215,7 +220,7 @@ def _build(front_end: FrontEnd, values: dict[str, Any], **resolved: Any) -> RunC
     """The config from parsed values: defaults for the absent, the checks every front end makes."""
     _snapshot_needs_folder(front_end, values)
     record = _record(values.pop("record", None), front_end)
-    for name in ("figure_tolerance", "rtol", "atol"):
+    for name in ("figure_tolerance", "rtol", "atol", "cache_hash_limit"):
         if values.get(name) is None:
             values.pop(name, None)  # the field's default
     workers = values.pop("workers", None) or os.cpu_count() or 1

@@ -9,12 +9,42 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 
 def glob_match(pattern: str, relative_path: str) -> bool:
     """Match a ``/``-separated path: ``*`` and ``?`` stay in one folder, ``**`` spans any."""
     return _glob_regex(pattern).fullmatch(relative_path) is not None
+
+
+def glob_regex(pattern: str) -> str:
+    """The regular expression a glob stands for, as text: for code that cannot import this."""
+    return _glob_regex(pattern).pattern
+
+
+def path_regexes(globs: Sequence[str], base: Path) -> tuple[str, ...]:
+    """Regular expressions of the absolute paths the globs match, relative ones under ``base``.
+
+    Why text: the cache's ignore globs are matched in the host and, sent as these, in
+    the kernel, which cannot import this module.
+    """
+    prefix = re.escape(os.path.abspath(base).replace(os.sep, "/").rstrip("/") + "/")
+    return tuple(
+        glob_regex(pattern) if os.path.isabs(pattern) else prefix + glob_regex(pattern)
+        for pattern in globs
+    )
+
+
+def matches_any(path: str, regexes: Sequence[str]) -> bool:
+    """Whether an absolute path matches one of :func:`path_regexes`' expressions."""
+    text = path.replace(os.sep, "/")
+    return any(_compiled(regex).fullmatch(text) for regex in regexes)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(regex: str) -> re.Pattern[str]:
+    return re.compile(regex)
 
 
 def glob_matches_a_file(base: Path, pattern: str) -> bool:

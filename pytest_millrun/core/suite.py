@@ -25,7 +25,9 @@ SUITE_KEYS = (
     "grid", "variations", "constants", "notebooks", "prepend", "append", "record", "marks"
 )  # fmt: skip
 #: What a suite under ``notebooks`` may hold: its own variations, components and records.
-SUB_SUITE_KEYS = ("grid", "variations", "constants", "prepend", "append", "record", "inputs")
+SUB_SUITE_KEYS = (
+    "grid", "variations", "constants", "prepend", "append", "record", "inputs", "ignore"
+)  # fmt: skip
 RULE_KEYS = ("notebooks", "where", "ids")
 #: pytest marks that need arguments a rule cannot give, and the one millrun sets itself.
 RESERVED_MARKS = ("millrun", "parametrize", "usefixtures", "filterwarnings", "skipif")
@@ -54,6 +56,8 @@ class Section:
     record: tuple[str, ...] = ()
     #: Globs of the data files these notebooks read, absolute (``--millrun-cache``'s key).
     inputs: tuple[str, ...] = ()
+    #: Globs of files these notebooks touch that are no input of theirs (logs), absolute.
+    ignore: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,8 @@ def _section(
         _components(data, "prepend", where, loc),
         _components(data, "append", where, loc),
         record=_record(data, where, loc),
-        inputs=_inputs(data, where, loc, base),
+        inputs=_globs(data, "inputs", where, loc, base),
+        ignore=_globs(data, "ignore", where, loc, base),
     )
 
 
@@ -195,15 +196,18 @@ def _record(data: Mapping[Any, Any], where: str, loc: Locations) -> tuple[str, .
         raise SuiteError(str(exc)) from None
 
 
-def _inputs(
-    data: Mapping[Any, Any], where: str, loc: Locations, base: Path | None
+_GLOB_EXAMPLES = {"inputs": "[data/prices.csv, 'data/*.json']", "ignore": "['**/*.log', scratch]"}
+
+
+def _globs(
+    data: Mapping[Any, Any], key: str, where: str, loc: Locations, base: Path | None
 ) -> tuple[str, ...]:
-    """A section's ``inputs``: globs relative to the params file's folder, made absolute."""
+    """A section's ``inputs`` or ``ignore``: globs relative to the params file, made absolute."""
     must_be = (
         "a list of file globs relative to the params file's folder, not {value}. Write e.g. "
-        "inputs: [data/prices.csv, 'data/*.json']."
+        + f"{key}: {_GLOB_EXAMPLES[key]}."
     )
-    globs = _string_list(data, "inputs", where, loc, must_be) or ()
+    globs = _string_list(data, key, where, loc, must_be) or ()
     return tuple(os.path.join(base, v) if base is not None else v for v in globs)
 
 

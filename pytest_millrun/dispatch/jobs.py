@@ -10,6 +10,7 @@ a job is where the two meet (the key is recorded in the output after a pass).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from pytest_millrun.core.data import ExecutionInterrupted, ExecutionResult, Fail
 from pytest_millrun.core.params import Variation
 from pytest_millrun.execution.execute import execute_notebook
 from pytest_millrun.execution.kernel_session import KernelSessionPart
+from pytest_millrun.execution.read_recording import NOT_ASKED, PROBLEM, ReadsPart
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Job:
     cache_reasons: tuple[str, ...] = ()
     #: A suite section's own ``inputs`` (absolute globs), part of the cache key.
     cache_inputs: tuple[str, ...] = ()
+    #: A suite section's own ``ignore`` (absolute globs): never inputs nor reads.
+    cache_ignore: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,10 @@ def run_job(job: Job, options: RunOptions) -> ExecutionResult:
         result = _execute(job, options)
     except ExecutionInterrupted:
         if job.cache_key is not None:
-            _keep_cache_entry(job.output, job.cache_key, passed=False)
+            _keep_cache_entry(job, job.cache_key, None)
         raise
     if job.cache_key is not None:
-        _keep_cache_entry(job.output, job.cache_key, passed=result.passed)
+        _keep_cache_entry(job, job.cache_key, result)
     if job.cache_reasons:
         result = dataclasses.replace(result, cache_reasons=job.cache_reasons)
     return result
@@ -88,19 +92,53 @@ def _execute(job: Job, options: RunOptions) -> ExecutionResult:
         for field in dataclasses.fields(options)
         if field.name != "papermill_kwargs"
     }
+    keywords["session_parts"] = (*options.session_parts, *_job_parts(job))
     return execute_notebook(
         job.notebook, job.output, job.variation, variation_id=job.variation_id,
         record=job.record, **keywords, **options.papermill_kwargs,
     )  # fmt: skip
 
 
-def _keep_cache_entry(output: Path, key: CacheKey, *, passed: bool) -> None:
+def _job_parts(job: Job) -> tuple[Callable[[], KernelSessionPart], ...]:
+    """The session parts of this job alone: with the cache on, the read recorder."""
+    if job.cache_key is None or job.cache_key.reads is None:
+        return ()
+    from pytest_millrun.cache.reads import ReadSettings
+
+    settings = ReadSettings.from_json(job.cache_key.reads).kernel_settings()
+    return (functools.partial(ReadsPart, settings),)
+
+
+def _keep_cache_entry(job: Job, key: CacheKey, result: ExecutionResult | None) -> None:
+    """Stamp a pass's output with its key and what it read; unstamp any other end.
+
+    A pass whose reads cannot be vouched for (a file changed while it ran, a
+    recorder that failed) keeps no key but says why, for the next run's ``-v``.
+    A kernel of another language records no reads: its key is the declared inputs'.
+    """
     from pytest_millrun.cache import verdicts
 
-    if passed:
-        verdicts.stamp(output, key)
-    elif output.exists():
-        verdicts.unstamp(output)
+    if result is None or not result.passed:
+        if job.output.exists():
+            verdicts.unstamp(job.output)
+        return
+    if key.reads is None:
+        verdicts.stamp(job.output, key)
+        return
+    report = result.kernel_report.get(ReadsPart.name)
+    if isinstance(report, dict) and NOT_ASKED in report:
+        verdicts.stamp(job.output, key)
+        return
+    from pytest_millrun.cache.reads import ReadSettings, reads_part
+
+    if not isinstance(report, dict):
+        report = {PROBLEM: "the kernel sent no read record"}
+    settings = ReadSettings.from_json(key.reads)
+    part, reasons = reads_part(report, job.notebook.parent.resolve(), settings)
+    if part is None:
+        verdicts.stamp_unusable(job.output, reasons)
+    else:
+        verdicts.stamp(job.output, key, part)
 
 
 def interrupted_result(job: Job) -> ExecutionResult:

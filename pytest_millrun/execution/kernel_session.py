@@ -21,7 +21,7 @@ composes the parts one execution needs into
 
 Parts declare the kernel languages their code is written for; a part does not
 run in a kernel of another language (nothing Python reaches a bash kernel).
-The source sent lives in :mod:`pytest_millrun.inkernel.session`.
+The source sent lives in :mod:`pytest_millrun.inkernel.kernel_parts`.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ class EndReply:
     payload: Any = None
     #: Empty when the payload came back; else the kernel's ``ename: evalue``, or why not asked.
     error: str = ""
+    #: False when the part was not asked at all: the kernel is of another language.
+    asked: bool = True
 
 
 class KernelSessionPart:
@@ -143,7 +145,7 @@ class _Trim(ast.NodeTransformer):
 
 
 def _helper(name: str) -> str:
-    from pytest_millrun.inkernel import session
+    from pytest_millrun.inkernel import kernel_parts as session
 
     return kernel_source(session, name)
 
@@ -153,7 +155,7 @@ def start_request(parts: tuple[tuple[str, str, str, bool], ...], events: bool) -
     """The silent start request's code for ``(name, start, cell, keep)`` per part, in order.
 
     ``events``: cell code runs from IPython's ``post_run_cell`` event (see
-    :func:`pytest_millrun.inkernel.session.start_part`), not from a request per cell.
+    :func:`pytest_millrun.inkernel.kernel_parts.start_part`), not from a request per cell.
     A part that keeps no namespace runs its start in a throwaway one; an error
     there stops no other part and has nowhere to go (that part asks nothing later).
     """
@@ -302,7 +304,8 @@ class KernelSession:
         for part in due:
             if part not in asked:
                 wanted = " or ".join(sorted(part.languages or ()))
-                self._hand(part, EndReply(error=f"it is a {self.language} kernel, not {wanted}"))
+                why = f"it is a {self.language} kernel, not {wanted}"
+                self._hand(part, EndReply(error=why, asked=False))
         if not asked:
             return
         expressions = {

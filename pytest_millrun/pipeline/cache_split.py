@@ -49,6 +49,7 @@ class CacheSplit:
                 job.notebook, job.variation, job.output, inputs, settings,
                 kernel_name=options.kernel_name, record=job.record,
                 papermill_kwargs=options.papermill_kwargs, more_inputs=job.cache_inputs,
+                more_ignore=job.cache_ignore,
             )  # fmt: skip
             if verdict.hit:
                 self.cached[index] = verdicts.cached_result(

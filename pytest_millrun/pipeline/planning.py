@@ -63,6 +63,8 @@ class NotebookSetup:
     inputs: tuple[str, ...] = ()
     #: The suite section's glob that took the notebook (None without a suite).
     glob: str | None = None
+    #: A suite section's own ``ignore`` (absolute globs): never in the cache key.
+    ignore: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ def notebook_setup(
         record.for_notebook(variations.relative(notebook), section.record),
         section.inputs,
         section.glob,
+        section.ignore,
     )
 
 
@@ -148,6 +151,7 @@ def plan_notebook(
             safe_output_path(output_root, folder, name.filename),
             setup.record,
             cache_inputs=setup.inputs,
+            cache_ignore=setup.ignore,
         )
         for name, variation in zip(named, setup.variations, strict=False)
     ]

@@ -160,7 +160,7 @@ class MillrunSession:
         found = verdicts.verdict_for(
             job.notebook, job.variation, job.output, inputs, self.settings.cache_settings,
             kernel_name=self.settings.kernel_name, record=job.record, papermill_kwargs={},
-            more_inputs=job.cache_inputs,
+            more_inputs=job.cache_inputs, more_ignore=job.cache_ignore,
         )  # fmt: skip
         if len(inputs.unmatched_more) > unmatched:
             from pytest_millrun.cache.keys import CacheInputWarning, unmatched_message

@@ -15,7 +15,8 @@ from nbformat.v4 import new_markdown_cell
 from millrun_testing import write_notebook, write_params
 from pytest_millrun import execute_run
 
-#: Reads a declared input (scale.txt) and an undeclared one (note.txt); fails for x == 13.
+#: Reads a declared input (scale.txt) and an undeclared one (note.txt, a read the kernel
+#: records); fails for x == 13.
 CELLS = [
     "scale = float(open('scale.txt').read())",
     "note = open('note.txt').read()",
@@ -89,7 +90,10 @@ def test_each_part_of_the_key_reruns_what_it_should_and_nothing_else(
     assert outcomes(result) == {"passed": 1, "cached": 2}
     assert ran(result) == ["nbs/calc.ipynb::calc[2]: parameters changed (x)"]
 
-    (pytester.path / "nbs" / "note.txt").write_text("not declared: not seen")
+    (pytester.path / "nbs" / "note.txt").write_text("not declared, but read: seen")
+    result = pytester.runpytest("-v")
+    assert outcomes(result) == {"passed": 3}
+    assert ran(result) == [f"nbs/calc.ipynb::calc[{i}]: read note.txt changed" for i in range(3)]
     assert outcomes(pytester.runpytest()) == {"cached": 3}
     (pytester.path / "nbs" / "scale.txt").write_text("3.0")
     result = pytester.runpytest("-v")
@@ -293,3 +297,42 @@ def test_on_dask_only_the_changed_variation_is_submitted_and_suite_inputs_count(
     (notebook.parent / "scale.txt").write_text("4")
     again = execute_run(notebook.parent, params, out, cache=True)
     assert [r.cache_reasons for r in again] == [("input scale.txt changed",)] * 3
+
+
+def test_ignored_files_are_never_in_the_key_from_any_front_end(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    project(pytester.path, [1], ini="millrun_cache_ignore = **/debug.txt\n")
+    nbs = pytester.path / "nbs"
+    (nbs / "debug.txt").write_text("noise")
+    inputs = ("--millrun-cache-inputs", "nbs/*.txt")
+    assert outcomes(pytester.runpytest(*inputs)) == {"passed": 1}
+    (nbs / "debug.txt").write_text("more noise")
+    assert outcomes(pytester.runpytest(*inputs)) == {"cached": 1}
+    result = pytester.runpytest(*inputs, "--millrun-cache-ignore", "nbs/other.txt", "-v")
+    assert ran(result) == [
+        "nbs/calc.ipynb::calc[0]: input nbs/debug.txt added; ignored globs changed"
+    ]
+    bad = pytester.runpytest("--millrun-cache-hash-limit", "1GB")
+    assert "--millrun-cache-hash-limit / millrun_cache_hash_limit must be" in bad.stderr.str()
+
+    millrun = [sys.executable, "-m", "pytest_millrun", str(nbs), str(pytester.path / "params.json")]
+    common = ["--output-dir", str(tmp_path / "cli"), "--cache", "--cache-inputs", "*.txt"]
+    common += ["--cache-ignore", "debug.txt", "--no-progress"]
+    assert subprocess.run([*millrun, *common], capture_output=True).returncode == 0
+    (nbs / "debug.txt").write_text("noise again")
+    warm = subprocess.run([*millrun, *common], capture_output=True, text=True)
+    assert "0 passed, 1 cached, 0 failed" in warm.stdout, warm.stdout + warm.stderr
+
+    def api() -> list[bool]:
+        results = execute_run(
+            nbs, [{"x": 1}], tmp_path / "api", cache=True, cache_inputs=["*.txt"],
+            cache_ignore=["debug.txt"], cache_hash_limit=0,
+        )  # fmt: skip
+        return [r.cached for r in results]
+
+    assert api() == [False]
+    (nbs / "debug.txt").write_text("and again")
+    assert api() == [True]
+    with pytest.raises(ValueError, match="cache_hash_limit must be a whole number of MiB"):
+        execute_run(nbs, [{"x": 1}], tmp_path / "api", cache=True, cache_hash_limit=-1)

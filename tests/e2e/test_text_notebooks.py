@@ -182,3 +182,25 @@ def test_without_jupytext_a_text_notebook_names_the_extra(
         ) in " ".join(text.split())
     assert "Traceback" not in text
     assert "a plain module was imported" not in text
+
+
+def test_a_text_notebook_is_cached_and_reruns_after_a_code_edit_not_a_markdown_one(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    from pytest_millrun import execute_run
+
+    notebook = text_notebook(pytester.path / "nbs" / "calc.py", "py:percent", ["z = x * y"])
+    write_params(pytester.path / "params.json", {"x": [1, 2], "y": [2, 2]})
+    args = ("--millrun-params", "params.json", "nbs", "--millrun-cache", "-v")
+    pytester.runpytest(*args).assert_outcomes(passed=2)
+    warm = pytester.runpytest(*args)
+    assert warm.parseoutcomes().get("cached") == 2, warm.stdout.str()
+    notebook.write_text(notebook.read_text().replace("# A text notebook", "# Renamed notes"))
+    assert pytester.runpytest(*args).parseoutcomes().get("cached") == 2
+    notebook.write_text(notebook.read_text().replace("z = x * y", "z = x * y + 1"))
+    edited = pytester.runpytest(*args)
+    edited.assert_outcomes(passed=2)
+    edited.stdout.fnmatch_lines(["millrun: ran nbs/calc.py::calc[[]0[]]: code cell 2 changed"])
+    api = [execute_run(notebook, [{"x": 3, "y": 1}], output_dir=tmp_path, cache=True)]
+    api.append(execute_run(notebook, [{"x": 3, "y": 1}], output_dir=tmp_path, cache=True))
+    assert [r.cached for results in api for r in results] == [False, True]

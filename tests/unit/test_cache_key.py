@@ -196,3 +196,71 @@ def test_a_suite_section_declares_inputs_relative_to_its_file(tmp_path: Path) ->
     assert section.inputs == (str(tmp_path / "data" / "*.csv"),)
     with pytest.raises(SuiteError, match="'inputs' must be a list of file globs"):
         build_suite({"notebooks": {"fit.ipynb": {"inputs": [3]}}}, "suite.yaml", tmp_path)
+
+
+def test_a_text_notebook_is_keyed_by_its_code_cells_as_jupytext_reads_them(tmp_path: Path) -> None:
+    from pytest_millrun.cache.keys import read_notebook
+
+    text = tmp_path / "calc.py"
+    header = "# ---\n# jupyter:\n#   jupytext:\n#     formats: py:percent\n# ---\n\n"
+    cells = '# %% tags=["parameters"]\nx = 1\n\n# %% [markdown]\n# Notes\n\n# %%\ny = x * 2\n'
+    text.write_text(header + cells)
+    forget()
+    _, digests = read_notebook(text)
+    assert len(digests) == 2
+    text.write_text(header + cells.replace("# Notes", "# Other notes, longer"))
+    forget()
+    assert read_notebook(text)[1] == digests
+    text.write_text(header + cells.replace("y = x * 2", "y = x * 3"))
+    forget()
+    changed = read_notebook(text)[1]
+    assert changed[0] == digests[0]
+    assert changed[1] != digests[1]
+    text.write_text(header + cells.replace('tags=["parameters"]', ""))
+    forget()
+    assert read_notebook(text)[1][0] != digests[0]  # the parameters tag is in the key
+
+
+def test_ignored_globs_leave_files_out_of_the_declared_inputs(tmp_path: Path) -> None:
+    from pytest_millrun.core.globs import path_regexes
+
+    (tmp_path / "data" / "logs").mkdir(parents=True)
+    for name in ("a.csv", "run.log", "logs/x.txt"):
+        (tmp_path / "data" / name).write_text("1")
+    ignore = path_regexes(["**/*.log", "data/logs"], tmp_path)
+    ignore += path_regexes([str(tmp_path / "data" / "logs" / "*")], tmp_path)  # absolute
+    files, empty = resolve_inputs(["data/**/*", "data/run.log"], tmp_path, ignore)
+    assert [p.relative_to(tmp_path).as_posix() for p in files] == ["data/a.csv"]
+    assert empty == []  # a glob whose files are all ignored still matched
+
+
+def test_above_the_hash_limit_an_input_is_known_by_size_mtime_and_inode(tmp_path: Path) -> None:
+    from pytest_millrun.cache.keys import DEFAULT_HASH_LIMIT_MIB, input_digests
+    from pytest_millrun.config.option_table import BY_NAME, BadValue, parse_mib
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * (1 << 20) + b"x")
+    forget()
+    digests = input_digests([big], tmp_path, hash_limit_mib=1)
+    assert digests["big.bin"].startswith("stat:")
+    assert input_digests([big], tmp_path)["big.bin"] == file_digest(big)
+    os.utime(big, ns=(1, 1))
+    forget()
+    now = input_digests([big], tmp_path, hash_limit_mib=1)
+    parts = {"schema": 1, "inputs": digests}
+    assert key_changes(parts, {**parts, "inputs": now}) == [
+        "input big.bin changed (size, mtime or inode; too large to hash)"
+    ]
+    assert BY_NAME["cache_hash_limit"].default == DEFAULT_HASH_LIMIT_MIB
+    assert parse_mib("0") == 0
+    assert parse_mib(None) is None
+    with pytest.raises(BadValue, match="must be a whole number of MiB"):
+        parse_mib("1.5G")
+
+
+def test_a_suite_section_declares_ignored_globs_relative_to_its_file(tmp_path: Path) -> None:
+    data = {"notebooks": {"fit.ipynb": {"grid": {"a": [1]}, "ignore": "**/*.log, scratch/*"}}}
+    section = build_suite(data, "suite.yaml", tmp_path).sections[0]
+    assert section.ignore == (str(tmp_path / "**/*.log"), str(tmp_path / "scratch/*"))
+    with pytest.raises(SuiteError, match=r"'ignore' must be a list of file globs"):
+        build_suite({"notebooks": {"fit.ipynb": {"ignore": {"a": 1}}}}, "suite.yaml", tmp_path)

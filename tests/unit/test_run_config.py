@@ -200,7 +200,7 @@ CLI_ARGS = [
     "--record", "y,*.ipynb:z", "--snapshots", "snaps", "--snapshot-update", "--snapshot-strict",
     "--snapshot-figures", "--figure-tolerance", "3", "--rtol", "0.1", "--atol", "0.2",
     "--strict-params", "--clean", "--cache", "--force", "--cache-inputs", "data/*",
-    "--order", "collection",
+    "--order", "collection", "--cache-ignore", "**/*.log", "--cache-hash-limit", "0",
 ]  # fmt: skip
 API_KEYWORDS: dict[str, Any] = {
     "output_dir": "out", "output_prepend_components": ["a", "b"],
@@ -211,7 +211,8 @@ API_KEYWORDS: dict[str, Any] = {
     "snapshots": "snaps", "snapshot_update": True, "snapshot_strict": True,
     "snapshot_figures": True, "figure_tolerance": 3, "rtol": 0.1, "atol": 0.2,
     "strict_params": True, "clean_output": True, "cache": True, "force": True,
-    "cache_inputs": ["data/*"], "order": "collection",
+    "cache_inputs": ["data/*"], "order": "collection", "cache_ignore": ["**/*.log"],
+    "cache_hash_limit": 0,
 }  # fmt: skip
 
 
@@ -235,6 +236,8 @@ def test_the_cli_and_the_api_resolve_the_same_values_to_the_same_fields(
     assert cli.record.names == ("y",)
     assert cli.cache_settings.base == api.cache_settings.base == Path("nbs")
     assert cli.cache_settings.force_option == "--force"
+    assert cli.cache_settings.ignore == ("**/*.log",)
+    assert cli.cache_settings.hash_limit_mib == 0
     assert api.cache_settings.force_option == "force=True"
     assert cli.figures == 3.0
     assert cli.tolerance.rtol == 0.1
