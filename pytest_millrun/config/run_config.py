@@ -301,6 +301,7 @@ def _pytest_checks(
         except OutputPathError as exc:
             raise OptionError(str(exc)) from None
     _check_files(values)
+    _dask_checks(config, values, command_line)
     snapshots = values.get("snapshots")
     if snapshots is not None and snapshots.exists() and not snapshots.is_dir():
         raise OptionError(
@@ -325,3 +326,36 @@ def _check_files(values: dict[str, Any]) -> None:
             values["report"] = check_report_path(values["report"])
     except ResultsPathError as exc:
         raise OptionError(str(exc)) from None
+
+
+def _dask_checks(
+    config: pytest.Config, values: Mapping[str, Any], command_line: frozenset[str]
+) -> None:
+    """``--millrun-dask`` replaces xdist (one place decides where items run); its workers
+    option sizes only the local cluster; ``distributed`` must be there before collecting."""
+    dask = values.get("dask")
+    if dask is None:
+        if "workers" in command_line:
+            raise OptionError(
+                "--millrun-dask-workers sizes the cluster of --millrun-dask local; give "
+                "--millrun-dask local too, or leave --millrun-dask-workers out."
+            )
+        return
+    if "workers" in command_line and dask != "local":
+        raise OptionError(
+            f"--millrun-dask-workers sizes the cluster of --millrun-dask local; the cluster at "
+            f"{dask} has the workers it has. Leave --millrun-dask-workers out."
+        )
+    xdist = config.getoption("numprocesses", None) or config.getoption("tx", None)
+    if xdist and not hasattr(config, "workerinput"):
+        raise OptionError(
+            f"--millrun-dask {dask} runs the items on a Dask cluster, and -n / --tx would "
+            f"spread them over pytest-xdist workers too: use one. Drop -n (and --tx) to run "
+            f"on Dask, or drop --millrun-dask (the ini key millrun_dask) to use xdist."
+        )
+    import importlib.util
+
+    if values.get("enabled") and importlib.util.find_spec("distributed") is None:
+        from pytest_millrun.dispatch.dask_client import INSTALL_HINT
+
+        raise OptionError(f"--millrun-dask {dask} needs the distributed package. {INSTALL_HINT}")

@@ -344,6 +344,23 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     )
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, Any, None]:
+    """With ``--millrun-dask``: the final items' jobs go to the cluster before the first runs,
+    and whatever is left on it (``-x``, Ctrl-C) is stopped when the loop ends."""
+    millrun = _session(session.config)
+    if millrun is None or millrun.settings.dask is None or session.config.option.collectonly:
+        yield
+        return
+    from pytest_millrun.plugin.items import NotebookItem
+
+    millrun.submit_to_cluster([item for item in session.items if isinstance(item, NotebookItem)])
+    try:
+        yield
+    finally:
+        millrun.close_cluster()
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     """With xdist: the controller, once, when the first worker has collected.
