@@ -219,6 +219,7 @@ def _build(front_end: FrontEnd, values: dict[str, Any], **resolved: Any) -> RunC
         if values.get(name) is None:
             values.pop(name, None)  # the field's default
     workers = values.pop("workers", None) or os.cpu_count() or 1
+    _refuse_output_url(values.get("output_dir"), advice_name(BY_NAME["output_dir"], front_end))
     for name in ("output_dir", "results", "report", "snapshots", "notebook_dir_or_file"):
         if values.get(name) is not None:
             values[name] = Path(values[name])
@@ -229,6 +230,18 @@ def _build(front_end: FrontEnd, values: dict[str, Any], **resolved: Any) -> RunC
         workers=workers,
         **{**values, **resolved},
     )
+
+
+def _refuse_output_url(value: Any, option: str) -> None:
+    """An output folder given as a URL is never made a local path (``s3:`` folders)."""
+    from pytest_millrun.core.storage import StorageError, check_output_url, url_scheme
+
+    if url_scheme(value) is None:
+        return
+    try:
+        check_output_url(value, option)
+    except StorageError as exc:
+        raise OptionError(str(exc)) from None
 
 
 def from_cli(params: Mapping[str, Any]) -> RunConfig:
@@ -270,6 +283,7 @@ def from_pytest(config: pytest.Config) -> RunConfig:
         else:
             raw[option.name], where[option.name] = config.getini(option.ini), ini_base
     values = _parsed("pytest", raw, lambda option: f"{option.pytest_flag} / {option.ini}")
+    _refuse_output_url(values.get("output_dir"), "--millrun-output-dir / millrun_output_dir")
     for option in options_of("pytest"):
         if option.kind in ("file", "folder", "path"):
             given = values.get(option.name)
