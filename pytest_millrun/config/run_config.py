@@ -61,6 +61,8 @@ class RunConfig:
     #: and the API where the run starts (None here).
     suite: Suite | None = None
     output_dir: Path | None = None
+    #: The output dir given as a URL (``s3://bucket/prefix``): outputs are uploaded there.
+    output_url: str | None = None
     prepend: tuple[str, ...] = ()
     append: tuple[str, ...] = ()
     recursive: bool = False
@@ -219,7 +221,8 @@ def _build(front_end: FrontEnd, values: dict[str, Any], **resolved: Any) -> RunC
         if values.get(name) is None:
             values.pop(name, None)  # the field's default
     workers = values.pop("workers", None) or os.cpu_count() or 1
-    _refuse_output_url(values.get("output_dir"), advice_name(BY_NAME["output_dir"], front_end))
+    if _output_url(values.get("output_dir"), front_end, values) is not None:
+        values["output_url"] = str(values.pop("output_dir"))
     for name in ("output_dir", "results", "report", "snapshots", "notebook_dir_or_file"):
         if values.get(name) is not None:
             values[name] = Path(values[name])
@@ -232,16 +235,38 @@ def _build(front_end: FrontEnd, values: dict[str, Any], **resolved: Any) -> RunC
     )
 
 
-def _refuse_output_url(value: Any, option: str) -> None:
-    """An output folder given as a URL is never made a local path (``s3:`` folders)."""
-    from pytest_millrun.core.storage import StorageError, check_output_url, url_scheme
+def _output_url(value: Any, front_end: FrontEnd, values: Mapping[str, Any]) -> str | None:
+    """The output dir when it is a URL, checked; never made a local path (``s3:`` folders).
+
+    Refused for now where outputs on object storage are not supported yet: the plugin, and
+    with what reads earlier outputs back (the cache, ``clean_output``, figure snapshots).
+    """
+    from pytest_millrun.core.storage import StorageError, check_output_url, redacted, url_scheme
 
     if url_scheme(value) is None:
-        return
+        return None
+    option = BY_NAME["output_dir"]
+    named = f"{option.pytest_flag} / {option.ini}" if front_end == "pytest" else None
     try:
-        check_output_url(value, option)
+        check_output_url(value, named or advice_name(option, front_end))
     except StorageError as exc:
         raise OptionError(str(exc)) from None
+    if front_end == "pytest":
+        raise OptionError(
+            f"{named} {redacted(value)} is a URL: the pytest plugin writes its outputs to a "
+            f"local folder only, so far (the millrun command and execute_run upload them). "
+            f"Give a local folder."
+        )
+    unsupported = [name for name in ("cache", "force", "clean_output", "snapshot_figures")
+                   if values.get(name)]  # fmt: skip
+    if unsupported:
+        given = advice_name(BY_NAME[unsupported[0]], front_end)
+        raise OptionError(
+            f"{given} reads earlier outputs back, which it cannot do from {redacted(value)} "
+            f"yet: outputs on object storage are written only. Leave {given} out, or give a "
+            f"local folder."
+        )
+    return str(value)
 
 
 def from_cli(params: Mapping[str, Any]) -> RunConfig:
@@ -283,7 +308,7 @@ def from_pytest(config: pytest.Config) -> RunConfig:
         else:
             raw[option.name], where[option.name] = config.getini(option.ini), ini_base
     values = _parsed("pytest", raw, lambda option: f"{option.pytest_flag} / {option.ini}")
-    _refuse_output_url(values.get("output_dir"), "--millrun-output-dir / millrun_output_dir")
+    _output_url(values.get("output_dir"), "pytest", values)
     for option in options_of("pytest"):
         if option.kind in ("file", "folder", "path"):
             given = values.get(option.name)

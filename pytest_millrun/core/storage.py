@@ -3,14 +3,16 @@ from local paths and checked before anything runs.
 
 Why here, before planning: ``Path("s3://runs/sweep")`` is the local path ``s3:/runs/sweep``,
 so a papermill user's habit silently wrote a local folder named ``s3:``.  A URL is never
-made a path: its scheme must have an fsspec filesystem installed, and until outputs are
-uploaded to object storage (issue 35, part 2) the run is refused with one paragraph saying
-so.  ``fsspec`` is imported only for a URL.
+made a path: its scheme must have an fsspec filesystem installed (else one paragraph names
+the package, before anything runs), each notebook executes to a local file as always and
+is then uploaded with fsspec: one storage stack for every scheme, not papermill's own
+handlers for some.  ``fsspec`` is imported only for a URL.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
 #: ``scheme://`` as fsspec and papermill read it; a single letter is a Windows drive (``C:``).
@@ -32,9 +34,10 @@ def url_scheme(text: object) -> str | None:
 
 
 def redacted(url: str) -> str:
-    """The URL as messages may show it: a user and password in it become ``***``."""
+    """The URL as messages, results and reports may show it: a user and password in it become
+    ``***`` (a user alone, as ``sftp://me@host``, stays)."""
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
+    if "@" not in parts.netloc or ":" not in parts.netloc.rpartition("@")[0]:
         return url
     host = parts.netloc.rpartition("@")[2]
     return parts._replace(netloc=f"***@{host}").geturl()
@@ -62,23 +65,33 @@ def missing_filesystem(scheme: str) -> str | None:
 
 
 def check_output_url(url: str, option: str) -> None:
-    """Refuse, before anything runs, an output folder given as a URL; raises StorageError.
-
-    A scheme without a filesystem names the package to install; one with a filesystem
-    is refused too, for now: outputs are written to local folders only.
-    """
+    """Refuse, before anything runs, an output URL fsspec cannot open here; raises StorageError
+    naming what to install."""
     scheme = url_scheme(url)
     assert scheme is not None
-    shown = redacted(url)
     missing = missing_filesystem(scheme)
     if missing is not None:
         raise StorageError(
-            f"{option} {shown} is a URL, and fsspec cannot open {scheme}:// here: {missing}. "
-            f"Install what this names, or give a local folder. Nothing ran, and no local "
-            f"folder named '{scheme}:' was made."
+            f"{option} {redacted(url)} is a URL, and fsspec cannot open {scheme}:// here: "
+            f"{missing}. Install what this names, or give a local folder. Nothing ran, and no "
+            f"local folder named '{scheme}:' was made."
         )
-    raise StorageError(
-        f"{option} {shown} is a URL: writing outputs to object storage ({scheme}://) is not "
-        f"supported yet, so nothing ran. Give a local folder, and copy the outputs "
-        f"afterwards (e.g. with fsspec's put or your storage's own tool)."
-    )
+
+
+def output_url(root: str, relative: str) -> str:
+    """Where an output whose path under the run's output folder is ``relative`` goes."""
+    return f"{root.rstrip('/')}/{relative.lstrip('/')}"
+
+
+def upload(local: Path, url: str) -> None:
+    """Copy one executed notebook to its URL with fsspec (its usual credentials and config).
+
+    Raises OSError (fsspec's and the filesystem's errors) with the URL, credentials hidden.
+    """
+    import fsspec.core
+
+    try:
+        filesystem, path = fsspec.core.url_to_fs(url)
+        filesystem.put_file(str(local), path)
+    except Exception as exc:  # any filesystem's own errors (botocore, aiohttp...)
+        raise OSError(f"could not upload {local.name} to {redacted(url)}: {exc}") from None

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pytest_millrun.config.run_config import RunConfig
 from pytest_millrun.core.data import ExecutionResult
+from pytest_millrun.core.storage import output_url
 from pytest_millrun.core.suite_file import resolve_suite
 from pytest_millrun.dispatch.dask_client import ClusterError
 from pytest_millrun.dispatch.dispatchers import Dispatcher, make_dispatcher
@@ -44,6 +48,8 @@ class PlannedRun:
     stale: StaleOutputs | None
     split: CacheSplit
     options: RunOptions
+    #: With an output URL: the local folder the notebooks execute to before their upload.
+    staging: Path | None = None
 
     @property
     def to_run(self) -> list[Job]:
@@ -64,16 +70,28 @@ def plan(
     """
     assert config.notebook_dir_or_file is not None  # the command's and the API's first argument
     variations = config.suite or resolve_suite(config.params, config.base)
-    jobs = plan_run(config, variations)
+    staging = None
+    if config.output_url is not None:  # made by the first output written, removed by run()
+        staging = Path(tempfile.gettempdir(), f"millrun-upload-{uuid.uuid4().hex[:12]}")
+    jobs = plan_run(dataclasses.replace(config, output_dir=staging) if staging else config,
+                    variations)  # fmt: skip
+    if staging is not None:
+        assert config.output_url is not None
+        jobs = [
+            dataclasses.replace(job, output_url=output_url(
+                config.output_url, job.output.relative_to(staging).as_posix()
+            ))
+            for job in jobs
+        ]  # fmt: skip
     stale = None
-    if find_stale or config.clean_output:
+    if (find_stale or config.clean_output) and staging is None:  # not on object storage yet
         stale = handle_stale_outputs(planned_outputs(jobs), clean=config.clean_output)
     # "auto" is the parent's choice ($MILLRUN_KERNEL_START here), not each worker's
     options = dataclasses.replace(
         config.run_options(), kernel_start=resolve_kernel_start(config.kernel_start)
     )
     split = CacheSplit(jobs, config.cache_settings, options, warn=warn_unmatched)
-    return PlannedRun(config, jobs, stale, split, options)
+    return PlannedRun(config, jobs, stale, split, options, staging)
 
 
 def dispatcher_for(
@@ -100,6 +118,8 @@ def run(
     Raises :class:`~pytest_millrun.core.data.RunInterrupted` on Ctrl-C, with what finished.
     """
     with contextlib.ExitStack() as stack:
+        if planned.staging is not None:
+            stack.callback(_remove_staging, planned.staging)
         if planned.config.figures is not None:
             from pytest_millrun.snapshots.figures import kernel_backend
 
@@ -115,3 +135,13 @@ def _longest_first(jobs: list[Job]) -> list[Job]:
     """The jobs whose outputs say they ran longest last time first (see :mod:`.run_order`)."""
     known = outputs_durations(job.output for job in jobs)
     return longest_first(jobs, known, key=lambda job: job.output)
+
+
+def _remove_staging(staging: Path) -> None:
+    """The staging folder's empty folders; an output whose upload failed stays, as its
+    failure says."""
+    import os
+
+    for folder, _, _ in sorted(os.walk(staging), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)

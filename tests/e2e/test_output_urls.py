@@ -57,9 +57,19 @@ def test_plugin_refuses_a_url_as_a_usage_error(pytester: pytest.Pytester) -> Non
 
 def test_credentials_in_the_url_are_not_printed(project: Path) -> None:
     done = CliRunner().invoke(
-        cli.main, ["nbs", "p.json", "--output-dir", "s3://AKIAKEY:sEcReT@bucket/runs"]
+        cli.main, ["nbs", "p.json", "--output-dir", "gs://someone:sEcReT@bucket/runs"]
     )
     assert done.exit_code == 2
     assert "sEcReT" not in done.output
-    assert "s3://***@bucket/runs" in done.output
+    assert "gs://***@bucket/runs" in done.output
     nothing_written(project)
+
+
+def test_plugin_refuses_a_url_it_could_open_saying_it_writes_locally_only(
+    pytester: pytest.Pytester,
+) -> None:
+    write_notebook(pytester.path / "nbs" / "a.ipynb")
+    done = pytester.runpytest("--millrun", "nbs", "--millrun-output-dir", "memory://runs")
+    assert done.ret == pytest.ExitCode.USAGE_ERROR
+    done.stderr.fnmatch_lines(["*the pytest plugin writes its outputs to a local folder only*"])
+    assert not list(pytester.path.glob("memory*"))

@@ -7,7 +7,13 @@ import sys
 
 import pytest
 
-from pytest_millrun.core.storage import StorageError, check_output_url, redacted, url_scheme
+from pytest_millrun.core.storage import (
+    StorageError,
+    check_output_url,
+    output_url,
+    redacted,
+    url_scheme,
+)
 
 
 @pytest.mark.parametrize(
@@ -31,6 +37,7 @@ def test_a_url_is_told_apart_from_a_path(text: str, scheme: str | None) -> None:
 def test_credentials_in_a_url_are_never_shown() -> None:
     assert redacted("s3://KEY:SECRET@bucket/p") == "s3://***@bucket/p"
     assert redacted("s3://bucket/p") == "s3://bucket/p"
+    assert redacted("sftp://me@host/p") == "sftp://me@host/p"  # a user alone is no secret
 
 
 def test_a_scheme_without_its_filesystem_names_the_package_to_install() -> None:
@@ -56,9 +63,10 @@ def test_an_unknown_scheme_says_no_filesystem_is_registered() -> None:
         check_output_url("nosuchfs://x/y", "--output-dir")
 
 
-def test_an_installed_filesystem_is_refused_for_now_without_the_credentials() -> None:
+def test_an_installed_filesystem_passes_the_check() -> None:
     pytest.importorskip("fsspec")
-    with pytest.raises(StorageError) as info:
-        check_output_url("memory://user:pw@host/run", "--output-dir")
-    assert "not supported yet" in str(info.value)
-    assert "pw" not in str(info.value)
+    check_output_url("memory://user:pw@host/run", "--output-dir")  # fsspec's own, no raise
+
+
+def test_an_output_url_is_the_root_joined_with_the_outputs_relative_path() -> None:
+    assert output_url("s3://b/pre/", "sub/0-a.ipynb") == "s3://b/pre/sub/0-a.ipynb"
