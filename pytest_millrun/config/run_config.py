@@ -238,8 +238,8 @@ def _build(front_end: FrontEnd, values: dict[str, Any], **resolved: Any) -> RunC
 def _output_url(value: Any, front_end: FrontEnd, values: Mapping[str, Any]) -> str | None:
     """The output dir when it is a URL, checked; never made a local path (``s3:`` folders).
 
-    Refused for now where outputs on object storage are not supported yet: the plugin, and
-    with what reads earlier outputs back (the cache, ``clean_output``, figure snapshots).
+    Refused for now with what reads earlier outputs back (the cache, ``clean_output``,
+    figure snapshots): outputs on object storage are written only, so far.
     """
     from pytest_millrun.core.storage import StorageError, check_output_url, redacted, url_scheme
 
@@ -251,12 +251,6 @@ def _output_url(value: Any, front_end: FrontEnd, values: Mapping[str, Any]) -> s
         check_output_url(value, named or advice_name(option, front_end))
     except StorageError as exc:
         raise OptionError(str(exc)) from None
-    if front_end == "pytest":
-        raise OptionError(
-            f"{named} {redacted(value)} is a URL: the pytest plugin writes its outputs to a "
-            f"local folder only, so far (the millrun command and execute_run upload them). "
-            f"Give a local folder."
-        )
     unsupported = [name for name in ("cache", "force", "clean_output", "snapshot_figures")
                    if values.get(name)]  # fmt: skip
     if unsupported:
@@ -308,17 +302,22 @@ def from_pytest(config: pytest.Config) -> RunConfig:
         else:
             raw[option.name], where[option.name] = config.getini(option.ini), ini_base
     values = _parsed("pytest", raw, lambda option: f"{option.pytest_flag} / {option.ini}")
-    _output_url(values.get("output_dir"), "pytest", values)
+    url = _output_url(values.get("output_dir"), "pytest", values)
+    if url is not None:  # outputs execute to a local staging folder, then go to the URL
+        from pytest_millrun.core.storage import staging_folder
+
+        values["output_url"], values["output_dir"] = url, None
+        where["output_dir"] = staging_folder()
     for option in options_of("pytest"):
         if option.kind in ("file", "folder", "path"):
             given = values.get(option.name)
             values[option.name] = (where[option.name] / given).resolve() if given else None
-    return _pytest_checks(config, values, raw, frozenset(command_line))
+    return _pytest_checks(config, values, raw, frozenset(command_line), where)
 
 
 def _pytest_checks(
     config: pytest.Config, values: dict[str, Any], raw: Mapping[str, Any],
-    command_line: frozenset[str],
+    command_line: frozenset[str], where: Mapping[str, Path],
 ) -> RunConfig:  # fmt: skip
     """What only the plugin checks at configure: the params file, the output, results files."""
     values["enabled"] = bool(values.get("enabled")) or values.get("params") is not None
@@ -332,6 +331,8 @@ def _pytest_checks(
         except ParamsError as exc:
             raise OptionError(str(exc)) from None
     values["output_dir"] = values.get("output_dir") or config.rootpath / ".millrun"
+    if values.get("output_url") is not None:
+        values["output_dir"] = where["output_dir"]
     if values["enabled"]:
         from pytest_millrun.core.naming import OutputPathError, check_output_folder
 

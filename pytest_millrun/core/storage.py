@@ -95,3 +95,22 @@ def upload(local: Path, url: str) -> None:
         filesystem.put_file(str(local), path)
     except Exception as exc:  # any filesystem's own errors (botocore, aiohttp...)
         raise OSError(f"could not upload {local.name} to {redacted(url)}: {exc}") from None
+
+
+def staging_folder() -> Path:
+    """A new local folder name (not made yet) for a run's outputs before their upload."""
+    import tempfile
+    import uuid
+
+    return Path(tempfile.gettempdir(), f"millrun-upload-{uuid.uuid4().hex[:12]}")
+
+
+def remove_staging(staging: Path) -> None:
+    """The staging folder's empty folders, once the run is over; an output whose upload
+    failed stays, as its failure says."""
+    import contextlib
+    import os
+
+    for folder, _, _ in sorted(os.walk(staging), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)

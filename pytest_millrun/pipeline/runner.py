@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import tempfile
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_millrun.config.run_config import RunConfig
 from pytest_millrun.core.data import ExecutionResult
-from pytest_millrun.core.storage import output_url
+from pytest_millrun.core.storage import output_url, remove_staging, staging_folder
 from pytest_millrun.core.suite_file import resolve_suite
 from pytest_millrun.dispatch.dask_client import ClusterError
 from pytest_millrun.dispatch.dispatchers import Dispatcher, make_dispatcher
@@ -72,7 +70,7 @@ def plan(
     variations = config.suite or resolve_suite(config.params, config.base)
     staging = None
     if config.output_url is not None:  # made by the first output written, removed by run()
-        staging = Path(tempfile.gettempdir(), f"millrun-upload-{uuid.uuid4().hex[:12]}")
+        staging = staging_folder()
     jobs = plan_run(dataclasses.replace(config, output_dir=staging) if staging else config,
                     variations)  # fmt: skip
     if staging is not None:
@@ -119,7 +117,7 @@ def run(
     """
     with contextlib.ExitStack() as stack:
         if planned.staging is not None:
-            stack.callback(_remove_staging, planned.staging)
+            stack.callback(remove_staging, planned.staging)
         if planned.config.figures is not None:
             from pytest_millrun.snapshots.figures import kernel_backend
 
@@ -135,13 +133,3 @@ def _longest_first(jobs: list[Job]) -> list[Job]:
     """The jobs whose outputs say they ran longest last time first (see :mod:`.run_order`)."""
     known = outputs_durations(job.output for job in jobs)
     return longest_first(jobs, known, key=lambda job: job.output)
-
-
-def _remove_staging(staging: Path) -> None:
-    """The staging folder's empty folders; an output whose upload failed stays, as its
-    failure says."""
-    import os
-
-    for folder, _, _ in sorted(os.walk(staging), key=lambda entry: -len(entry[0])):
-        with contextlib.suppress(OSError):
-            os.rmdir(folder)

@@ -114,7 +114,7 @@ class NotebookItem(pytest.Item):
         from pytest_millrun.dispatch.jobs import run_job
 
         session = self.config.stash[session_key]
-        self.user_properties.append((OUTPUT_PROPERTY, str(self.output)))
+        self.user_properties.append((OUTPUT_PROPERTY, self.output_name))
         job = self.job_to_run()
         if job is None:
             self._pass_from_cache()
@@ -136,6 +136,15 @@ class NotebookItem(pytest.Item):
             self.add_report_section("call", NOTES_SECTION, note)
         if not result.passed:
             raise NotebookFailed(result)
+
+    @property
+    def output_name(self) -> str:
+        """Where the output goes, as reports name it: its path, or its URL on object storage."""
+        if self.job.output_url is None:
+            return str(self.output)
+        from pytest_millrun.core.storage import redacted
+
+        return redacted(self.job.output_url)
 
     def cache_verdict(self) -> tuple[Verdict, CacheKey | None]:
         """The cache's verdict on this item and the key its pass records, checked once."""

@@ -12,6 +12,7 @@ modules.  Planning and the cache verdict are the CLI's and the API's own
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -109,11 +110,22 @@ class MillrunSession:
             self.collected.add(settings.suite.relative(notebook))
         assert settings.output_dir is not None  # the plugin's default: .millrun under the rootdir
         words = PlanWords("--millrun-strict-params", "--millrun-record", "--millrun-output-dir")
-        return plan_notebook(
+        jobs, warning = plan_notebook(
             notebook, setup, data, output_root=settings.output_dir,
             folder=mirrored_folder(notebook, root), kernel_name=settings.kernel_name,
             strict_params=settings.strict_params, words=words,
         )  # fmt: skip
+        if settings.output_url is not None:  # staged under output_dir, then uploaded
+            from pytest_millrun.core.storage import output_url
+
+            staging, url = settings.output_dir, settings.output_url
+            jobs = [
+                dataclasses.replace(job, output_url=output_url(
+                    url, job.output.relative_to(staging).as_posix()
+                ))
+                for job in jobs
+            ]  # fmt: skip
+        return jobs, warning
 
     def refuse_before_run(self, planned: Sequence[tuple[str, Path, Path]]) -> None:
         """Refuse, before anything runs, undeclared parameters (strict) and colliding outputs.
@@ -140,6 +152,8 @@ class MillrunSession:
 
     def find_stale_outputs(self, notebooks: Iterable[Path]) -> None:
         """Once per run, before any item runs: earlier outputs this run does not write."""
+        if self.settings.output_url is not None:
+            return  # not looked for on object storage yet
         from pytest_millrun.core.naming import OutputPathError
         from pytest_millrun.core.params import ParamsError
         from pytest_millrun.pipeline.stale_outputs import handle_stale_outputs

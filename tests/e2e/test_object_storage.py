@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,39 @@ def test_what_reads_outputs_back_is_refused_with_a_url(s3: Any, tmp_path: Path) 
     with pytest.raises(ValueError, match=r"cache=True reads earlier outputs back"):
         execute_run(tmp_path / "nbs", [{}], output_dir="s3://runs/c", cache=True)
     assert s3.ls("runs") == []
+
+
+@pytest.mark.parametrize("where", ["here", "dask"])
+def test_plugin_uploads_the_selected_items_outputs(
+    s3: Any, endpoint: str, tmp_path: Path, where: str
+) -> None:
+    if where == "dask":
+        pytest.importorskip("distributed")
+    write_notebook(tmp_path / "nbs" / "divide.ipynb", ["result = 1 / (x - 2)"])
+    write_params(tmp_path / "p.json", {"x": [1, 2, 3]})
+    tmp = private_tmp()
+    env = {**os.environ, **CREDENTIALS, "FSSPEC_S3_ENDPOINT_URL": endpoint, "TMPDIR": str(tmp)}
+    dask = ["--millrun-dask", "local", "--millrun-dask-workers", "2"] if where == "dask" else []
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--millrun-params", "p.json",
+         "nbs", "--millrun-output-dir", "s3://runs/plug", "-k", "not divide[0]",
+         "--junitxml", "junit.xml", "--millrun-results", "results.json", *dask],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 failed, 1 passed, 1 deselected" in done.stdout
+    assert "outputs in s3://runs/plug" in done.stdout  # the header
+    assert sorted(s3.ls("runs/plug/nbs")) == ["runs/plug/nbs/1-divide.ipynb",
+                                              "runs/plug/nbs/2-divide.ipynb"]  # fmt: skip
+    assert "Output:    s3://runs/plug/nbs/1-divide.ipynb" in done.stdout  # the failure's report
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert [row["output"] for row in rows] == ["s3://runs/plug/nbs/1-divide.ipynb",
+                                               "s3://runs/plug/nbs/2-divide.ipynb"]  # fmt: skip
+    properties = {
+        prop.get("value")
+        for prop in ET.parse(tmp_path / "junit.xml").getroot().iter("property")
+        if prop.get("name") == "millrun_output"
+    }
+    assert properties == {"s3://runs/plug/nbs/1-divide.ipynb", "s3://runs/plug/nbs/2-divide.ipynb"}
+    assert not (tmp_path / ".millrun").exists()
+    assert list(tmp.glob("millrun-upload-*")) == []

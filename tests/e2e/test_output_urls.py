@@ -64,12 +64,3 @@ def test_credentials_in_the_url_are_not_printed(project: Path) -> None:
     assert "gs://***@bucket/runs" in done.output
     nothing_written(project)
 
-
-def test_plugin_refuses_a_url_it_could_open_saying_it_writes_locally_only(
-    pytester: pytest.Pytester,
-) -> None:
-    write_notebook(pytester.path / "nbs" / "a.ipynb")
-    done = pytester.runpytest("--millrun", "nbs", "--millrun-output-dir", "memory://runs")
-    assert done.ret == pytest.ExitCode.USAGE_ERROR
-    done.stderr.fnmatch_lines(["*the pytest plugin writes its outputs to a local folder only*"])
-    assert not list(pytester.path.glob("memory*"))
