@@ -276,6 +276,10 @@ RUNNERS = (
            ("--millrun-results", "{run}/results.csv"), ("a",)),
     Runner("cli-dask-w2", "millrun --dask local --workers 2", "cli", 2,
            ("--dask", "local"), needs=("distributed",)),
+    # the plugin on Dask (no xdist): compare with pytest -n 2 (issue 35 keeps >= 0.8x)
+    Runner("plugin-dask-w2", "pytest --millrun-dask local (2 workers)", "pytest", 0,
+           ("--millrun-dask", "local", "--millrun-dask-workers", "2"), ("a",),
+           needs=("distributed",)),
 )  # fmt: skip
 
 #: How each front end spells the kernel start mode option.

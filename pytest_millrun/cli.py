@@ -59,7 +59,8 @@ def _click_param(option: Option) -> Callable[[F], F]:
         return click.option(*declared, is_flag=True, help=help)
     settings: dict[str, Any] = {"metavar": option.cli_metavar, "help": help}
     if option.kind in ("file", "folder"):
-        settings["type"] = click.Path(file_okay=option.kind == "file", path_type=Path)
+        # text, made a Path by the config: an output URL (s3://...) must reach it intact
+        settings["type"] = click.Path(file_okay=option.kind == "file", path_type=str)
     elif option.kind in ("seconds", "tolerance"):
         settings.update(type=float, callback=check)
     elif option.kind == "choice":

@@ -11,8 +11,10 @@ import contextlib
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -237,3 +239,69 @@ def recorded(
     line = next(x for x in done.stdout.splitlines() if x.startswith("PAYLOAD"))
     payload: dict[str, Any] = json.loads(line.removeprefix("PAYLOAD"))
     return payload
+
+
+# --- Dask clusters started by a test -------------------------------------------------------
+
+
+def private_tmp() -> Path:
+    """A short private TMPDIR for a cluster's processes, so the process table tells them apart."""
+    return Path(tempfile.mkdtemp(prefix="mrd-", dir="/tmp"))
+
+
+def processes_with_tmp(tmp: Path) -> list[str]:
+    """The command lines of every process whose TMPDIR is ``tmp``."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if process.environ().get("TMPDIR") == str(tmp):
+                found.append(" ".join(process.info["cmdline"] or ())[:80])
+        except psutil.Error:
+            continue
+    return found
+
+
+def assert_nothing_left(tmp: Path, within: float = 15.0) -> None:
+    """No process of the cluster is left: worker, fork template or kernel (all have ``tmp``
+    as TMPDIR, and a template's command line no longer says what it is)."""
+    wait_until(
+        lambda: not processes_with_tmp(tmp),
+        within,
+        lambda: f"the processes with TMPDIR {tmp} to end; left: {processes_with_tmp(tmp)}",
+    )
+
+
+@contextlib.contextmanager
+def dask_scheduler_and_worker(nthreads: int = 1) -> Iterator[tuple[str, Path]]:
+    """`dask scheduler` and one `dask worker`, separate processes on 127.0.0.1: (the
+    scheduler's address, the TMPDIR they share); stopped, and checked gone, afterwards."""
+    import distributed
+
+    dask = Path(sys.executable).with_name("dask")
+    tmp = private_tmp()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    scheduler_file = tmp / "scheduler.json"
+    common: dict[str, Any] = {
+        "env": env, "start_new_session": True, "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+    }  # fmt: skip
+    scheduler = [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+    processes = [subprocess.Popen([*scheduler, "--scheduler-file", scheduler_file], **common)]
+    try:
+        wait_until(scheduler_file.exists, 60, f"the scheduler to write {scheduler_file}")
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        worker = [dask, "worker", address, "--host", "127.0.0.1", "--no-dashboard"]
+        processes.append(subprocess.Popen([*worker, "--nthreads", str(nthreads)], **common))
+        with distributed.Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=60)
+        yield address, tmp
+    finally:
+        for process in reversed(processes):
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+    assert_nothing_left(tmp)

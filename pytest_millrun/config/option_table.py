@@ -196,8 +196,8 @@ def parse(option: Option, value: Any) -> Any:
         return parse_count(value)
     if option.kind == "mib":
         return parse_mib(value)
-    if option.kind == "object":
-        return value
+    if option.kind == "object":  # the API's as given; text (pytest, the CLI): "" is unset
+        return None if isinstance(value, str) and not value else value
     return parse_text(value)  # text; paths are made absolute by the resolution
 
 
@@ -274,8 +274,11 @@ OPTIONS: tuple[Option, ...] = (
         default=False, api="use_multiprocessing", api_positional=True,
     ),
     Option(
-        "workers", "count", "Notebook runs at once, over all notebooks and variations.",
-        cli=("--workers",), cli_default=os.cpu_count() or 1, api="workers",
+        "workers", "count",
+        "Worker processes of the cluster --millrun-dask local starts (default: the CPU count)",
+        pytest="dask-workers", metavar="N", cli=("--workers",),
+        cli_help="Notebook runs at once, over all notebooks and variations.",
+        cli_default=os.cpu_count() or 1, api="workers",
     ),
     Option(
         "executor", "object", "A concurrent.futures.Executor to run the pairs with",
@@ -283,9 +286,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "dask", "object",
-        "Run on a Dask cluster: a scheduler address (tcp://host:8786), or local for a cluster "
-        "of --workers processes on this machine.  Needs pytest-millrun[dask].",
-        cli=("--dask",), cli_metavar="ADDRESS|local", api="dask",
+        "Run the selected items on a Dask cluster, all submitted once collection is over: a "
+        "scheduler address (tcp://host:8786), or local for a cluster of --millrun-dask-workers "
+        "processes on this machine (needs pytest-millrun[dask]; not with -n)",
+        pytest="dask", metavar="ADDRESS|local", cli=("--dask",),
+        cli_help="Run on a Dask cluster: a scheduler address (tcp://host:8786), or local for a "
+        "cluster of --workers processes on this machine.  Needs pytest-millrun[dask].",
+        cli_metavar="ADDRESS|local", api="dask",
     ),
     Option(
         "order", "choice",

@@ -61,6 +61,8 @@ class RunConfig:
     #: and the API where the run starts (None here).
     suite: Suite | None = None
     output_dir: Path | None = None
+    #: The output dir given as a URL (``s3://bucket/prefix``): outputs are uploaded there.
+    output_url: str | None = None
     prepend: tuple[str, ...] = ()
     append: tuple[str, ...] = ()
     recursive: bool = False
@@ -224,6 +226,8 @@ def _build(front_end: FrontEnd, values: dict[str, Any], **resolved: Any) -> RunC
         if values.get(name) is None:
             values.pop(name, None)  # the field's default
     workers = values.pop("workers", None) or os.cpu_count() or 1
+    if _output_url(values.get("output_dir"), front_end, values) is not None:
+        values["output_url"] = str(values.pop("output_dir"))
     for name in ("output_dir", "results", "report", "snapshots", "notebook_dir_or_file"):
         if values.get(name) is not None:
             values[name] = Path(values[name])
@@ -234,6 +238,34 @@ def _build(front_end: FrontEnd, values: dict[str, Any], **resolved: Any) -> RunC
         workers=workers,
         **{**values, **resolved},
     )
+
+
+def _output_url(value: Any, front_end: FrontEnd, values: Mapping[str, Any]) -> str | None:
+    """The output dir when it is a URL, checked; never made a local path (``s3:`` folders).
+
+    Refused for now with what reads earlier outputs back (the cache, ``clean_output``,
+    figure snapshots): outputs on object storage are written only, so far.
+    """
+    from pytest_millrun.core.storage import StorageError, check_output_url, redacted, url_scheme
+
+    if url_scheme(value) is None:
+        return None
+    option = BY_NAME["output_dir"]
+    named = f"{option.pytest_flag} / {option.ini}" if front_end == "pytest" else None
+    try:
+        check_output_url(value, named or advice_name(option, front_end))
+    except StorageError as exc:
+        raise OptionError(str(exc)) from None
+    unsupported = [name for name in ("cache", "force", "clean_output", "snapshot_figures")
+                   if values.get(name)]  # fmt: skip
+    if unsupported:
+        given = advice_name(BY_NAME[unsupported[0]], front_end)
+        raise OptionError(
+            f"{given} reads earlier outputs back, which it cannot do from {redacted(value)} "
+            f"yet: outputs on object storage are written only. Leave {given} out, or give a "
+            f"local folder."
+        )
+    return str(value)
 
 
 def from_cli(params: Mapping[str, Any]) -> RunConfig:
@@ -275,16 +307,22 @@ def from_pytest(config: pytest.Config) -> RunConfig:
         else:
             raw[option.name], where[option.name] = config.getini(option.ini), ini_base
     values = _parsed("pytest", raw, lambda option: f"{option.pytest_flag} / {option.ini}")
+    url = _output_url(values.get("output_dir"), "pytest", values)
+    if url is not None:  # outputs execute to a local staging folder, then go to the URL
+        from pytest_millrun.core.storage import staging_folder
+
+        values["output_url"], values["output_dir"] = url, None
+        where["output_dir"] = staging_folder()
     for option in options_of("pytest"):
         if option.kind in ("file", "folder", "path"):
             given = values.get(option.name)
             values[option.name] = (where[option.name] / given).resolve() if given else None
-    return _pytest_checks(config, values, raw, frozenset(command_line))
+    return _pytest_checks(config, values, raw, frozenset(command_line), where)
 
 
 def _pytest_checks(
     config: pytest.Config, values: dict[str, Any], raw: Mapping[str, Any],
-    command_line: frozenset[str],
+    command_line: frozenset[str], where: Mapping[str, Path],
 ) -> RunConfig:  # fmt: skip
     """What only the plugin checks at configure: the params file, the output, results files."""
     values["enabled"] = bool(values.get("enabled")) or values.get("params") is not None
@@ -298,6 +336,8 @@ def _pytest_checks(
         except ParamsError as exc:
             raise OptionError(str(exc)) from None
     values["output_dir"] = values.get("output_dir") or config.rootpath / ".millrun"
+    if values.get("output_url") is not None:
+        values["output_dir"] = where["output_dir"]
     if values["enabled"]:
         from pytest_millrun.core.naming import OutputPathError, check_output_folder
 
@@ -306,6 +346,7 @@ def _pytest_checks(
         except OutputPathError as exc:
             raise OptionError(str(exc)) from None
     _check_files(values)
+    _dask_checks(config, values, command_line)
     snapshots = values.get("snapshots")
     if snapshots is not None and snapshots.exists() and not snapshots.is_dir():
         raise OptionError(
@@ -330,3 +371,36 @@ def _check_files(values: dict[str, Any]) -> None:
             values["report"] = check_report_path(values["report"])
     except ResultsPathError as exc:
         raise OptionError(str(exc)) from None
+
+
+def _dask_checks(
+    config: pytest.Config, values: Mapping[str, Any], command_line: frozenset[str]
+) -> None:
+    """``--millrun-dask`` replaces xdist (one place decides where items run); its workers
+    option sizes only the local cluster; ``distributed`` must be there before collecting."""
+    dask = values.get("dask")
+    if dask is None:
+        if "workers" in command_line:
+            raise OptionError(
+                "--millrun-dask-workers sizes the cluster of --millrun-dask local; give "
+                "--millrun-dask local too, or leave --millrun-dask-workers out."
+            )
+        return
+    if "workers" in command_line and dask != "local":
+        raise OptionError(
+            f"--millrun-dask-workers sizes the cluster of --millrun-dask local; the cluster at "
+            f"{dask} has the workers it has. Leave --millrun-dask-workers out."
+        )
+    xdist = config.getoption("numprocesses", None) or config.getoption("tx", None)
+    if xdist and not hasattr(config, "workerinput"):
+        raise OptionError(
+            f"--millrun-dask {dask} runs the items on a Dask cluster, and -n / --tx would "
+            f"spread them over pytest-xdist workers too: use one. Drop -n (and --tx) to run "
+            f"on Dask, or drop --millrun-dask (the ini key millrun_dask) to use xdist."
+        )
+    import importlib.util
+
+    if values.get("enabled") and importlib.util.find_spec("distributed") is None:
+        from pytest_millrun.dispatch.dask_client import INSTALL_HINT
+
+        raise OptionError(f"--millrun-dask {dask} needs the distributed package. {INSTALL_HINT}")

@@ -34,7 +34,8 @@ class ExecutionResult:
     notebook: Path
     variation_id: str
     parameters: Variation
-    output: Path | None
+    #: The executed notebook: a path, or a URL (``s3://...``) for an output dir on object storage.
+    output: Path | str | None
     status: Status
     duration: float
     error: Failure | None = None

@@ -17,7 +17,11 @@ from pytest_millrun.core.discovery import absolute
 
 
 def relative(path: str | Path, root: Path | None) -> str:
-    """``path`` relative to ``root`` when it lies under it, else as it is."""
+    """``path`` relative to ``root`` when it lies under it, else as it is (a URL too)."""
+    from pytest_millrun.core.storage import url_scheme
+
+    if url_scheme(path) is not None:
+        return str(path)  # Path() would make s3://b/k the path s3:/b/k
     path = Path(path)
     if root is not None:
         # where it sits first (a symlinked notebook is named where the link is), then resolved

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 import uuid
 import warnings
@@ -23,10 +24,15 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
-from pytest_millrun.core.data import ExecutionResult, Failure, RunInterrupted
+from pytest_millrun.core.data import (
+    ExecutionInterrupted,
+    ExecutionResult,
+    Failure,
+    RunInterrupted,
+)
 from pytest_millrun.core.interrupts import sigterm_as_interrupt
 from pytest_millrun.dispatch.gathering import Gathered
-from pytest_millrun.dispatch.jobs import Job, RunOptions, job_result
+from pytest_millrun.dispatch.jobs import Job, RunOptions, interrupted_result, job_result
 from pytest_millrun.execution.execute import resolve_kernel_start
 from pytest_millrun.execution.kernels import ForkFallbackWarning
 
@@ -114,8 +120,8 @@ def run_on_cluster(
     """
     results: list[ExecutionResult] | None = None
     try:
-        with sigterm_as_interrupt(), connect(dask, workers) as client:
-            results = _run_with(client, dask == "local", jobs, options, on_result, on_start)
+        with sigterm_as_interrupt(), open_cluster(dask, workers, on_start) as client:
+            results = _run(client, jobs, options, on_result)
     except RunInterrupted:
         raise
     except KeyboardInterrupt:  # while the cluster started (nothing ran) or closed (all did)
@@ -125,34 +131,31 @@ def run_on_cluster(
     return results
 
 
-def _run_with(
-    client: Client,
-    local: bool,
-    jobs: Sequence[Job],
-    options: RunOptions,
-    on_result: Callable[[ExecutionResult], None] | None,
-    on_start: Callable[[int], None] | None,
-) -> list[ExecutionResult]:
+@contextlib.contextmanager
+def open_cluster(
+    dask: str | Client, workers: int, on_start: Callable[[int], None] | None = None
+) -> Iterator[Client]:
+    """A client of a cluster ready for millrun's tasks: the worker plugin registered, a worker
+    there; ``on_start`` hears its threads.  Each worker drops its spare kernel at the end."""
     from pytest_millrun.dispatch.dask_worker import PLUGIN_NAME, MillrunWorkerPlugin, end_run
 
-    client.register_plugin(MillrunWorkerPlugin(local=local), PLUGIN_NAME)
-    try:
-        client.wait_for_workers(1, timeout=_WORKERS_SECONDS)
-    except TimeoutError:
-        raise ClusterError(
-            f"The Dask scheduler at {client.scheduler.address} has no workers "
-            f"(waited {_WORKERS_SECONDS:g} s). Start some with `dask worker "
-            f"{client.scheduler.address}`."
-        ) from None
-    if on_start is not None:
-        on_start(sum(client.nthreads().values()))
-    # "auto" means the client's choice ($MILLRUN_KERNEL_START here), not each worker's
-    options = dataclasses.replace(options, kernel_start=resolve_kernel_start(options.kernel_start))
-    try:
-        return _run(client, jobs, options, on_result)
-    finally:
-        with contextlib.suppress(Exception):
-            client.run(end_run, on_error="ignore")
+    with connect(dask, workers) as client:
+        client.register_plugin(MillrunWorkerPlugin(local=dask == "local"), PLUGIN_NAME)
+        try:
+            client.wait_for_workers(1, timeout=_WORKERS_SECONDS)
+        except TimeoutError:
+            raise ClusterError(
+                f"The Dask scheduler at {client.scheduler.address} has no workers "
+                f"(waited {_WORKERS_SECONDS:g} s). Start some with `dask worker "
+                f"{client.scheduler.address}`."
+            ) from None
+        if on_start is not None:
+            on_start(sum(client.nthreads().values()))
+        try:
+            yield client
+        finally:
+            with contextlib.suppress(Exception):
+                client.run(end_run, on_error="ignore")
 
 
 def _run(
@@ -163,38 +166,92 @@ def _run(
 ) -> list[ExecutionResult]:
     from distributed import as_completed
 
-    from pytest_millrun.dispatch.dask_worker import run_job_on_worker
-
-    run_id = uuid.uuid4().hex[:12]
-    keys = [f"millrun-{run_id}-{index}" for index in range(len(jobs))]
-    futures: list[Future] = client.map(
-        run_job_on_worker, jobs, options=options, run_id=run_id, key=keys, pure=False
-    )
-    index_of = {future.key: index for index, future in enumerate(futures)}
+    submitted = Submitted(client, jobs, options)
     gathered = Gathered(len(jobs), on_result)
-    noticed = False
+    try:
+        for future in as_completed(submitted.futures, loop=client.loop):
+            result = submitted.collect(future)
+            if result is not None:
+                gathered.add(submitted.index_of[future.key], result)
+    except KeyboardInterrupt:
+        submitted.stop(gathered.done)
+        raise gathered.interrupted() from None
+    return gathered.ordered()
 
-    def collect(future: Future) -> ExecutionResult | None:
-        nonlocal noticed
-        index = index_of[future.key]
+
+class Submitted:
+    """A run's jobs, all submitted to the cluster at once; each job's result taken when wanted.
+
+    Why apart from :func:`run_on_cluster`: the pytest plugin submits the selected
+    items' jobs once collection is over and has each item wait for its own result,
+    in pytest's order, while the CLI and the API take them as they finish.
+    """
+
+    def __init__(self, client: Client, jobs: Sequence[Job], options: RunOptions) -> None:
+        from pytest_millrun.dispatch.dask_worker import run_job_on_worker
+
+        # "auto" means the client's choice ($MILLRUN_KERNEL_START here), not each worker's
+        options = dataclasses.replace(
+            options, kernel_start=resolve_kernel_start(options.kernel_start)
+        )
+        self.client = client
+        self.jobs = list(jobs)
+        self.run_id = uuid.uuid4().hex[:12]
+        keys = [f"millrun-{self.run_id}-{index}" for index in range(len(jobs))]
+        self.futures: list[Future] = client.map(
+            run_job_on_worker, self.jobs, options=options, run_id=self.run_id, key=keys,
+            pure=False,
+        )  # fmt: skip
+        self.index_of = {future.key: index for index, future in enumerate(self.futures)}
+        self.stopped = False
+        self._noticed = False
+
+    def collect(self, future: Future) -> ExecutionResult | None:
+        """A finished task's result (None: it never ran, its run being stopped); a task Dask
+        could not complete is the job's failure, saying why."""
+        index = self.index_of[future.key]
         if future.status != "finished":
             error = future.exception() if future.status == "error" else None
-            return _task_failure(jobs[index], error)
+            return _task_failure(self.jobs[index], error)
         result, notice = future.result()
-        if notice and not noticed:
-            noticed = True
+        if notice and not self._noticed:
+            self._noticed = True
             warnings.warn(notice, ForkFallbackWarning, stacklevel=1)
         return result  # type: ignore[no-any-return]
 
-    try:
-        for future in as_completed(futures, loop=client.loop):
-            result = collect(future)
-            if result is not None:
-                gathered.add(index_of[future.key], result)
-    except KeyboardInterrupt:
-        _stop(client, run_id, futures, gathered.done, collect)
-        raise gathered.interrupted() from None
-    return gathered.ordered()
+    def result(self, index: int) -> ExecutionResult:
+        """Job ``index``'s result, once its task ends.
+
+        On Ctrl-C the whole run stops (:meth:`stop`) and this job's partial result, if it
+        ran, comes as :class:`~pytest_millrun.core.data.ExecutionInterrupted`.
+        """
+        future = self.futures[index]
+        ended = threading.Event()
+        future.add_done_callback(lambda _: ended.set())
+        try:
+            while not ended.wait(1.0):  # Ctrl-C reaches the main thread between waits
+                pass
+        except KeyboardInterrupt:
+            done: dict[int, ExecutionResult] = {}
+            self.stop(done)
+            if index in done:
+                raise ExecutionInterrupted(done[index]) from None
+            raise
+        result = self.collect(future)
+        if result is None:  # a task of a run stopped meanwhile never ran
+            return interrupted_result(self.jobs[index])
+        return result
+
+    def all_done(self) -> bool:
+        return all(future.done() for future in self.futures)
+
+    def stop(self, done: dict[int, ExecutionResult] | None = None) -> None:
+        """Stop the run's notebooks on the workers, cancel its queued tasks; ``done`` gets
+        the results that were saved (the partial ones too).  Once; a no-op after."""
+        if self.stopped:
+            return
+        self.stopped = True
+        _stop(self.client, self.run_id, self.futures, {} if done is None else done, self.collect)
 
 
 def _stop(

@@ -42,6 +42,8 @@ class Job:
     cache_inputs: tuple[str, ...] = ()
     #: A suite section's own ``ignore`` (absolute globs): never inputs nor reads.
     cache_ignore: tuple[str, ...] = ()
+    #: With an output dir on object storage: where ``output`` (a local file) is uploaded.
+    output_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,15 +72,41 @@ def run_job(job: Job, options: RunOptions) -> ExecutionResult:
     """
     try:
         result = _execute(job, options)
-    except ExecutionInterrupted:
+    except ExecutionInterrupted as exc:
         if job.cache_key is not None:
             _keep_cache_entry(job, job.cache_key, None)
+        if job.output_url is not None:  # the partial output goes where the others do
+            raise ExecutionInterrupted(deliver(job, exc.result)) from None
         raise
     if job.cache_key is not None:
         _keep_cache_entry(job, job.cache_key, result)
     if job.cache_reasons:
         result = dataclasses.replace(result, cache_reasons=job.cache_reasons)
-    return result
+    return deliver(job, result) if job.output_url is not None else result
+
+
+def deliver(job: Job, result: ExecutionResult) -> ExecutionResult:
+    """Upload the job's executed notebook to its URL, which the result then names.
+
+    Where the job ran (this process, a pool worker, a Dask worker), so no output comes
+    back through the parent.  The local file goes once uploaded; an upload that fails
+    fails the job, saying why, with the local file kept where the message says.
+    """
+    from pytest_millrun.core.storage import redacted, upload
+
+    assert job.output_url is not None
+    if not job.output.exists():
+        return dataclasses.replace(result, output=None)
+    try:
+        upload(job.output, job.output_url)
+    except OSError as exc:
+        failure = Failure(
+            "error", f"The output was executed but {exc}. It is kept at {job.output}.",
+            ename=type(exc).__name__, evalue=str(exc),
+        )  # fmt: skip
+        return dataclasses.replace(result, status="failed", error=failure)
+    job.output.unlink()
+    return dataclasses.replace(result, output=redacted(job.output_url))  # shown everywhere
 
 
 def _execute(job: Job, options: RunOptions) -> ExecutionResult:

@@ -46,7 +46,7 @@ def format_failure(result: ExecutionResult) -> str:
     lines += report_lines(result.recorded, result.record_notes)
     lines.append(f"Notebook:  {result.notebook}")
     lines.append(f"Variation: [{result.variation_id}] {short_params(result.parameters)}")
-    if result.output is not None and result.output.exists():
+    if isinstance(result.output, str) or (result.output is not None and result.output.exists()):
         lines.append(f"Output:    {result.output}")
     return "\n".join(lines)
 

@@ -15,9 +15,11 @@ import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pytest_millrun.config.run_config import RunConfig
 from pytest_millrun.core.data import ExecutionResult
+from pytest_millrun.core.storage import output_url, remove_staging, staging_folder
 from pytest_millrun.core.suite_file import resolve_suite
 from pytest_millrun.dispatch.dask_client import ClusterError
 from pytest_millrun.dispatch.dispatchers import Dispatcher, make_dispatcher
@@ -44,6 +46,8 @@ class PlannedRun:
     stale: StaleOutputs | None
     split: CacheSplit
     options: RunOptions
+    #: With an output URL: the local folder the notebooks execute to before their upload.
+    staging: Path | None = None
 
     @property
     def to_run(self) -> list[Job]:
@@ -64,16 +68,28 @@ def plan(
     """
     assert config.notebook_dir_or_file is not None  # the command's and the API's first argument
     variations = config.suite or resolve_suite(config.params, config.base)
-    jobs = plan_run(config, variations)
+    staging = None
+    if config.output_url is not None:  # made by the first output written, removed by run()
+        staging = staging_folder()
+    jobs = plan_run(dataclasses.replace(config, output_dir=staging) if staging else config,
+                    variations)  # fmt: skip
+    if staging is not None:
+        assert config.output_url is not None
+        jobs = [
+            dataclasses.replace(job, output_url=output_url(
+                config.output_url, job.output.relative_to(staging).as_posix()
+            ))
+            for job in jobs
+        ]  # fmt: skip
     stale = None
-    if find_stale or config.clean_output:
+    if (find_stale or config.clean_output) and staging is None:  # not on object storage yet
         stale = handle_stale_outputs(planned_outputs(jobs), clean=config.clean_output)
     # "auto" is the parent's choice ($MILLRUN_KERNEL_START here), not each worker's
     options = dataclasses.replace(
         config.run_options(), kernel_start=resolve_kernel_start(config.kernel_start)
     )
     split = CacheSplit(jobs, config.cache_settings, options, warn=warn_unmatched)
-    return PlannedRun(config, jobs, stale, split, options)
+    return PlannedRun(config, jobs, stale, split, options, staging)
 
 
 def dispatcher_for(
@@ -100,6 +116,8 @@ def run(
     Raises :class:`~pytest_millrun.core.data.RunInterrupted` on Ctrl-C, with what finished.
     """
     with contextlib.ExitStack() as stack:
+        if planned.staging is not None:
+            stack.callback(remove_staging, planned.staging)
         if planned.config.figures is not None:
             from pytest_millrun.snapshots.figures import kernel_backend
 

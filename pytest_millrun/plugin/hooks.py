@@ -84,6 +84,11 @@ def pytest_configure(config: pytest.Config) -> None:
     except OptionError as exc:
         raise pytest.UsageError(str(exc)) from None
     session = config.stash[session_key] = MillrunSession(config, settings)
+    staging = settings.output_dir
+    if settings.output_url is not None and staging is not None:
+        from pytest_millrun.core.storage import remove_staging
+
+        config.add_cleanup(lambda: remove_staging(staging))
     if settings.enabled:
         # One unreadable notebook is that file's collection error; the others still run.
         config.option.continue_on_collection_errors = True
@@ -137,12 +142,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     source = settings.params_file or "each notebook's own defaults"
     count = len(settings.variations)
+    where = str(settings.output_dir)
+    if settings.output_url is not None:
+        from pytest_millrun.core.storage import redacted
+
+        where = redacted(settings.output_url)
     if settings.suite is not None and settings.suite.is_suite:
         parts = [f"millrun:   {line}" for line in settings.suite.describe()]
-        return [f"millrun: suite {source}, outputs in {settings.output_dir}", *parts]
+        return [f"millrun: suite {source}, outputs in {where}", *parts]
     return [
         f"millrun: {count} variation{'s' if count != 1 else ''} from {source}, "
-        f"outputs in {settings.output_dir}"
+        f"outputs in {where}"
     ]
 
 
@@ -342,6 +352,23 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     millrun.find_stale_outputs(
         item.path for item in session.items if isinstance(item, NotebookItem)
     )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, Any, None]:
+    """With ``--millrun-dask``: the final items' jobs go to the cluster before the first runs,
+    and whatever is left on it (``-x``, Ctrl-C) is stopped when the loop ends."""
+    millrun = _session(session.config)
+    if millrun is None or millrun.settings.dask is None or session.config.option.collectonly:
+        yield
+        return
+    from pytest_millrun.plugin.items import NotebookItem
+
+    millrun.submit_to_cluster([item for item in session.items if isinstance(item, NotebookItem)])
+    try:
+        yield
+    finally:
+        millrun.close_cluster()
 
 
 @pytest.hookimpl(optionalhook=True)

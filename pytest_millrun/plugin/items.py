@@ -114,15 +114,19 @@ class NotebookItem(pytest.Item):
         from pytest_millrun.dispatch.jobs import run_job
 
         session = self.config.stash[session_key]
-        self.user_properties.append((OUTPUT_PROPERTY, str(self.output)))
-        job = self.job
+        self.user_properties.append((OUTPUT_PROPERTY, self.output_name))
+        job = self.job_to_run()
+        if job is None:
+            self._pass_from_cache()
+            return
         if session.settings.cache_settings.enabled:
-            checked = self._through_cache()
-            if checked is None:
-                return
-            job = checked
-        self._start_next_kernel_ahead()
-        result = run_job(job, session.settings.run_options())
+            from pytest_millrun.plugin.cache_glue import REASON_PROPERTY
+
+            self.user_properties.append((REASON_PROPERTY, "; ".join(job.cache_reasons)))
+        result = session.cluster_result(self)  # with --millrun-dask: submitted already
+        if result is None:
+            self._start_next_kernel_ahead()
+            result = run_job(job, session.settings.run_options())
         self.result = result
         if result.cell_seconds:
             import json
@@ -133,29 +137,43 @@ class NotebookItem(pytest.Item):
         if not result.passed:
             raise NotebookFailed(result)
 
+    @property
+    def output_name(self) -> str:
+        """Where the output goes, as reports name it: its path, or its URL on object storage."""
+        if self.job.output_url is None:
+            return str(self.output)
+        from pytest_millrun.core.storage import redacted
+
+        return redacted(self.job.output_url)
+
     def cache_verdict(self) -> tuple[Verdict, CacheKey | None]:
         """The cache's verdict on this item and the key its pass records, checked once."""
         if self.verdict is None:
             self.verdict = self.config.stash[session_key].verdict_for(self.job)
         return self.verdict
 
-    def _through_cache(self) -> Job | None:
-        """With ``--millrun-cache``: None when the earlier output answers (the item passes
-        from it), else the job with the key its pass records and why it runs."""
+    def job_to_run(self) -> Job | None:
+        """What runs for this item: None when the cache answers (``--millrun-cache`` and the
+        earlier output still matches), else the job, with the cache's key and reasons."""
         import dataclasses
 
-        from pytest_millrun.cache.verdicts import cached_result
-        from pytest_millrun.plugin.cache_glue import CACHED_PROPERTY, REASON_PROPERTY
-
+        if not self.config.stash[session_key].settings.cache_settings.enabled:
+            return self.job
         verdict, key = self.cache_verdict()
         if verdict.hit:
-            self.result = cached_result(
-                self.path, self.variation_id, self.variation, self.output, verdict
-            )
-            self.user_properties.append((CACHED_PROPERTY, "true"))
             return None
-        self.user_properties.append((REASON_PROPERTY, "; ".join(verdict.reasons)))
         return dataclasses.replace(self.job, cache_key=key, cache_reasons=verdict.reasons)
+
+    def _pass_from_cache(self) -> None:
+        """The earlier output answers: the item passes with the result read back from it."""
+        from pytest_millrun.cache.verdicts import cached_result
+        from pytest_millrun.plugin.cache_glue import CACHED_PROPERTY
+
+        verdict, _ = self.cache_verdict()
+        self.result = cached_result(
+            self.path, self.variation_id, self.variation, self.output, verdict
+        )
+        self.user_properties.append((CACHED_PROPERTY, "true"))
 
     def _start_next_kernel_ahead(self) -> None:
         """In fork mode, the next item's kernel starts while this item runs.

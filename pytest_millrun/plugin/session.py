@@ -12,10 +12,11 @@ modules.  Planning and the cache verdict are the CLI's and the API's own
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
@@ -23,8 +24,20 @@ if TYPE_CHECKING:
     from pytest_millrun.cache.keys import CacheKey
     from pytest_millrun.cache.verdicts import RunInputs, Verdict
     from pytest_millrun.config.run_config import RunConfig
+    from pytest_millrun.core.data import ExecutionResult
+    from pytest_millrun.dispatch.dask_client import Submitted
     from pytest_millrun.dispatch.jobs import Job
     from pytest_millrun.pipeline.stale_outputs import StaleOutputs
+
+
+class JobItem(Protocol):
+    """What the session asks of a notebook item (:class:`~pytest_millrun.plugin.items.
+    NotebookItem`, which imports this module)."""
+
+    @property
+    def nodeid(self) -> str: ...
+
+    def job_to_run(self) -> Job | None: ...
 
 
 class MillrunSession:
@@ -47,6 +60,11 @@ class MillrunSession:
         self.kernels_ahead = False
         #: The run's declared cache inputs, hashed once in this process (cache on only).
         self.cache_inputs: RunInputs | None = None
+        #: With ``--millrun-dask``: the selected items' jobs on the cluster, by node id.
+        self.on_cluster: Submitted | None = None
+        self.cluster_index: dict[str, int] = {}
+        #: Closes the cluster connection (and a local cluster) when the run loop ends.
+        self._cluster_life = contextlib.ExitStack()
 
     @property
     def enabled(self) -> bool:
@@ -92,11 +110,22 @@ class MillrunSession:
             self.collected.add(settings.suite.relative(notebook))
         assert settings.output_dir is not None  # the plugin's default: .millrun under the rootdir
         words = PlanWords("--millrun-strict-params", "--millrun-record", "--millrun-output-dir")
-        return plan_notebook(
+        jobs, warning = plan_notebook(
             notebook, setup, data, output_root=settings.output_dir,
             folder=mirrored_folder(notebook, root), kernel_name=settings.kernel_name,
             strict_params=settings.strict_params, words=words,
         )  # fmt: skip
+        if settings.output_url is not None:  # staged under output_dir, then uploaded
+            from pytest_millrun.core.storage import output_url
+
+            staging, url = settings.output_dir, settings.output_url
+            jobs = [
+                dataclasses.replace(job, output_url=output_url(
+                    url, job.output.relative_to(staging).as_posix()
+                ))
+                for job in jobs
+            ]  # fmt: skip
+        return jobs, warning
 
     def refuse_before_run(self, planned: Sequence[tuple[str, Path, Path]]) -> None:
         """Refuse, before anything runs, undeclared parameters (strict) and colliding outputs.
@@ -123,6 +152,8 @@ class MillrunSession:
 
     def find_stale_outputs(self, notebooks: Iterable[Path]) -> None:
         """Once per run, before any item runs: earlier outputs this run does not write."""
+        if self.settings.output_url is not None:
+            return  # not looked for on object storage yet
         from pytest_millrun.core.naming import OutputPathError
         from pytest_millrun.core.params import ParamsError
         from pytest_millrun.pipeline.stale_outputs import handle_stale_outputs
@@ -183,3 +214,53 @@ class MillrunSession:
         ahead = contextlib.ExitStack()
         ahead.enter_context(kernels_ahead(self.settings.kernel_start))
         self.config.add_cleanup(ahead.close)
+
+    # ------------------------------------------------------------- the cluster
+
+    def submit_to_cluster(self, items: Sequence[JobItem]) -> None:
+        """With ``--millrun-dask``: every item left after selection, at once, but those the
+        cache answers (they pass from their outputs here, as without Dask).
+
+        Called when the run loop starts, on pytest's final items (``-k``, ``-m``, node ids,
+        ``--lf`` applied); a cluster that cannot be reached is a usage error, before any
+        item runs.
+        """
+        from pytest_millrun.dispatch.dask_client import ClusterError, Submitted, open_cluster
+
+        jobs: list[Job] = []
+        for item in items:
+            job = item.job_to_run()
+            if job is not None:
+                self.cluster_index[item.nodeid] = len(jobs)
+                jobs.append(job)
+        if not jobs:
+            return
+        try:
+            client = self._cluster_life.enter_context(
+                open_cluster(self.settings.dask, self.settings.workers)
+            )
+        except ClusterError as exc:
+            self._cluster_life.close()
+            raise pytest.UsageError(str(exc)) from None
+        self.on_cluster = Submitted(client, jobs, self.settings.run_options())
+
+    def cluster_result(self, item: JobItem) -> ExecutionResult | None:
+        """The item's result from the cluster, once its task ends; None when it was not sent.
+
+        Ctrl-C here stops the whole run on the cluster (queued tasks cancelled, running
+        notebooks stopped, their partial outputs saved), as the CLI's does.
+        """
+        index = self.cluster_index.get(item.nodeid)
+        if self.on_cluster is None or index is None:
+            return None
+        return self.on_cluster.result(index)
+
+    def close_cluster(self) -> None:
+        """When the run loop ends: what still runs or waits was not wanted (``-x``, Ctrl-C, an
+        error), so it is stopped; then the connection, and a local cluster, close."""
+        try:
+            if self.on_cluster is not None and not self.on_cluster.all_done():
+                self.on_cluster.stop()
+        finally:
+            self.on_cluster = None
+            self._cluster_life.close()

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_millrun.core.files import atomic_write, common_root
+from pytest_millrun.core.storage import redacted, url_scheme
 from pytest_millrun.core.values import dumps
 from pytest_millrun.report.charts import draw_charts
 from pytest_millrun.report.rendered import MAX_RENDERED, render_failed_notebooks
@@ -273,7 +274,9 @@ def _links(
     index: int, row: ResultRow, root: Path, folder: Path, rendered: Mapping[int, Path]
 ) -> list[list[str]]:
     links = []
-    if row.output:
+    if row.output and url_scheme(row.output) is not None:  # on object storage: its URL
+        links.append(["ipynb", redacted(row.output)])
+    elif row.output:
         links.append(["ipynb", _href(root / row.output, folder)])
     if index in rendered:
         links.append(["html", _href(rendered[index], folder)])

@@ -378,7 +378,8 @@ def check_results(
         if not result.passed:
             continue
         try:
-            check = reader.check(notebook, result.variation_id, result.recorded, result.output)
+            output = result.output if isinstance(result.output, Path) else None  # URL: no figures
+            check = reader.check(notebook, result.variation_id, result.recorded, output)
         except (SnapshotFileError, FiguresUnavailableError) as exc:
             failures.append(f"{notebook} [{result.variation_id}]: {exc}")
             continue

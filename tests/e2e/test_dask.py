@@ -8,12 +8,10 @@ workers get their own TMPDIR, so leftover kernels can be looked for there.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,14 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-import psutil
 import pytest
 
 from millrun_testing import (
     assert_no_kernels_left,
+    assert_nothing_left,
+    dask_scheduler_and_worker,
     output_files,
+    private_tmp,
     wait_for_running_cells,
-    wait_until,
     write_notebook,
     write_params,
 )
@@ -54,36 +53,12 @@ if not marker or not os.path.exists(marker):
 """
 
 
-def _private_tmp() -> Path:
-    return Path(tempfile.mkdtemp(prefix="mrd-", dir="/tmp"))
-
-
-def assert_nothing_left(tmp: Path, within: float = 15.0) -> None:
-    """No process of the cluster is left: worker, fork template or kernel (all have ``tmp``
-    as TMPDIR, and a template's command line no longer says what it is)."""
-
-    def left() -> list[str]:
-        found = []
-        for process in psutil.process_iter(["cmdline"]):
-            try:
-                if process.environ().get("TMPDIR") == str(tmp):
-                    found.append(" ".join(process.info["cmdline"] or ())[:80])
-            except psutil.Error:
-                continue
-        return found
-
-    deadline = time.monotonic() + within
-    while left() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert left() == []
-
-
 @pytest.fixture(scope="module")
 def local_client() -> Iterator[Any]:
     """A LocalCluster of 2 worker processes; a task whose worker died twice is given up."""
     import dask
 
-    tmp = _private_tmp()
+    tmp = private_tmp()
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         cluster = distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
@@ -100,33 +75,8 @@ def local_client() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def remote_address() -> Iterator[tuple[str, Path]]:
     """`dask scheduler` and one `dask worker --nthreads 2`, separate processes on 127.0.0.1."""
-    tmp = _private_tmp()
-    env = {**os.environ, "TMPDIR": str(tmp)}
-    scheduler_file = tmp / "scheduler.json"
-    common: dict[str, Any] = {
-        "env": env, "start_new_session": True, "stdout": subprocess.DEVNULL,
-        "stderr": subprocess.DEVNULL,
-    }  # fmt: skip
-    scheduler = [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
-    processes = [subprocess.Popen([*scheduler, "--scheduler-file", scheduler_file], **common)]
-    try:
-        wait_until(scheduler_file.exists, 60, f"the scheduler to write {scheduler_file}")
-        address = json.loads(scheduler_file.read_text())["address"]
-        assert address.startswith("tcp://127.0.0.1:")
-        worker = [DASK, "worker", address, "--host", "127.0.0.1", "--no-dashboard"]
-        processes.append(subprocess.Popen([*worker, "--nthreads", "2"], **common))
-        with distributed.Client(address, timeout=60, set_as_default=False) as client:
-            client.wait_for_workers(1, timeout=60)
+    with dask_scheduler_and_worker(nthreads=2) as (address, tmp):
         yield address, tmp
-    finally:
-        for process in reversed(processes):
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
-    assert_nothing_left(tmp)
 
 
 @pytest.fixture
@@ -303,7 +253,7 @@ def interrupt_cli(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[int,
 
 
 def test_ctrl_c_on_a_local_cluster_stops_promptly_and_closes_it(tmp_path: Path) -> None:
-    env = {**os.environ, "TMPDIR": str(_private_tmp())}
+    env = {**os.environ, "TMPDIR": str(private_tmp())}
     _code, _stdout, took = interrupt_cli(tmp_path, env, "--dask", "local", "--workers", "2")
     assert took < 20
     assert_nothing_left(Path(env["TMPDIR"]))  # the local cluster is closed

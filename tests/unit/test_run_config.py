@@ -52,7 +52,8 @@ def test_execute_run_takes_exactly_the_tables_api_keywords_with_their_defaults()
 
 
 def test_every_row_of_the_table_is_a_field_of_the_run_config() -> None:
-    resolved = {"front_end", "base", "command_line", "suite", "papermill_kwargs", "option_names"}
+    resolved = {"front_end", "base", "command_line", "suite", "papermill_kwargs", "option_names",
+                "output_url"}  # fmt: skip
     fields = {field.name for field in dataclasses.fields(RunConfig)}
     assert fields - resolved == {option.name for option in OPTIONS}
 

@@ -49,7 +49,7 @@ def summary(results: list[ExecutionResult]) -> list[str]:
     for result in results:
         rmse: object = result.recorded.get("rmse")
         duration: float = result.duration
-        output: Path | None = result.output
+        output: Path | str | None = result.output  # a URL with an output dir on object storage
         if result.passed:
             lines.append(f"{result.notebook.name} [{result.variation_id}] {rmse} {duration:.1f}s")
         elif result.error is not None:

@@ -1,0 +1,116 @@
+"""Output folders given as URLs (``s3://bucket/prefix``, ``gs://``, ``memory://``): told apart
+from local paths and checked before anything runs.
+
+Why here, before planning: ``Path("s3://runs/sweep")`` is the local path ``s3:/runs/sweep``,
+so a papermill user's habit silently wrote a local folder named ``s3:``.  A URL is never
+made a path: its scheme must have an fsspec filesystem installed (else one paragraph names
+the package, before anything runs), each notebook executes to a local file as always and
+is then uploaded with fsspec: one storage stack for every scheme, not papermill's own
+handlers for some.  ``fsspec`` is imported only for a URL.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+#: ``scheme://`` as fsspec and papermill read it; a single letter is a Windows drive (``C:``).
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+)://")
+
+FSSPEC_HINT = "pip install 'pytest-millrun[fsspec]'"
+
+
+class StorageError(ValueError):
+    """An output URL that cannot be used; the message says why and what to install or do."""
+
+
+def url_scheme(text: object) -> str | None:
+    """The scheme of an output given as a URL (``"s3"``), None for a local path."""
+    if not isinstance(text, str):
+        return None
+    match = _URL.match(text)
+    return match.group("scheme").lower() if match else None
+
+
+def redacted(url: str) -> str:
+    """The URL as messages, results and reports may show it: a user and password in it become
+    ``***`` (a user alone, as ``sftp://me@host``, stays)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc or ":" not in parts.netloc.rpartition("@")[0]:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"***@{host}").geturl()
+
+
+def missing_filesystem(scheme: str) -> str | None:
+    """Why fsspec cannot open ``scheme`` here (what to install), or None when it can."""
+    try:
+        import fsspec
+    except ImportError:
+        return (
+            f"fsspec is not installed: {FSSPEC_HINT}, and the package of the filesystem for "
+            f"{scheme}:// (such as s3fs, gcsfs or adlfs)"
+        )
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except ImportError as exc:
+        return str(exc)
+    except ValueError:
+        return (
+            "no filesystem is registered for it (fsspec's known implementations list the "
+            "packages that bring one)"
+        )
+    return None
+
+
+def check_output_url(url: str, option: str) -> None:
+    """Refuse, before anything runs, an output URL fsspec cannot open here; raises StorageError
+    naming what to install."""
+    scheme = url_scheme(url)
+    assert scheme is not None
+    missing = missing_filesystem(scheme)
+    if missing is not None:
+        raise StorageError(
+            f"{option} {redacted(url)} is a URL, and fsspec cannot open {scheme}:// here: "
+            f"{missing}. Install what this names, or give a local folder. Nothing ran, and no "
+            f"local folder named '{scheme}:' was made."
+        )
+
+
+def output_url(root: str, relative: str) -> str:
+    """Where an output whose path under the run's output folder is ``relative`` goes."""
+    return f"{root.rstrip('/')}/{relative.lstrip('/')}"
+
+
+def upload(local: Path, url: str) -> None:
+    """Copy one executed notebook to its URL with fsspec (its usual credentials and config).
+
+    Raises OSError (fsspec's and the filesystem's errors) with the URL, credentials hidden.
+    """
+    import fsspec.core
+
+    try:
+        filesystem, path = fsspec.core.url_to_fs(url)
+        filesystem.put_file(str(local), path)
+    except Exception as exc:  # any filesystem's own errors (botocore, aiohttp...)
+        raise OSError(f"could not upload {local.name} to {redacted(url)}: {exc}") from None
+
+
+def staging_folder() -> Path:
+    """A new local folder name (not made yet) for a run's outputs before their upload."""
+    import tempfile
+    import uuid
+
+    return Path(tempfile.gettempdir(), f"millrun-upload-{uuid.uuid4().hex[:12]}")
+
+
+def remove_staging(staging: Path) -> None:
+    """The staging folder's empty folders, once the run is over; an output whose upload
+    failed stays, as its failure says."""
+    import contextlib
+    import os
+
+    for folder, _, _ in sorted(os.walk(staging), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
