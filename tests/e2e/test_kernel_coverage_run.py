@@ -4,6 +4,10 @@ the kernels leave no data file behind; without ``--cov`` a kernel never imports 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from millrun_testing import write_notebook
@@ -22,7 +26,9 @@ def unused(x):
 
 def project(pytester: pytest.Pytester, *cells: str) -> None:
     (pytester.path / "helper.py").write_text(HELPER)
-    write_notebook(pytester.path / "nbs" / "calls.ipynb", ["from helper import used", *cells])
+    # the kernel runs in the notebook's folder (the command) or the rootdir (the plugin)
+    imports = f"import sys\nsys.path.insert(0, {str(pytester.path)!r})\nfrom helper import used"
+    write_notebook(pytester.path / "nbs" / "calls.ipynb", [imports, *cells])
     pytester.makefile(".json", params='[{"x": 1}]')
 
 
@@ -45,7 +51,9 @@ def helper_lines(pytester: pytest.Pytester) -> set[int] | None:
 
 def data_files(pytester: pytest.Pytester) -> list[str]:
     return sorted(
-        str(path.relative_to(pytester.path)) for path in pytester.path.rglob(".coverage*")
+        str(path.relative_to(pytester.path))
+        for path in pytester.path.rglob(".coverage*")
+        if path.name != ".coveragerc"
     )
 
 
@@ -79,3 +87,38 @@ def test_a_kernel_imports_coverage_only_when_pytest_cov_measures(
     result = run(pytester, *(["--cov=.", "--cov-report="] if measured else []))
     result.assert_outcomes(passed=1)
     assert data_files(pytester) == ([".coverage"] if measured else [])
+
+
+COVERAGERC = "[run]\nparallel = true\nsource = .\n"
+API_SCRIPT = """
+import millrun
+
+results = millrun.execute_run("nbs", "params.json", "out", workers=2, use_multiprocessing=True)
+assert all(result.passed for result in results), results
+"""
+
+
+def coverage_command(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "coverage", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+@pytest.mark.parametrize("front_end", ["command", "api"])
+def test_coverage_run_of_the_command_and_the_api_measures_their_kernels(
+    pytester: pytest.Pytester, kernel_start: str, front_end: str
+) -> None:
+    project(pytester, "result = used(x)")
+    (pytester.path / ".coveragerc").write_text(COVERAGERC)
+    (pytester.path / "run_api.py").write_text(API_SCRIPT)
+    if front_end == "command":
+        program = ["-m", "pytest_millrun", "nbs", "params.json", "--output-dir", "out"]
+    else:
+        program = ["run_api.py"]
+    coverage_command(pytester.path, "run", *program)
+    coverage_command(pytester.path, "combine")
+    assert helper_lines(pytester) == {1, 2, 5}
+    assert data_files(pytester) == [".coverage"]
