@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from pytest_millrun.core.discovery import OUTPUT_MARKER
 from pytest_millrun.coverage.kernel_code import finish_expression, start_code
 from pytest_millrun.coverage.kernel_reports import kernel_notes
 from pytest_millrun.coverage.kernel_settings import KernelCoverage
+from pytest_millrun.coverage.stored_lines import COVERAGE_ENTRY, stored_entry
 from pytest_millrun.execution.kernel_session import EndReply, KernelSessionPart
 
 #: The part's key in ``ExecutionResult.kernel_report``.
@@ -37,6 +39,7 @@ class CoveragePart(KernelSessionPart):
         self.keep_lines = keep_lines
         #: The fork template's preloaded modules, which a warning about early imports names.
         self.preload = preload
+        self._stored: dict[str, Any] | None = None
 
     def start_code(self) -> str:
         return start_code(self.settings)
@@ -55,10 +58,23 @@ class CoveragePart(KernelSessionPart):
                 ],
             }
         payload = dict(reply.payload or {})
+        if self.keep_lines:
+            self._stored = stored_entry(payload, self.settings)
+            payload.pop("files", None)
+            payload.pop("tracers", None)
         payload["notes"] = kernel_notes(
             payload, topdir=self.settings.topdir, forked=bool(self.preload), preload=self.preload
         )
         return payload
+
+    def notebook_done(self, nb: Any) -> None:
+        """Keep the lines in the output (``metadata.millrun.coverage``) for a cached run;
+        an output without them (a run whose kernel was not measured) is run again."""
+        marker = nb.metadata.setdefault(OUTPUT_MARKER, {})
+        if self._stored is not None:
+            marker[COVERAGE_ENTRY] = self._stored
+        else:
+            marker.pop(COVERAGE_ENTRY, None)
 
 
 def coverage_notes(kernel_report: Any) -> list[str]:

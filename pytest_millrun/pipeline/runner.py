@@ -21,6 +21,7 @@ from typing import Any
 from pytest_millrun.config.run_config import RunConfig
 from pytest_millrun.core.data import ExecutionResult
 from pytest_millrun.core.suite_file import resolve_suite
+from pytest_millrun.coverage.kernel_settings import KernelCoverage
 from pytest_millrun.dispatch.dask_client import ClusterError
 from pytest_millrun.dispatch.dispatchers import Dispatcher, make_dispatcher
 from pytest_millrun.dispatch.jobs import Job, RunOptions
@@ -75,8 +76,9 @@ def plan(
     options = dataclasses.replace(
         config.run_options(), kernel_start=resolve_kernel_start(config.kernel_start)
     )
-    options = with_kernel_coverage(options)
-    split = CacheSplit(jobs, config.cache_settings, options, warn=warn_unmatched)
+    options = with_kernel_coverage(options, keep_lines=config.cache_settings.enabled)
+    cache_settings = dataclasses.replace(config.cache_settings, coverage=_measuring(options))
+    split = CacheSplit(jobs, cache_settings, options, warn=warn_unmatched)
     return PlannedRun(config, jobs, stale, split, options)
 
 
@@ -123,7 +125,7 @@ def _longest_first(jobs: list[Job]) -> list[Job]:
     return longest_first(jobs, known, key=lambda job: job.output)
 
 
-def with_kernel_coverage(options: RunOptions) -> RunOptions:
+def with_kernel_coverage(options: RunOptions, *, keep_lines: bool = False) -> RunOptions:
     """``options`` with kernels measured when coverage measures this process (``coverage run``
     of the command, or a measured program calling the API); never imports coverage."""
     from pytest_millrun.coverage.kernel_reports import warn_once
@@ -141,8 +143,19 @@ def with_kernel_coverage(options: RunOptions) -> RunOptions:
     except KernelCoverageError as exc:
         warn_once([str(exc)])
         return options
-    part = functools.partial(CoveragePart, settings, preload=options.preload)
+    part = functools.partial(
+        CoveragePart, settings, keep_lines=keep_lines, preload=options.preload
+    )
     return dataclasses.replace(options, session_parts=(*options.session_parts, part))
+
+
+def _measuring(options: RunOptions) -> KernelCoverage | None:
+    """The kernels' coverage settings of a run, if its kernels are measured."""
+    for make in _partials(options):
+        if make.func is CoveragePart:
+            settings: KernelCoverage = make.args[0]
+            return settings
+    return None
 
 
 def _partials(options: RunOptions) -> list[functools.partial[Any]]:

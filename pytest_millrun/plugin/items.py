@@ -142,19 +142,24 @@ class NotebookItem(pytest.Item):
 
         from pytest_millrun.plugin.coverage_glue import item_coverage
 
-        options = self.config.stash[session_key].settings.run_options()
+        run = self.config.stash[session_key].settings
+        options = run.run_options()
         settings = item_coverage(self)
         if settings is None:
             return options
         from pytest_millrun.execution.coverage_part import CoveragePart
 
-        part = functools.partial(CoveragePart, settings, preload=options.preload)
+        keep = run.cache_settings.enabled
+        part = functools.partial(CoveragePart, settings, keep_lines=keep, preload=options.preload)
         return dataclasses.replace(options, session_parts=(*options.session_parts, part))
 
     def cache_verdict(self) -> tuple[Verdict, CacheKey | None]:
         """The cache's verdict on this item and the key its pass records, checked once."""
         if self.verdict is None:
-            self.verdict = self.config.stash[session_key].verdict_for(self.job)
+            from pytest_millrun.plugin.coverage_glue import item_coverage
+
+            session = self.config.stash[session_key]
+            self.verdict = session.verdict_for(self.job, item_coverage(self))
         return self.verdict
 
     def _through_cache(self) -> Job | None:
@@ -164,12 +169,14 @@ class NotebookItem(pytest.Item):
 
         from pytest_millrun.cache.verdicts import cached_result
         from pytest_millrun.plugin.cache_glue import CACHED_PROPERTY, REASON_PROPERTY
+        from pytest_millrun.plugin.coverage_glue import item_coverage
 
         verdict, key = self.cache_verdict()
         if verdict.hit:
             self.result = cached_result(
-                self.path, self.variation_id, self.variation, self.output, verdict
-            )
+                self.path, self.variation_id, self.variation, self.output, verdict,
+                item_coverage(self),
+            )  # fmt: skip
             self.user_properties.append((CACHED_PROPERTY, "true"))
             return None
         self.user_properties.append((REASON_PROPERTY, "; ".join(verdict.reasons)))

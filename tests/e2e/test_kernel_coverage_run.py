@@ -122,3 +122,35 @@ def test_coverage_run_of_the_command_and_the_api_measures_their_kernels(
     coverage_command(pytester.path, "combine")
     assert helper_lines(pytester) == {1, 2, 5}
     assert data_files(pytester) == [".coverage"]
+
+
+def outcomes(result: pytest.RunResult) -> dict[str, int]:
+    return {k: v for k, v in result.parseoutcomes().items() if k in ("passed", "failed", "cached")}
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_cached_variation_counts_the_lines_its_run_stored(
+    pytester: pytest.Pytester, workers: str
+) -> None:
+    project(pytester, "result = used(x)")
+    cov = ["-n", workers, "--millrun-cache", "--cov=.", "--cov-report="]
+    assert outcomes(run(pytester, *cov)) == {"passed": 1}
+    (pytester.path / ".coverage").unlink()
+    warm = run(pytester, *cov)
+    assert outcomes(warm) == {"cached": 1}
+    assert helper_lines(pytester) == {1, 2, 5}
+    assert data_files(pytester) == [".coverage"]
+
+
+def test_an_output_stored_without_coverage_runs_again_when_measured(
+    pytester: pytest.Pytester,
+) -> None:
+    project(pytester, "result = used(x)")
+    assert outcomes(run(pytester, "--millrun-cache")) == {"passed": 1}
+    measured = run(pytester, "--millrun-cache", "--cov=.", "--cov-report=", "-v")
+    assert outcomes(measured) == {"passed": 1}
+    measured.stdout.fnmatch_lines(["*no coverage lines stored*"])
+    assert helper_lines(pytester) == {1, 2, 5}
+    # and now the lines are stored: the next measured run is served from the output
+    assert outcomes(run(pytester, "--millrun-cache", "--cov=.", "--cov-report=")) == {"cached": 1}
+    assert helper_lines(pytester) == {1, 2, 5}
