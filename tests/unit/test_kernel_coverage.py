@@ -15,6 +15,9 @@ from typing import Any
 import coverage
 import pytest
 
+from pytest_millrun.cache import verdicts
+from pytest_millrun.cache.keys import CacheKey
+from pytest_millrun.cache.verdicts import CacheSettings
 from pytest_millrun.coverage import kernel_code, stored_lines
 from pytest_millrun.coverage.kernel_reports import kernel_notes
 from pytest_millrun.coverage.kernel_settings import (
@@ -239,3 +242,44 @@ def test_files_the_fork_template_imported_are_named_once_with_the_fix() -> None:
         "report: no coverage."
     ]
     assert kernel_notes({"already_imported": [], "problems": []}, topdir="/p", forked=True) == []
+
+
+def cached_output(path: Path, lines: dict[str, Any] | None) -> CacheKey:
+    """A passing run's output, stamped with its key, with ``lines`` as its stored coverage."""
+    nb: dict[str, Any] = {"cells": [], "metadata": {"millrun": {}}, "nbformat": 4}
+    if lines is not None:
+        nb["metadata"]["millrun"][stored_lines.COVERAGE_ENTRY] = lines
+    path.write_text(json.dumps(nb))
+    key = CacheKey({"schema": 1, "cells": []})
+    verdicts.stamp(path, key)
+    return key
+
+
+def test_a_cached_variation_counts_its_stored_lines_or_runs_when_they_do_not_fit(
+    project: Path,
+) -> None:
+    settings = host_settings(project)
+    payload = {"measured": True, "files": {str(project / "nbs" / "helper.py"): [1, 2, 5]}}
+    entry = stored_lines.stored_entry(payload, settings)
+    output = project / "out.ipynb"
+    key = cached_output(output, entry)
+
+    plain = verdicts.check_output(output, key, CacheSettings(True))
+    assert plain.hit
+    assert plain.coverage_lines is None  # no coverage: nothing to count, nothing written
+    measured = verdicts.check_output(output, key, CacheSettings(True, coverage=settings))
+    assert measured.hit
+    assert data_files(project) == []
+    verdicts.cached_result(output, "1", {}, output, measured, settings.in_context("a|run"))
+    [written] = data_files(project)
+    assert measured_lines(written) == {"helper.py": [1, 2, 5]}
+
+    branch = CacheSettings(True, coverage=host_settings(project, branch=True))
+    assert verdicts.check_output(output, key, branch).reasons == (
+        "coverage lines stored with other coverage settings",
+    )
+    key = cached_output(output, None)
+    assert verdicts.check_output(output, key, CacheSettings(True)).hit
+    assert verdicts.check_output(output, key, CacheSettings(True, coverage=settings)).reasons == (
+        "no coverage lines stored",
+    )
