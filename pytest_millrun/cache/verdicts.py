@@ -39,9 +39,11 @@ from pytest_millrun.cache.keys import (
 from pytest_millrun.cache.reads import ReadSettings, current_reads, read_changes, read_settings
 from pytest_millrun.core.discovery import OUTPUT_MARKER
 from pytest_millrun.core.globs import path_regexes
+from pytest_millrun.coverage.stored_lines import COVERAGE_ENTRY, unusable, write_data_file
 
 if TYPE_CHECKING:
     from pytest_millrun.core.data import ExecutionResult
+    from pytest_millrun.coverage.kernel_settings import KernelCoverage
 
 #: The entry of ``metadata.millrun`` that holds a passing run's key.
 CACHE_ENTRY = "cache"
@@ -68,6 +70,9 @@ class CacheSettings:
     output_root: Path | None = None
     #: How the front end spells the force option, for the reason a forced variation runs.
     force_option: str = "force=True"
+    #: With kernels measured: the settings a hit's stored lines must have been measured
+    #: with (see :mod:`pytest_millrun.coverage.stored_lines`); a hit then counts them.
+    coverage: KernelCoverage | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class Verdict:
     recorded: Mapping[str, Any] = field(default_factory=dict)
     record_notes: Mapping[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    #: A hit's stored coverage lines, when the run measures kernels.
+    coverage_lines: Mapping[str, Any] | None = None
 
 
 class RunInputs:
@@ -249,15 +256,33 @@ def check_output(
         reasons = read_changes(read, current_reads(read, folder, found))
     if reasons:
         return miss(*reasons)
+    lines = marker.get(COVERAGE_ENTRY)
+    if settings.coverage is not None and (why := unusable(lines, settings.coverage)):
+        return miss(why)
     values, notes = recorded_from_notebook(nb)
-    return Verdict(True, (), values, notes, time.perf_counter() - started)
+    return Verdict(
+        True, (), values, notes, time.perf_counter() - started,
+        coverage_lines=lines if settings.coverage is not None else None,
+    )  # fmt: skip
 
 
 def cached_result(
-    notebook: Path, variation_id: str, parameters: Mapping[str, Any], output: Path, verdict: Verdict
+    notebook: Path,
+    variation_id: str,
+    parameters: Mapping[str, Any],
+    output: Path,
+    verdict: Verdict,
+    coverage: KernelCoverage | None = None,
 ) -> ExecutionResult:
-    """A passing result read back from a hit's output, without running anything."""
+    """A passing result read back from a hit's output, without running anything.
+
+    With kernels measured (``coverage``), the lines its run executed count again: they
+    are written as a data file beside the host's, under ``coverage``'s context.
+    """
     from pytest_millrun.core.data import ExecutionResult
+
+    if coverage is not None and verdict.coverage_lines is not None:
+        write_data_file(verdict.coverage_lines, coverage)
 
     return ExecutionResult(
         notebook=notebook,

@@ -28,6 +28,7 @@ from typing import IO, Any, Protocol
 
 from pytest_millrun.core.data import KernelStart
 from pytest_millrun.core.text import first_line, quote_log
+from pytest_millrun.coverage.kernel_settings import PROCESS_START_VARIABLES
 from pytest_millrun.execution.kernel_requests import builtin_parts, wait_for_relay
 from pytest_millrun.execution.kernel_session import KernelSession
 
@@ -48,9 +49,13 @@ PYTEST_VARIABLES = frozenset(
 
 def kernel_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment a kernel starts with: ``env`` (default: this process's) minus
-    :data:`PYTEST_VARIABLES`, so an output notebook does not depend on the front end."""
+    :data:`PYTEST_VARIABLES`, so an output notebook does not depend on the front end, and
+    minus coverage's start-up variables (a fork template starts with this environment too),
+    so that ``[run] patch = subprocess`` measures neither: millrun measures kernels itself
+    (see :mod:`pytest_millrun.coverage`), and would count their lines twice."""
     source = os.environ if env is None else env
-    return {key: value for key, value in source.items() if key not in PYTEST_VARIABLES}
+    left_out = PYTEST_VARIABLES | PROCESS_START_VARIABLES
+    return {key: value for key, value in source.items() if key not in left_out}
 
 
 class KernelProcess(Protocol):

@@ -53,8 +53,9 @@ class CacheSplit:
             )  # fmt: skip
             if verdict.hit:
                 self.cached[index] = verdicts.cached_result(
-                    job.notebook, job.variation_id, job.variation, job.output, verdict
-                )
+                    job.notebook, job.variation_id, job.variation, job.output, verdict,
+                    settings.coverage,
+                )  # fmt: skip
             else:
                 self.to_run.append(
                     dataclasses.replace(job, cache_key=key, cache_reasons=verdict.reasons)

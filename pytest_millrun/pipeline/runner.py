@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pytest_millrun.config.run_config import RunConfig
 from pytest_millrun.core.data import ExecutionResult
 from pytest_millrun.core.storage import output_url, remove_staging, staging_folder
 from pytest_millrun.core.suite_file import resolve_suite
+from pytest_millrun.coverage.kernel_settings import KernelCoverage
 from pytest_millrun.dispatch.dask_client import ClusterError
 from pytest_millrun.dispatch.dispatchers import Dispatcher, make_dispatcher
 from pytest_millrun.dispatch.jobs import Job, RunOptions
+from pytest_millrun.execution.coverage_part import CoveragePart, coverage_notes
 from pytest_millrun.execution.execute import resolve_kernel_start
 from pytest_millrun.pipeline.cache_split import CacheSplit
 from pytest_millrun.pipeline.planning import plan_run, planned_outputs
@@ -88,7 +92,9 @@ def plan(
     options = dataclasses.replace(
         config.run_options(), kernel_start=resolve_kernel_start(config.kernel_start)
     )
-    split = CacheSplit(jobs, config.cache_settings, options, warn=warn_unmatched)
+    options = with_kernel_coverage(options, keep_lines=config.cache_settings.enabled)
+    cache_settings = dataclasses.replace(config.cache_settings, coverage=_measuring(options))
+    split = CacheSplit(jobs, cache_settings, options, warn=warn_unmatched)
     return PlannedRun(config, jobs, stale, split, options, staging)
 
 
@@ -122,6 +128,8 @@ def run(
             from pytest_millrun.snapshots.figures import kernel_backend
 
             stack.enter_context(kernel_backend())
+        if any(make.func is CoveragePart for make in _partials(planned.options)):
+            on_result = _warning_coverage_notes(on_result)
         return planned.split.run(
             lambda todo, hear: dispatcher.run(todo, planned.options, hear),
             on_result,
@@ -133,3 +141,52 @@ def _longest_first(jobs: list[Job]) -> list[Job]:
     """The jobs whose outputs say they ran longest last time first (see :mod:`.run_order`)."""
     known = outputs_durations(job.output for job in jobs)
     return longest_first(jobs, known, key=lambda job: job.output)
+
+
+def with_kernel_coverage(options: RunOptions, *, keep_lines: bool = False) -> RunOptions:
+    """``options`` with kernels measured when coverage measures this process (``coverage run``
+    of the command, or a measured program calling the API); never imports coverage."""
+    from pytest_millrun.coverage.kernel_reports import warn_once
+    from pytest_millrun.coverage.kernel_settings import (
+        KernelCoverageError,
+        kernel_coverage,
+        measuring_coverage,
+    )
+
+    cov = measuring_coverage()
+    if cov is None:
+        return options
+    try:
+        settings = kernel_coverage(cov)
+    except KernelCoverageError as exc:
+        warn_once([str(exc)])
+        return options
+    part = functools.partial(
+        CoveragePart, settings, keep_lines=keep_lines, preload=options.preload
+    )
+    return dataclasses.replace(options, session_parts=(*options.session_parts, part))
+
+
+def _measuring(options: RunOptions) -> KernelCoverage | None:
+    """The kernels' coverage settings of a run, if its kernels are measured."""
+    for make in _partials(options):
+        if make.func is CoveragePart:
+            settings: KernelCoverage = make.args[0]
+            return settings
+    return None
+
+
+def _partials(options: RunOptions) -> list[functools.partial[Any]]:
+    return [make for make in options.session_parts if isinstance(make, functools.partial)]
+
+
+def _warning_coverage_notes(on_result: OnResult | None) -> OnResult:
+    """``on_result``, warning first (once a run per note) what a kernel's coverage missed."""
+    from pytest_millrun.coverage.kernel_reports import warn_once
+
+    def hear(result: ExecutionResult) -> None:
+        warn_once(coverage_notes(result.kernel_report))
+        if on_result is not None:
+            on_result(result)
+
+    return hear

@@ -26,7 +26,7 @@ from pytest_millrun.core.discovery import (
 )
 from pytest_millrun.core.naming import OutputPathError
 from pytest_millrun.core.params import ParamsError
-from pytest_millrun.dispatch.jobs import Job
+from pytest_millrun.dispatch.jobs import Job, RunOptions
 from pytest_millrun.plugin.marking import marks_for, says_collection_warnings
 from pytest_millrun.plugin.state import (
     CELLS_PROPERTY,
@@ -126,12 +126,14 @@ class NotebookItem(pytest.Item):
         result = session.cluster_result(self)  # with --millrun-dask: submitted already
         if result is None:
             self._start_next_kernel_ahead()
-            result = run_job(job, session.settings.run_options())
+            result = run_job(job, self._run_options())
         self.result = result
         if result.cell_seconds:
             import json
 
             self.user_properties.append((CELLS_PROPERTY, json.dumps(result.cell_seconds)))
+        if result.kernel_report:
+            _warn_coverage_notes(result.kernel_report)
         for note in result.notes:
             self.add_report_section("call", NOTES_SECTION, note)
         if not result.passed:
@@ -146,10 +148,31 @@ class NotebookItem(pytest.Item):
 
         return redacted(self.job.output_url)
 
+    def _run_options(self) -> RunOptions:
+        """The run's options, plus this item's kernel coverage when pytest-cov measures."""
+        import dataclasses
+        import functools
+
+        from pytest_millrun.plugin.coverage_glue import item_coverage
+
+        run = self.config.stash[session_key].settings
+        options = run.run_options()
+        settings = item_coverage(self)
+        if settings is None:
+            return options
+        from pytest_millrun.execution.coverage_part import CoveragePart
+
+        keep = run.cache_settings.enabled
+        part = functools.partial(CoveragePart, settings, keep_lines=keep, preload=options.preload)
+        return dataclasses.replace(options, session_parts=(*options.session_parts, part))
+
     def cache_verdict(self) -> tuple[Verdict, CacheKey | None]:
         """The cache's verdict on this item and the key its pass records, checked once."""
         if self.verdict is None:
-            self.verdict = self.config.stash[session_key].verdict_for(self.job)
+            from pytest_millrun.plugin.coverage_glue import item_coverage
+
+            session = self.config.stash[session_key]
+            self.verdict = session.verdict_for(self.job, item_coverage(self))
         return self.verdict
 
     def job_to_run(self) -> Job | None:
@@ -168,11 +191,13 @@ class NotebookItem(pytest.Item):
         """The earlier output answers: the item passes with the result read back from it."""
         from pytest_millrun.cache.verdicts import cached_result
         from pytest_millrun.plugin.cache_glue import CACHED_PROPERTY
+        from pytest_millrun.plugin.coverage_glue import item_coverage
 
         verdict, _ = self.cache_verdict()
         self.result = cached_result(
-            self.path, self.variation_id, self.variation, self.output, verdict
-        )
+            self.path, self.variation_id, self.variation, self.output, verdict,
+            item_coverage(self),
+        )  # fmt: skip
         self.user_properties.append((CACHED_PROPERTY, "true"))
 
     def _start_next_kernel_ahead(self) -> None:
@@ -211,3 +236,10 @@ class NotebookItem(pytest.Item):
     def reportinfo(self) -> tuple[Path, int | None, str]:
         # a line number (not None): pytest reports a skip mark at the item's location
         return self.path, 0, f"{self.path.name}[{self.variation_id}]"
+
+
+def _warn_coverage_notes(kernel_report: Any) -> None:
+    from pytest_millrun.coverage.kernel_reports import warn_once
+    from pytest_millrun.execution.coverage_part import coverage_notes
+
+    warn_once(coverage_notes(kernel_report))

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pytest_millrun.cache.verdicts import RunInputs, Verdict
     from pytest_millrun.config.run_config import RunConfig
     from pytest_millrun.core.data import ExecutionResult
+    from pytest_millrun.coverage.kernel_settings import KernelCoverage
     from pytest_millrun.dispatch.dask_client import Submitted
     from pytest_millrun.dispatch.jobs import Job
     from pytest_millrun.pipeline.stale_outputs import StaleOutputs
@@ -181,15 +182,24 @@ class MillrunSession:
             )
             self.config.issue_config_time_warning(keys.CacheInputWarning(message), stacklevel=2)
 
-    def verdict_for(self, job: Job) -> tuple[Verdict, CacheKey | None]:
-        """A job's verdict (a hit, or why it runs) and the key a pass will record."""
+    def verdict_for(
+        self, job: Job, coverage: KernelCoverage | None = None
+    ) -> tuple[Verdict, CacheKey | None]:
+        """A job's verdict (a hit, or why it runs) and the key a pass will record.
+
+        With its kernel measured (``coverage``), a hit needs the lines its run executed,
+        stored with the same coverage settings.
+        """
+        import dataclasses
+
         from pytest_millrun.cache import verdicts
 
         inputs = self.cache_inputs
         assert inputs is not None  # start_cache() ran at configure
         unmatched = len(inputs.unmatched_more)
         found = verdicts.verdict_for(
-            job.notebook, job.variation, job.output, inputs, self.settings.cache_settings,
+            job.notebook, job.variation, job.output, inputs,
+            dataclasses.replace(self.settings.cache_settings, coverage=coverage),
             kernel_name=self.settings.kernel_name, record=job.record, papermill_kwargs={},
             more_inputs=job.cache_inputs, more_ignore=job.cache_ignore,
         )  # fmt: skip

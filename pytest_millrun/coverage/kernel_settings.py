@@ -1,0 +1,149 @@
+"""Runs in the host: how kernels measure, taken from the ``Coverage`` that measures the front end.
+
+Why one frozen value: the front end decides once whether kernels are measured
+(pytest-cov's controller in the plugin, the started ``Coverage`` of ``coverage run``
+for the command and the API) and the value then travels with each job, through a
+process pool too, into the kernel (:mod:`pytest_millrun.inkernel.coverage_start`).
+It holds coverage's own serialised configuration, so a kernel measures with exactly
+the host's source, include, omit, branch, plugins and static context, whatever file
+they came from; and a digest of the settings that decide which lines are recorded,
+which a cached variation's stored lines must match to count (see
+:mod:`pytest_millrun.coverage.stored_lines`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+#: Variables that make coverage start by itself in a new interpreter (coverage's ``.pth``
+#: hook, set by ``[run] patch = subprocess`` or by hand; pytest-cov 6's ``COV_CORE_*``).
+#: Kept from kernels and fork templates: a kernel is measured by millrun, once (a kernel
+#: ended by SIGKILL would never save what such a start measured), and a template not at all.
+PROCESS_START_VARIABLES = frozenset(
+    {
+        "COVERAGE_PROCESS_START",
+        "COVERAGE_PROCESS_CONFIG",
+        "COV_CORE_SOURCE",
+        "COV_CORE_CONFIG",
+        "COV_CORE_DATAFILE",
+    }
+)
+
+#: What a kernel's recorded lines depend on, besides the code: a stored record made with
+#: other values of these does not stand for a run now.
+_MEASURING_OPTIONS = (
+    "branch",
+    "cover_pylib",
+    "source",
+    "source_pkgs",
+    "source_dirs",
+    "run_include",
+    "run_omit",
+    "plugins",
+    "context",
+)
+_DIGEST_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class KernelCoverage:
+    """How the kernels of a run measure coverage, and where their data goes."""
+
+    #: ``CoverageConfig.serialize()`` of the host's configuration, paths made absolute.
+    config: str
+    #: The folder the host's relative settings mean (the kernel starts coverage there).
+    topdir: str
+    #: The host's data file: kernels write ``<data_file>.<suffix>`` files beside it.
+    data_file: str
+    #: Whether coverage stores file names relative to ``topdir`` (``[run] relative_files``).
+    relative_files: bool
+    #: A digest of the settings that decide which lines are recorded (see module doc).
+    digest: str
+    #: The dynamic context of the lines (``--cov-context=test``: ``<nodeid>|run``), if any.
+    context: str | None = None
+
+    def in_context(self, context: str | None) -> KernelCoverage:
+        """The same settings for lines recorded under ``context`` (one test item's)."""
+        return dataclasses.replace(self, context=context)
+
+
+def measuring_coverage() -> Any | None:
+    """The started ``Coverage`` measuring this process (``coverage run``), or None.
+
+    Never imports coverage: a process that has not imported it is not measured.
+    """
+    module = sys.modules.get("coverage")
+    current = getattr(getattr(module, "Coverage", None), "current", None)
+    return current() if callable(current) else None
+
+
+class KernelCoverageError(Exception):
+    """The host's coverage cannot be handed to kernels (the message says why and the fix)."""
+
+
+def kernel_coverage(cov: Any, topdir: str | None = None) -> KernelCoverage:
+    """The kernels' settings from the host's ``Coverage`` (started in ``topdir``, default cwd).
+
+    Paths are made absolute against ``topdir`` here rather than by ``serialize``
+    (which uses the current folder): pytest-cov's controller knows the folder it
+    started in.  Raises :class:`KernelCoverageError` for a coverage older than 7.10.3,
+    which cannot serialise its configuration.
+    """
+    if not hasattr(cov.config, "serialize"):
+        version = getattr(sys.modules.get("coverage"), "__version__", "?")
+        raise KernelCoverageError(
+            f"coverage {version} cannot hand its settings to notebook kernels, so the lines "
+            f"they run are not measured; kernels are measured with coverage 7.10.3 or later "
+            f"(pip install -U coverage pytest-cov)."
+        )
+    base = os.path.abspath(topdir or os.getcwd())
+    config = copy.deepcopy(cov.config)
+    config.data_file = os.path.join(base, os.path.expanduser(str(config.data_file)))
+    if config.source is not None:
+        config.source = [_absolute_if_exists(base, entry) for entry in config.source]
+    config.source_dirs = [os.path.join(base, entry) for entry in config.source_dirs]
+    return KernelCoverage(
+        config=config.serialize(),
+        topdir=base,
+        data_file=config.data_file,
+        relative_files=bool(config.relative_files),
+        digest=settings_digest(config, base),
+    )
+
+
+def _absolute_if_exists(base: str, entry: str) -> str:
+    """A ``source`` entry is a folder when one exists by that name, else a package name."""
+    path = os.path.join(base, os.path.expanduser(entry))
+    return os.path.abspath(path) if os.path.exists(path) else entry
+
+
+def settings_digest(config: Any, topdir: str) -> str:
+    """A digest of ``config``'s measuring options, with paths under ``topdir`` made relative.
+
+    Relative, so that the same project measured from another checkout folder gives
+    the same digest.
+    """
+
+    def portable(value: Any) -> Any:
+        if isinstance(value, list):
+            return [portable(item) for item in value]
+        if isinstance(value, str) and os.path.isabs(value):
+            relative = os.path.relpath(value, topdir)
+            return value if relative.startswith(os.pardir) else relative.replace(os.sep, "/")
+        return value
+
+    options = {name: portable(getattr(config, name, None)) for name in _MEASURING_OPTIONS}
+    text = json.dumps({"schema": _DIGEST_SCHEMA, **options}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def without_process_start(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without :data:`PROCESS_START_VARIABLES` (a kernel's or a template's)."""
+    return {name: value for name, value in env.items() if name not in PROCESS_START_VARIABLES}
