@@ -248,7 +248,8 @@ def test_pooled_run_stops_within_seconds_on_a_signal(
         str(out / "0-slow.ipynb"),
         str(out / "1-slow.ipynb"),
     ]
-    assert all(row[2] > 1 for row in report["interrupted"])  # the worker's own result came back
+    # the worker's own result came back (a result the parent makes up has no time at all)
+    assert all(row[2] > 0 for row in report["interrupted"]), report["interrupted"]
     assert_no_kernels_left(kernel_tmp)
     assert alive == []
     assert sorted(p.name for p in kernel_tmp.iterdir()) == []  # no fork template folder left
