@@ -36,8 +36,9 @@ from pytest_millrun.pipeline.stale_outputs import StaleOutputs, handle_stale_out
 
 OnResult = Callable[[ExecutionResult], None]
 
-#: Raised by :func:`run` when Dask is not installed or its cluster cannot run the jobs.
-__all__ = ["ClusterError", "PlannedRun", "dispatcher_for", "plan", "run"]
+# ClusterError: what :func:`run` raises when Dask is missing or its cluster cannot run the
+# jobs; the command imports it from here, so it reaches no dispatch module of its own.
+__all__ = ["ClusterError", "PlannedRun", "dispatcher_for", "plan", "run", "with_kernel_coverage"]
 
 
 @dataclass(frozen=True)
