@@ -17,7 +17,6 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pytest_millrun.config.run_config import RunConfig
 from pytest_millrun.core.data import ExecutionResult
@@ -38,7 +37,7 @@ OnResult = Callable[[ExecutionResult], None]
 
 # ClusterError: what :func:`run` raises when Dask is missing or its cluster cannot run the
 # jobs; the command imports it from here, so it reaches no dispatch module of its own.
-__all__ = ["ClusterError", "PlannedRun", "dispatcher_for", "plan", "run", "with_kernel_coverage"]
+__all__ = ["ClusterError", "PlannedRun", "dispatcher_for", "plan", "run"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,8 @@ class PlannedRun:
     options: RunOptions
     #: With an output URL: the local folder the notebooks execute to before their upload.
     staging: Path | None = None
+    #: The kernels' coverage settings when coverage measures this process (a part measures).
+    coverage: KernelCoverage | None = None
 
     @property
     def to_run(self) -> list[Job]:
@@ -93,10 +94,14 @@ def plan(
     options = dataclasses.replace(
         config.run_options(), kernel_start=resolve_kernel_start(config.kernel_start)
     )
-    options = with_kernel_coverage(options, keep_lines=config.cache_settings.enabled)
-    cache_settings = dataclasses.replace(config.cache_settings, coverage=_measuring(options))
+    coverage = _kernel_coverage()
+    if coverage is not None:
+        keep = config.cache_settings.enabled
+        part = functools.partial(CoveragePart, coverage, keep_lines=keep, preload=options.preload)
+        options = dataclasses.replace(options, session_parts=(*options.session_parts, part))
+    cache_settings = dataclasses.replace(config.cache_settings, coverage=coverage)
     split = CacheSplit(jobs, cache_settings, options, warn=warn_unmatched)
-    return PlannedRun(config, jobs, stale, split, options, staging)
+    return PlannedRun(config, jobs, stale, split, options, staging, coverage)
 
 
 def dispatcher_for(
@@ -129,7 +134,7 @@ def run(
             from pytest_millrun.snapshots.figures import kernel_backend
 
             stack.enter_context(kernel_backend())
-        if any(make.func is CoveragePart for make in _partials(planned.options)):
+        if planned.coverage is not None:
             on_result = _warning_coverage_notes(on_result)
         return planned.split.run(
             lambda todo, hear: dispatcher.run(todo, planned.options, hear),
@@ -144,8 +149,8 @@ def _longest_first(jobs: list[Job]) -> list[Job]:
     return longest_first(jobs, known, key=lambda job: job.output)
 
 
-def with_kernel_coverage(options: RunOptions, *, keep_lines: bool = False) -> RunOptions:
-    """``options`` with kernels measured when coverage measures this process (``coverage run``
+def _kernel_coverage() -> KernelCoverage | None:
+    """The kernels' coverage settings when coverage measures this process (``coverage run``
     of the command, or a measured program calling the API); never imports coverage."""
     from pytest_millrun.coverage.kernel_reports import warn_once
     from pytest_millrun.coverage.kernel_settings import (
@@ -156,29 +161,12 @@ def with_kernel_coverage(options: RunOptions, *, keep_lines: bool = False) -> Ru
 
     cov = measuring_coverage()
     if cov is None:
-        return options
+        return None
     try:
-        settings = kernel_coverage(cov)
+        return kernel_coverage(cov)
     except KernelCoverageError as exc:
         warn_once([str(exc)])
-        return options
-    part = functools.partial(
-        CoveragePart, settings, keep_lines=keep_lines, preload=options.preload
-    )
-    return dataclasses.replace(options, session_parts=(*options.session_parts, part))
-
-
-def _measuring(options: RunOptions) -> KernelCoverage | None:
-    """The kernels' coverage settings of a run, if its kernels are measured."""
-    for make in _partials(options):
-        if make.func is CoveragePart:
-            settings: KernelCoverage = make.args[0]
-            return settings
-    return None
-
-
-def _partials(options: RunOptions) -> list[functools.partial[Any]]:
-    return [make for make in options.session_parts if isinstance(make, functools.partial)]
+        return None
 
 
 def _warning_coverage_notes(on_result: OnResult | None) -> OnResult:
