@@ -19,9 +19,13 @@ def _module_source() -> str:
     return Path(coverage_start.__file__).read_text(encoding="utf-8")
 
 
-def start_code(settings: KernelCoverage) -> str:
-    """Statements that start measuring in the kernel (in a forked child or a silent request)."""
-    call = f"\nstart_measuring({settings.config!r}, {settings.topdir!r}, {settings.context!r})\n"
+def start_code(settings: KernelCoverage, *, private: bool = False) -> str:
+    """Statements that start measuring in the kernel (in a forked child or a silent request).
+
+    ``private``: the kernel keeps its data file to itself and sends the lines back.
+    """
+    where = f"{settings.config!r}, {settings.topdir!r}, {settings.context!r}, {private!r}"
+    call = f"\nstart_measuring({where})\n"
     return f"exec({_module_source() + call!r}, {{'__name__': 'millrun_coverage_start'}})"
 
 

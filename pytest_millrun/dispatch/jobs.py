@@ -44,6 +44,9 @@ class Job:
     cache_ignore: tuple[str, ...] = ()
     #: With an output dir on object storage: where ``output`` (a local file) is uploaded.
     output_url: str | None = None
+    #: Kernel session parts of this job alone, besides the run's (a Dask job's coverage,
+    #: whose context is its item's): picklable, as ``RunOptions.session_parts``.
+    session_parts: tuple[Callable[[], KernelSessionPart], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def _execute(job: Job, options: RunOptions) -> ExecutionResult:
         for field in dataclasses.fields(options)
         if field.name != "papermill_kwargs"
     }
-    keywords["session_parts"] = (*options.session_parts, *_job_parts(job))
+    keywords["session_parts"] = (*options.session_parts, *job.session_parts, *_job_parts(job))
     return execute_notebook(
         job.notebook, job.output, job.variation, variation_id=job.variation_id,
         record=job.record, **keywords, **options.papermill_kwargs,

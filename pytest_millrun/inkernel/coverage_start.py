@@ -25,23 +25,27 @@ STATE = "_millrun_coverage"
 QUIET_WARNINGS = ("no-data-collected", "module-not-imported", "module-not-measured")
 
 
-def start_measuring(config: str, topdir: str, context: str | None) -> None:
+def start_measuring(config: str, topdir: str, context: str | None, private: bool = False) -> None:
     """Start coverage with the host's configuration, saving after each cell; once per kernel.
 
     ``topdir`` is the folder the host's relative settings (include and omit patterns,
     ``relative_files``) mean; coverage reads them at its start, so it starts there.
+    ``private``: the data file goes in a temporary folder of the kernel's own, removed
+    when it finishes, because the host's data file is out of reach (a Dask worker) and
+    the lines travel back in the end reply instead.
     Problems are kept for the host (see :func:`finish_measuring`), never raised: a
     notebook runs the same with or without coverage.
     """
     import os
     import sys
+    import tempfile
     import types
     import warnings
 
     if STATE in sys.modules:
         return
     state: Any = types.ModuleType(STATE)
-    state.cov, state.problems, state.already_imported = None, [], []
+    state.cov, state.problems, state.already_imported, state.private = None, [], [], None
     state.save, state.finish = save_measured, finish_measuring
     sys.modules[STATE] = state
     try:
@@ -49,12 +53,16 @@ def start_measuring(config: str, topdir: str, context: str | None) -> None:
     except ImportError as exc:
         state.problems.append(f"coverage could not be imported in the kernel ({exc})")
         return
+    if private:
+        state.private = tempfile.mkdtemp(prefix="millrun-coverage-")
     here = os.getcwd()
     try:
         os.chdir(topdir)
         cov = coverage.Coverage(
             config_file=":data:" + config, data_suffix=True, check_preimported=True
         )
+        if state.private:  # the serialised configuration ignores a ``data_file`` argument
+            cov.set_option("run:data_file", os.path.join(state.private, ".coverage"))
         omit = list(cov.get_option("run:omit") or [])  # type: ignore[arg-type]
         cov.set_option("run:omit", [*omit, _cell_files()])
         quiet = list(cov.get_option("run:disable_warnings") or [])  # type: ignore[arg-type]
@@ -71,7 +79,8 @@ def start_measuring(config: str, topdir: str, context: str | None) -> None:
     if context:
         cov.switch_context(context)
     state.cov = cov
-    _save_after_each_cell()
+    if not state.private:  # a private file is read only at the end: saving it earlier is waste
+        _save_after_each_cell()
 
 
 def _cell_files() -> str:
@@ -137,18 +146,28 @@ def finish_measuring(with_lines: bool) -> str:
         "problems": state.problems,
     }
     if state.cov is None:
+        _remove_private(state)
         return json.dumps(found)
     try:
         state.cov.stop()
     except Exception as exc:
         state.problems.append(f"coverage did not stop: {type(exc).__name__}: {exc}")
     save_measured()
-    if with_lines:
+    if with_lines or state.private:
         try:
             found.update(_measured(state.cov.get_data()))
         except Exception as exc:
             state.problems.append(f"coverage data unreadable: {type(exc).__name__}: {exc}")
+    _remove_private(state)
     return json.dumps(found)
+
+
+def _remove_private(state: Any) -> None:
+    """The kernel's own data folder goes once its lines are read: nothing is left behind."""
+    import shutil
+
+    if state.private:
+        shutil.rmtree(state.private, ignore_errors=True)
 
 
 def _measured(data: Any) -> dict[str, Any]:

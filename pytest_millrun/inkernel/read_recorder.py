@@ -63,12 +63,14 @@ KEPT_REFERENCES = (
 _PLUMBING = frozenset(
     {"pathlib", "io", "_io", "codecs", "os", "posixpath", "ntpath", "genericpath", "glob"}
     | {"fnmatch", "shutil", "contextlib", "functools", "gzip", "bz2", "lzma", "zipfile"}
+    | {"configparser", "tomllib", "json", "csv", "pickle", "shelve", "dbm", "sqlite3"}
 )
 #: Callers whose reads are the interpreter's own business, not the notebook's.
 _MACHINERY = (
     "importlib._", "importlib.metadata", "importlib.util", "importlib.machinery",
     "importlib_metadata", "pkgutil", "pkg_resources", "zipimport", "site", "sysconfig",
     "linecache", "tokenize", "setuptools", "_distutils_hack", "distutils", "traceback",
+    "coverage.",  # a measured kernel's own data file and configuration: never the notebook's
 )  # fmt: skip
 #: Shutil's tree removal lists folders to delete them: not a read.
 _REMOVING = frozenset({"rmtree", "_rmtree_safe_fd", "_rmtree_unsafe", "_rmtree_isdir"})

@@ -26,7 +26,11 @@ from pytest_millrun.coverage.kernel_settings import KernelCoverage
 from pytest_millrun.dispatch.dask_client import ClusterError
 from pytest_millrun.dispatch.dispatchers import Dispatcher, make_dispatcher
 from pytest_millrun.dispatch.jobs import Job, RunOptions
-from pytest_millrun.execution.coverage_part import CoveragePart, coverage_notes
+from pytest_millrun.execution.coverage_part import (
+    CoveragePart,
+    coverage_notes,
+    write_returned_lines,
+)
 from pytest_millrun.execution.execute import resolve_kernel_start
 from pytest_millrun.pipeline.cache_split import CacheSplit
 from pytest_millrun.pipeline.planning import plan_run, planned_outputs
@@ -97,7 +101,10 @@ def plan(
     coverage = _kernel_coverage()
     if coverage is not None:
         keep = config.cache_settings.enabled
-        part = functools.partial(CoveragePart, coverage, keep_lines=keep, preload=options.preload)
+        part = functools.partial(
+            CoveragePart, coverage, keep_lines=keep, preload=options.preload,
+            lines_back=config.dask is not None,  # a worker may not reach the host's data file
+        )  # fmt: skip
         options = dataclasses.replace(options, session_parts=(*options.session_parts, part))
     cache_settings = dataclasses.replace(config.cache_settings, coverage=coverage)
     split = CacheSplit(jobs, cache_settings, options, warn=warn_unmatched)
@@ -135,7 +142,7 @@ def run(
 
             stack.enter_context(kernel_backend())
         if planned.coverage is not None:
-            on_result = _warning_coverage_notes(on_result)
+            on_result = _counting_kernel_coverage(on_result, planned.coverage)
         return planned.split.run(
             lambda todo, hear: dispatcher.run(todo, planned.options, hear),
             on_result,
@@ -169,11 +176,13 @@ def _kernel_coverage() -> KernelCoverage | None:
         return None
 
 
-def _warning_coverage_notes(on_result: OnResult | None) -> OnResult:
-    """``on_result``, warning first (once a run per note) what a kernel's coverage missed."""
+def _counting_kernel_coverage(on_result: OnResult | None, settings: KernelCoverage) -> OnResult:
+    """``on_result``, first writing the lines a Dask worker's kernel sent back and warning
+    (once a run per note) what a kernel's coverage missed."""
     from pytest_millrun.coverage.kernel_reports import warn_once
 
     def hear(result: ExecutionResult) -> None:
+        write_returned_lines(result.kernel_report, settings)
         warn_once(coverage_notes(result.kernel_report))
         if on_result is not None:
             on_result(result)

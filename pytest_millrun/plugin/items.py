@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from pytest_millrun.plugin.state import (
 if TYPE_CHECKING:
     from pytest_millrun.cache.keys import CacheKey
     from pytest_millrun.cache.verdicts import Verdict
+    from pytest_millrun.execution.kernel_session import KernelSessionPart
 
 
 class NotebookFile(pytest.File):
@@ -133,7 +134,7 @@ class NotebookItem(pytest.Item):
 
             self.user_properties.append((CELLS_PROPERTY, json.dumps(result.cell_seconds)))
         if result.kernel_report:
-            _warn_coverage_notes(result.kernel_report)
+            _count_kernel_coverage(self, result.kernel_report)
         for note in result.notes:
             self.add_report_section("call", NOTES_SECTION, note)
         if not result.passed:
@@ -151,20 +152,33 @@ class NotebookItem(pytest.Item):
     def _run_options(self) -> RunOptions:
         """The run's options, plus this item's kernel coverage when pytest-cov measures."""
         import dataclasses
+
+        options = self.config.stash[session_key].settings.run_options()
+        part = self.coverage_part(lines_back=False)
+        if part is None:
+            return options
+        return dataclasses.replace(options, session_parts=(*options.session_parts, part))
+
+    def coverage_part(self, *, lines_back: bool) -> Callable[[], KernelSessionPart] | None:
+        """What measures this item's kernel when pytest-cov measures (None otherwise).
+
+        ``lines_back``: the kernel sends its lines back in the result (a Dask worker,
+        which may not reach pytest-cov's data file), written here by :meth:`runtest`.
+        """
         import functools
 
         from pytest_millrun.plugin.coverage_glue import item_coverage
 
-        run = self.config.stash[session_key].settings
-        options = run.run_options()
         settings = item_coverage(self)
         if settings is None:
-            return options
+            return None
         from pytest_millrun.execution.coverage_part import CoveragePart
 
-        keep = run.cache_settings.enabled
-        part = functools.partial(CoveragePart, settings, keep_lines=keep, preload=options.preload)
-        return dataclasses.replace(options, session_parts=(*options.session_parts, part))
+        run = self.config.stash[session_key].settings
+        return functools.partial(
+            CoveragePart, settings, keep_lines=run.cache_settings.enabled,
+            preload=run.run_options().preload, lines_back=lines_back,
+        )  # fmt: skip
 
     def cache_verdict(self) -> tuple[Verdict, CacheKey | None]:
         """The cache's verdict on this item and the key its pass records, checked once."""
@@ -238,8 +252,14 @@ class NotebookItem(pytest.Item):
         return self.path, 0, f"{self.path.name}[{self.variation_id}]"
 
 
-def _warn_coverage_notes(kernel_report: Any) -> None:
+def _count_kernel_coverage(item: NotebookItem, kernel_report: Any) -> None:
+    """Write the lines a Dask worker's kernel sent back; warn what a kernel's coverage missed."""
     from pytest_millrun.coverage.kernel_reports import warn_once
-    from pytest_millrun.execution.coverage_part import coverage_notes
+    from pytest_millrun.execution.coverage_part import coverage_notes, write_returned_lines
+    from pytest_millrun.plugin.coverage_glue import item_coverage
+
+    settings = item_coverage(item)
+    if settings is not None:
+        write_returned_lines(kernel_report, settings)
 
     warn_once(coverage_notes(kernel_report))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pytest_millrun.coverage.kernel_settings import KernelCoverage
     from pytest_millrun.dispatch.dask_client import Submitted
     from pytest_millrun.dispatch.jobs import Job
+    from pytest_millrun.execution.kernel_session import KernelSessionPart
     from pytest_millrun.pipeline.stale_outputs import StaleOutputs
 
 
@@ -39,6 +40,8 @@ class JobItem(Protocol):
     def nodeid(self) -> str: ...
 
     def job_to_run(self) -> Job | None: ...
+
+    def coverage_part(self, *, lines_back: bool) -> Callable[[], KernelSessionPart] | None: ...
 
 
 class MillrunSession:
@@ -242,6 +245,9 @@ class MillrunSession:
             job = item.job_to_run()
             if job is not None:
                 self.cluster_index[item.nodeid] = len(jobs)
+                part = item.coverage_part(lines_back=True)  # a worker may not reach the data file
+                if part is not None:
+                    job = dataclasses.replace(job, session_parts=(part,))
                 jobs.append(job)
         if not jobs:
             return

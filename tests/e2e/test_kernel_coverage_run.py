@@ -128,11 +128,6 @@ def outcomes(result: pytest.RunResult) -> dict[str, int]:
     return {k: v for k, v in result.parseoutcomes().items() if k in ("passed", "failed", "cached")}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="since the reads cache (issue 32) the measured kernel's own .coverage.* data files are "
-    "recorded as reads, so the warm run is never a hit: to fix before merging",
-)
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_a_cached_variation_counts_the_lines_its_run_stored(
     pytester: pytest.Pytester, workers: str
@@ -147,11 +142,6 @@ def test_a_cached_variation_counts_the_lines_its_run_stored(
     assert data_files(pytester) == [".coverage"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="since the reads cache (issue 32) the measured kernel's own .coverage.* data files are "
-    "recorded as reads, so the warm run is never a hit: to fix before merging",
-)
 def test_an_output_stored_without_coverage_runs_again_when_measured(
     pytester: pytest.Pytester,
 ) -> None:
@@ -164,3 +154,26 @@ def test_an_output_stored_without_coverage_runs_again_when_measured(
     # and now the lines are stored: the next measured run is served from the output
     assert outcomes(run(pytester, "--millrun-cache", "--cov=.", "--cov-report=")) == {"cached": 1}
     assert helper_lines(pytester) == {1, 2, 5}
+
+
+def test_pytest_cov_reports_the_lines_of_kernels_run_on_dask(pytester: pytest.Pytester) -> None:
+    """The lines come back with each result and are written on the client's side, so a worker
+    that cannot reach the client's data file counts too (here a local cluster)."""
+    project(pytester, "result = used(x)")
+    dask = ["--millrun-dask", "local", "--millrun-dask-workers", "1"]
+    result = run(pytester, *dask, "--cov=.", "--cov-report=")
+    result.assert_outcomes(passed=1)
+    assert helper_lines(pytester) == {1, 2, 5}
+    assert data_files(pytester) == [".coverage"]
+
+
+def test_coverage_run_of_the_command_on_dask_measures_its_kernels(
+    pytester: pytest.Pytester,
+) -> None:
+    project(pytester, "result = used(x)")
+    (pytester.path / ".coveragerc").write_text(COVERAGERC)
+    program = ["-m", "pytest_millrun", "nbs", "params.json", "--output-dir", "out"]
+    coverage_command(pytester.path, "run", *program, "--dask", "local", "--workers", "1")
+    coverage_command(pytester.path, "combine")
+    assert helper_lines(pytester) == {1, 2, 5}
+    assert data_files(pytester) == [".coverage"]

@@ -26,6 +26,8 @@ from pytest_millrun.coverage.kernel_settings import (
     kernel_coverage,
     settings_digest,
 )
+from pytest_millrun.execution.coverage_part import CoveragePart, write_returned_lines
+from pytest_millrun.execution.kernel_session import EndReply
 from pytest_millrun.execution.kernels import kernel_environment
 
 HELPER = """\
@@ -96,6 +98,36 @@ def test_a_killed_kernel_keeps_what_its_cells_ran_in_a_data_file_beside_the_host
     assert [path.parent for path in files] == [project]  # beside the host's, not in nbs/
     assert files[0].name.startswith(".coverage.")
     assert measured_lines(files[0]) == {"helper.py": [1, 2, 5]}  # unused's body (6) not run
+
+
+def test_a_kernel_measured_for_a_remote_host_keeps_no_data_file_and_sends_its_lines(
+    project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A Dask worker's kernel: no file beside the host's (it may not be reachable), a
+    private one removed at the end, and the lines in the part's report, written back by
+    the host at its own paths."""
+    settings = host_settings(project)
+    private_tmp = tmp_path_factory.mktemp("kernel-tmp")
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        {kernel_code.start_code(settings, private=True)}
+        sys.path.insert(0, os.getcwd())
+        import helper
+        helper.used(1)
+        print({kernel_code.finish_expression(False)})
+        """
+    )
+    reply = run_as_kernel(project, code, env={**os.environ, "TMPDIR": str(private_tmp)})
+    assert data_files(project) == []
+    assert list(private_tmp.iterdir()) == []  # the kernel's own data folder is gone
+    part = CoveragePart(settings, lines_back=True)
+    report = {"coverage": part.read_end(EndReply(json.loads(reply)))}
+    written = write_returned_lines(report, settings)
+    assert written is not None
+    assert Path(written).parent == project
+    assert measured_lines(Path(written)) == {"helper.py": [1, 2, 5]}
+    assert write_returned_lines(report, settings) is None  # written once
 
 
 def test_the_kernels_report_has_its_lines_and_files_imported_before_coverage_started(

@@ -200,6 +200,26 @@ def test_the_import_systems_own_reads_and_listings_are_not_recorded(project: Pat
     assert found["missing"] == []
 
 
+def test_coverages_own_data_files_and_configuration_are_not_reads(project: Path) -> None:
+    """A measured kernel saves and reloads its ``.coverage.*`` file: that is no input."""
+    (project / ".coveragerc").write_text("[run]\nparallel = true\n")
+    found = recorded(
+        project,
+        """
+        import coverage
+        measured = coverage.Coverage(data_suffix="kernel", config_file=".coveragerc")
+        measured.start()
+        import helper
+        measured.stop()
+        measured.save()
+        measured.get_data().measured_files()
+        open("data/prices.csv").read()
+        """,
+    )
+    assert relative(found["files"], project) == ["data/prices.csv"]
+    assert found["missing"] == []
+
+
 def test_excluded_ignored_and_environment_paths_are_left_out(
     project: Path, tmp_path_factory: Any
 ) -> None:
