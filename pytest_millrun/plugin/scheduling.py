@@ -16,6 +16,7 @@ cache answered for, or one that failed, keeps the one before), under :data:`CACH
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -80,7 +81,8 @@ class RunOrder:
     def pytest_sessionfinish(self) -> None:
         cache = getattr(self.config, "cache", None)
         if cache is not None and self.measured:
-            cache.set(CACHE_KEY, {**self.known, **self.measured})
+            known = still_there(self.known, self.config.rootpath)
+            cache.set(CACHE_KEY, {**known, **self.measured})
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -95,6 +97,15 @@ class RunOrder:
         if not self.active or not self.known or config.getvalue("dist") != "load":
             return None
         return longest_first_scheduler(config, log, self.known)
+
+
+def still_there(known: dict[str, float], rootpath: Path) -> dict[str, float]:
+    """The durations whose notebook still exists: a renamed or removed notebook's go, so the
+    cache entry does not grow with every id the project ever had."""
+    return {
+        nodeid: seconds for nodeid, seconds in known.items()
+        if (rootpath / nodeid.split("::", 1)[0]).exists()
+    }  # fmt: skip
 
 
 def longest_first_scheduler(

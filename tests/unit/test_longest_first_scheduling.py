@@ -3,11 +3,12 @@ workers (no processes): what each worker is sent, and when."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_millrun.plugin.scheduling import longest_first_scheduler
+from pytest_millrun.plugin.scheduling import longest_first_scheduler, still_there
 
 COLLECTION = ["nbs/a.ipynb::a[0]", "nbs/b.ipynb::b[0]", "nbs/c.ipynb::c[0]", "nbs/d.ipynb::d[0]"]
 COLLECTION += ["nbs/e.ipynb::e[0]"]
@@ -89,3 +90,10 @@ def test_collections_that_differ_are_reported_and_nothing_is_sent(
     scheduler.schedule()
     assert one.sent == two.sent == []
     assert len(reports) == 1
+
+
+def test_durations_of_notebooks_that_are_gone_are_not_kept(tmp_path: Path) -> None:
+    (tmp_path / "nbs").mkdir()
+    (tmp_path / "nbs" / "kept.ipynb").write_text("{}")
+    known = {"nbs/kept.ipynb::kept[1]": 2.0, "nbs/gone.ipynb::gone[1]": 5.0}
+    assert still_there(known, tmp_path) == {"nbs/kept.ipynb::kept[1]": 2.0}
