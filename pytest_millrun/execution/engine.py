@@ -33,10 +33,13 @@ time it is asked for; used unless the caller names an engine of their own.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Any, Final
 
 ENGINE_NAME: Final = "millrun"
+#: How often a running cell's progress ticks (its elapsed time redrawn, a heartbeat checked).
+TICK_SECONDS: Final = 1.0
 
 
 @functools.cache
@@ -56,10 +59,16 @@ def _manager_class() -> type:
         deferring = False
         ended_normally = False
         started_index: int | None = None
+        #: Who hears which code cell starts (a NotebookProgress), if anybody.
+        progress: Any = None
 
         def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
             self.started_index = cell_index
             super().cell_start(cell, cell_index, **kwargs)
+            if self.progress is not None and cell_index is not None:
+                code = [i for i, c in enumerate(self.nb.cells) if c.cell_type == "code"]
+                if cell_index in code:
+                    self.progress.cell(code.index(cell_index) + 1, len(code))
 
         def mark_stopped_cell(self) -> None:
             """The run stopped inside a cell without an error of the cell's own: fail it."""
@@ -114,6 +123,7 @@ def _engine_class() -> type:
             log_output: bool = False,
             autosave_cell_every: int = 30,
             millrun_paths: tuple[str, str] | None = None,
+            millrun_progress: Any = None,
             **kwargs: Any,
         ) -> Any:
             if millrun_paths is not None:
@@ -129,6 +139,7 @@ def _engine_class() -> type:
                 log_output=log_output,
                 autosave_cell_every=autosave_cell_every,
             )
+            nb_man.progress = millrun_progress
             session = kwargs.pop("millrun_session", None)
             nb_man.notebook_start()
             try:
@@ -150,9 +161,9 @@ def _engine_class() -> type:
         def execute_managed_notebook(
             cls, nb_man: Any, kernel_name: str | None, session: Any = None, **kwargs: Any
         ) -> Any:
-            if session is None or not session.needs_engine:
+            if (session is None or not session.needs_engine) and nb_man.progress is None:
                 return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
-            # papermill's own body, with a client that serves the kernel session
+            # papermill's own body, with a client that serves the kernel session and progress
             return _session_client(nb_man, kernel_name, session, **kwargs).execute()
 
     return OncePerCellEngine
@@ -169,7 +180,8 @@ def _session_client(
     execution_timeout: float | None = None,
     **kwargs: Any,
 ) -> Any:
-    """papermill's ``NBClientEngine.execute_managed_notebook`` client, serving the kernel session.
+    """papermill's ``NBClientEngine.execute_managed_notebook`` client, serving the kernel session
+    (if any has work for it) and the progress (which ticks about once a second while a cell runs).
 
     The session's cell hooks are nbclient's own; after the last cell, or the cell
     that raised, the session's end request goes before the kernel shuts down
@@ -177,14 +189,31 @@ def _session_client(
     stopped by a timeout, a dead kernel or a signal has no end request: its kernel
     is busy or gone.
     """
+    from nbclient.util import run_sync
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import logger
     from papermill.utils import merge_kwargs, remove_args
 
+    serving = session is not None and session.needs_engine
+    progress = nb_man.progress
+
     class SessionClient(PapermillNotebookClient):  # type: ignore[misc]
         def papermill_execute_cells(self) -> None:
             super().papermill_execute_cells()  # a cell's error ends it without raising
-            session.end(self, failed=bool(self.nb.metadata.get("papermill", {}).get("exception")))
+            if serving:
+                failed = bool(self.nb.metadata.get("papermill", {}).get("exception"))
+                session.end(self, failed=failed)
+
+        async def async_execute_cell(self, *args: Any, **kwargs: Any) -> Any:
+            if progress is None:
+                return await super().async_execute_cell(*args, **kwargs)
+            ticking = asyncio.ensure_future(_ticking(progress))
+            try:
+                return await super().async_execute_cell(*args, **kwargs)
+            finally:
+                ticking.cancel()
+
+        execute_cell = run_sync(async_execute_cell)
 
     kwargs = remove_args(["input_path"], **kwargs)
     safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
@@ -199,5 +228,13 @@ def _session_client(
         stderr_file=stderr_file,
     )
     client = SessionClient(nb_man, **final_kwargs)
-    session.install_cell_hooks(client)
+    if serving:
+        session.install_cell_hooks(client)
     return client
+
+
+async def _ticking(progress: Any) -> None:
+    """While a cell runs, on the thread that runs it (the one that may draw): a tick a second."""
+    while True:
+        await asyncio.sleep(TICK_SECONDS)
+        progress.tick()
