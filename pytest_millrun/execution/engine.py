@@ -16,6 +16,10 @@ what papermill's engine gives; so is what is saved when a kernel dies, a
 timeout fires or the run is interrupted -- then the end-of-run write stays.
 Papermill's time-based autosave during a long cell is untouched.
 
+The manager also tells a progress object (``millrun_progress``, see
+:mod:`pytest_millrun.execution.progress_sink`) which code cell starts, and the client
+ticks it about once a second while a cell runs, on the thread running the cell.
+
 Two things papermill's engine gets wrong for a run that stops early, and for
 the way millrun calls it, are put right here, before the first write:
 
@@ -189,31 +193,11 @@ def _session_client(
     stopped by a timeout, a dead kernel or a signal has no end request: its kernel
     is busy or gone.
     """
-    from nbclient.util import run_sync
-    from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import logger
     from papermill.utils import merge_kwargs, remove_args
 
     serving = session is not None and session.needs_engine
-    progress = nb_man.progress
-
-    class SessionClient(PapermillNotebookClient):  # type: ignore[misc]
-        def papermill_execute_cells(self) -> None:
-            super().papermill_execute_cells()  # a cell's error ends it without raising
-            if serving:
-                failed = bool(self.nb.metadata.get("papermill", {}).get("exception"))
-                session.end(self, failed=failed)
-
-        async def async_execute_cell(self, *args: Any, **kwargs: Any) -> Any:
-            if progress is None:
-                return await super().async_execute_cell(*args, **kwargs)
-            ticking = asyncio.ensure_future(_ticking(progress))
-            try:
-                return await super().async_execute_cell(*args, **kwargs)
-            finally:
-                ticking.cancel()
-
-        execute_cell = run_sync(async_execute_cell)
+    client_class = _client_class(session if serving else None, nb_man.progress)
 
     kwargs = remove_args(["input_path"], **kwargs)
     safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
@@ -227,10 +211,37 @@ def _session_client(
         stdout_file=stdout_file,
         stderr_file=stderr_file,
     )
-    client = SessionClient(nb_man, **final_kwargs)
+    client = client_class(nb_man, **final_kwargs)
     if serving:
         session.install_cell_hooks(client)
     return client
+
+
+def _client_class(session: Any, progress: Any) -> Any:
+    """papermill's client, ending the kernel ``session`` (if any) after the last cell and
+    ticking ``progress`` (if any) while each cell runs."""
+    from nbclient.util import run_sync
+    from papermill.clientwrap import PapermillNotebookClient
+
+    class SessionClient(PapermillNotebookClient):  # type: ignore[misc]
+        def papermill_execute_cells(self) -> None:
+            super().papermill_execute_cells()  # a cell's error ends it without raising
+            if session is not None:
+                failed = bool(self.nb.metadata.get("papermill", {}).get("exception"))
+                session.end(self, failed=failed)
+
+        async def async_execute_cell(self, *args: Any, **kwargs: Any) -> Any:
+            if progress is None:
+                return await super().async_execute_cell(*args, **kwargs)
+            ticking = asyncio.ensure_future(_ticking(progress))
+            try:
+                return await super().async_execute_cell(*args, **kwargs)
+            finally:
+                ticking.cancel()
+
+        execute_cell = run_sync(async_execute_cell)  # nbclient's, of this class's coroutine
+
+    return SessionClient
 
 
 async def _ticking(progress: Any) -> None:

@@ -148,8 +148,7 @@ def execute_notebook(
         absolute(notebook), Path(output), parameters, variation_id, recording.Recorder(record)
     )
     if progress is not None:
-        label = progress.label or f"{run.notebook.name} [{variation_id}]"
-        run.progress = NotebookProgress(progress, label)
+        run.progress = NotebookProgress(progress, progress.label or run.default_label)
     run.session = KernelSession(
         [*builtin_parts(), run.recorder, *(make() for make in session_parts)]
     )
@@ -193,6 +192,11 @@ class _Run:
     recorder: recording.Recorder
     session: KernelSession = dataclasses.field(default_factory=lambda: KernelSession([]))
     progress: NotebookProgress | None = None
+
+    @property
+    def default_label(self) -> str:
+        """How progress names this run when its sink names none: ``calc.ipynb [x=1]``."""
+        return f"{self.notebook.name} [{self.variation_id}]"
     notes: list[str] = dataclasses.field(default_factory=list)
     started: float = dataclasses.field(default_factory=time.monotonic)
 

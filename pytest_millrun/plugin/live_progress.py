@@ -191,11 +191,11 @@ class LiveProgress:
         writer = self.reporter._tw
         column = self._column if self._column is not None else writer.width_of_current_line
         gap = 1 if column else 0
-        width = writer.fullwidth - column - gap - 1
-        if width < MIN_COLUMNS:
-            return
-        text = status_line(entries, time.time(), width)
-        with self._terminal():
+        with self._terminal():  # (the width too: a captured item's stdout is no terminal)
+            width = writer.fullwidth - column - gap - 1
+            if width < MIN_COLUMNS:
+                return
+            text = status_line(entries, time.time(), width)
             writer.write_raw(f"\x1b[{column + 1}G\x1b[K{' ' * gap}{text}", flush=True)
         self._column = column
 
