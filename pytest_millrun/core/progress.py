@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 #: How often a run whose output is not a terminal says what is still running (CI
-#: systems stop jobs that print nothing for some minutes).
+#: systems stop jobs that print nothing for some minutes); ``$MILLRUN_HEARTBEAT_SECONDS``
+#: changes it (the tests' knob).
 HEARTBEAT_SECONDS = 60.0
 #: The separator between the running notebooks of one status line.
 SEPARATOR = " | "
@@ -90,6 +92,15 @@ def heartbeat_line(entries: Sequence[RunningCell], now: float) -> str:
     return f"millrun: still running: {running}"
 
 
+def heartbeat_seconds() -> float:
+    """:data:`HEARTBEAT_SECONDS`, or ``$MILLRUN_HEARTBEAT_SECONDS`` when that is a number > 0."""
+    try:
+        seconds = float(os.environ.get("MILLRUN_HEARTBEAT_SECONDS", ""))
+    except ValueError:
+        return HEARTBEAT_SECONDS
+    return seconds if seconds > 0 else HEARTBEAT_SECONDS
+
+
 class Heartbeat:
     """When a plain "still running" line is due: every :data:`HEARTBEAT_SECONDS` of silence.
 
@@ -97,8 +108,8 @@ class Heartbeat:
     first line comes a full interval after a notebook started, not at once.
     """
 
-    def __init__(self, start: float, every: float = HEARTBEAT_SECONDS) -> None:
-        self.every = every
+    def __init__(self, start: float, every: float | None = None) -> None:
+        self.every = heartbeat_seconds() if every is None else every
         self.last = start
 
     def due(self, now: float, running: bool) -> bool:

@@ -65,14 +65,17 @@ def _manager_class() -> type:
         started_index: int | None = None
         #: Who hears which code cell starts (a NotebookProgress), if anybody.
         progress: Any = None
+        code_numbers: dict[int, tuple[int, int]] | None = None
 
         def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
             self.started_index = cell_index
             super().cell_start(cell, cell_index, **kwargs)
             if self.progress is not None and cell_index is not None:
-                code = [i for i, c in enumerate(self.nb.cells) if c.cell_type == "code"]
-                if cell_index in code:
-                    self.progress.cell(code.index(cell_index) + 1, len(code))
+                if self.code_numbers is None:  # index -> (K of N code cells), once
+                    code = [i for i, c in enumerate(self.nb.cells) if c.cell_type == "code"]
+                    self.code_numbers = {i: (k, len(code)) for k, i in enumerate(code, 1)}
+                if cell_index in self.code_numbers:
+                    self.progress.cell(*self.code_numbers[cell_index])
 
         def mark_stopped_cell(self) -> None:
             """The run stopped inside a cell without an error of the cell's own: fail it."""

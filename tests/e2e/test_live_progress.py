@@ -189,3 +189,31 @@ def test_the_command_s_redirected_output_has_no_cursor_moves(tmp_path: Path) -> 
     assert "[talk.ipynb [0]] first line\n" in both
     assert "\r" not in both
     assert "\x1b" not in both
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_redirected_pytest_says_what_still_runs_at_each_heartbeat(
+    tmp_path: Path, workers: str
+) -> None:
+    write_notebook(tmp_path / "nbs" / "slow.ipynb", SLOW)
+    env = {**os.environ, "MILLRUN_HEARTBEAT_SECONDS": "1"}  # a minute, shortened
+    done = subprocess.run(
+        [*PYTEST, "-n", workers], cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "millrun: still running: nbs/slow.ipynb::slow[0] (cell 3/3, " in done.stdout
+    assert "\r" not in done.stdout
+    assert "\x1b" not in done.stdout
+
+
+def test_the_command_without_a_bar_says_what_still_runs_at_each_heartbeat(tmp_path: Path) -> None:
+    write_notebook(tmp_path / "nbs" / "slow.ipynb", SLOW)
+    write_params(tmp_path / "params.json", [{"x": 2}])
+    env = {**os.environ, "MILLRUN_HEARTBEAT_SECONDS": "1"}
+    done = subprocess.run(
+        [*MILLRUN, "nbs", "params.json", "--output-dir", "out"], cwd=tmp_path,
+        capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "millrun: still running: slow.ipynb [0] (cell 4/4, " in done.stderr

@@ -56,6 +56,18 @@ def test_the_heartbeat_is_due_once_a_minute_while_something_runs() -> None:
     assert beat.due(560.0, running=True)
 
 
+def test_the_heartbeat_is_a_minute_unless_the_environment_says_another_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MILLRUN_HEARTBEAT_SECONDS", raising=False)
+    assert Heartbeat(0.0).every == 60.0
+    monkeypatch.setenv("MILLRUN_HEARTBEAT_SECONDS", "2.5")
+    assert Heartbeat(0.0).every == 2.5
+    for junk in ("soon", "0", "-1"):
+        monkeypatch.setenv("MILLRUN_HEARTBEAT_SECONDS", junk)
+        assert Heartbeat(0.0).every == 60.0
+
+
 def test_the_heartbeat_line_is_plain_text_naming_what_runs() -> None:
     line = heartbeat_line([RunningCell("nbs/a.ipynb::a[0]", 4, 5, 0.0)], 125.0)
     assert line == "millrun: still running: nbs/a.ipynb::a[0] (cell 4/5, 2m 05s)"
