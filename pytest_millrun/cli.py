@@ -6,7 +6,6 @@ bad input (a missing path, a broken params file), 130 when interrupted.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shlex
 import sys
@@ -27,9 +26,8 @@ from pytest_millrun.core.discovery import MillrunParameterWarning
 from pytest_millrun.core.naming import OutputPathError
 from pytest_millrun.core.params import ParamsError
 from pytest_millrun.core.suite import MillrunSuiteWarning
-from pytest_millrun.execution.progress_reader import close_channel, open_channel
-from pytest_millrun.execution.progress_sink import ChannelSink
 from pytest_millrun.pipeline import runner
+from pytest_millrun.pipeline.watching import watched
 from pytest_millrun.report.page import check_report_path, write_report
 from pytest_millrun.results import check_results_path, write_results
 from pytest_millrun.snapshots.scope import Folder
@@ -120,21 +118,19 @@ def main(**params: Any) -> None:
     progress.workers = min(config.workers, len(planned.to_run))
     stale = planned.stale.describe("--clean") if planned.stale is not None else None
     started = time.monotonic()
-    channel = open_channel()
-    try:
-        planned = _watched(planned, progress, channel)
-        results = _run(planned, progress)
-    except RunInterrupted as exc:
-        progress.close()
-        close_channel(channel)
-        _write_table(exc.results, results_file, config.base)
-        _write_report(exc.results, report_file, config.base, config.params)
-        stale_line(stale)
-        summary(exc.results, time.monotonic() - started, planned=len(jobs))
-        sys.exit(EXIT_INTERRUPTED)
-    finally:
-        progress.close()  # (again: a second close does nothing)
-        close_channel(channel)
+    with watched(planned, log_output=config.log_output) as (planned, channel):
+        progress.watch(channel)
+        try:
+            results = _run(planned, progress)
+        except RunInterrupted as exc:
+            progress.close()
+            _write_table(exc.results, results_file, config.base)
+            _write_report(exc.results, report_file, config.base, config.params)
+            stale_line(stale)
+            summary(exc.results, time.monotonic() - started, planned=len(jobs))
+            sys.exit(EXIT_INTERRUPTED)
+        finally:
+            progress.close()  # (a second close does nothing)
     table_written = _write_table(results, results_file, config.base)
     assert config.notebook_dir_or_file is not None  # the command's first argument
     folders = [Folder(".", config.recursive)] if config.notebook_dir_or_file.is_dir() else []
@@ -145,14 +141,6 @@ def main(**params: Any) -> None:
     if not (table_written and report_written):
         sys.exit(EXIT_USAGE)
     sys.exit(0 if matched and all(r.passed for r in results) else EXIT_FAILED)
-
-
-def _watched(planned: runner.PlannedRun, progress: Progress, channel: Path) -> runner.PlannedRun:
-    """The run with its executions telling ``progress`` their cells (and output) through the
-    side channel in ``channel``, which reaches this process from pool workers too."""
-    sink = ChannelSink(str(channel), log_output=planned.config.log_output)
-    progress.watch(channel)
-    return dataclasses.replace(planned, options=dataclasses.replace(planned.options, progress=sink))
 
 
 def _plan(config: RunConfig) -> tuple[runner.PlannedRun, Path | None, Path | None]:

@@ -12,13 +12,18 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import click
 
 from pytest_millrun.core.data import ExecutionResult
-from pytest_millrun.core.progress import Heartbeat, OutputLines, heartbeat_line, status_line
+from pytest_millrun.core.progress import (
+    Heartbeat,
+    OutputLines,
+    RunningCell,
+    heartbeat_line,
+    status_line,
+)
 from pytest_millrun.core.text import cell_words
 from pytest_millrun.core.values import report_lines
 
@@ -36,6 +41,14 @@ def is_tty() -> bool:
 WATCH_SECONDS = 0.5
 #: The bar's columns besides the running cells (counts, rate, ETA, counters).
 BAR_COLUMNS = 72
+
+
+class Channel(Protocol):
+    """What the progress side channel says now (see :mod:`pytest_millrun.pipeline.watching`)."""
+
+    def running(self) -> list[RunningCell]: ...
+
+    def outputs(self) -> list[tuple[str, str, str]]: ...
 
 
 class Progress:
@@ -96,15 +109,12 @@ class Progress:
         if self.verbose and result.cache_reasons:
             click.echo(reason_line(result), file=self.stream)
 
-    def watch(self, channel: Path) -> None:
-        """Show what the progress channel in ``channel`` says, from a thread, until :meth:`close`.
+    def watch(self, reader: Channel) -> None:
+        """Show what the progress channel says, from a thread, until :meth:`close`.
 
         A thread, as the main thread waits on the pool (or runs the notebook itself);
         what it writes goes through tqdm's lock and this object's.
         """
-        from pytest_millrun.execution.progress_reader import ChannelReader
-
-        reader = ChannelReader(channel)
         lines = OutputLines()
         heartbeat = Heartbeat(time.monotonic())
 
@@ -117,7 +127,7 @@ class Progress:
         self._watcher = threading.Thread(target=watching, name="millrun-progress", daemon=True)
         self._watcher.start()
 
-    def _show(self, reader: Any, lines: OutputLines, heartbeat: Heartbeat) -> None:
+    def _show(self, reader: Channel, lines: OutputLines, heartbeat: Heartbeat) -> None:
         for label, stream, text in reader.outputs():
             self._say(lines.add(label, stream, text))
         entries = reader.running()
