@@ -93,6 +93,7 @@ class LiveProgress:
 
     # ------------------------------------------------------------- set-up
 
+    @pytest.hookimpl(tryfirst=True)  # before xdist's, which configures the workers
     def pytest_sessionstart(self) -> None:
         """The reporter exists now: decide what to show (nothing, without a reporter)."""
         self.reporter = self.config.pluginmanager.get_plugin("terminalreporter")
