@@ -27,6 +27,7 @@ from pytest_millrun.core.naming import OutputPathError
 from pytest_millrun.core.params import ParamsError
 from pytest_millrun.core.suite import MillrunSuiteWarning
 from pytest_millrun.pipeline import runner
+from pytest_millrun.pipeline.watching import watched
 from pytest_millrun.report.page import check_report_path, write_report
 from pytest_millrun.results import check_results_path, write_results
 from pytest_millrun.snapshots.scope import Folder
@@ -117,16 +118,19 @@ def main(**params: Any) -> None:
     progress.workers = min(config.workers, len(planned.to_run))
     stale = planned.stale.describe("--clean") if planned.stale is not None else None
     started = time.monotonic()
-    try:
-        results = _run(planned, progress)
-    except RunInterrupted as exc:
-        progress.close()
-        _write_table(exc.results, results_file, config.base)
-        _write_report(exc.results, report_file, config.base, config.params)
-        stale_line(stale)
-        summary(exc.results, time.monotonic() - started, planned=len(jobs))
-        sys.exit(EXIT_INTERRUPTED)
-    progress.close()
+    with watched(planned, log_output=config.log_output) as (planned, channel):
+        progress.watch(channel)
+        try:
+            results = _run(planned, progress)
+        except RunInterrupted as exc:
+            progress.close()
+            _write_table(exc.results, results_file, config.base)
+            _write_report(exc.results, report_file, config.base, config.params)
+            stale_line(stale)
+            summary(exc.results, time.monotonic() - started, planned=len(jobs))
+            sys.exit(EXIT_INTERRUPTED)
+        finally:
+            progress.close()  # (a second close does nothing)
     table_written = _write_table(results, results_file, config.base)
     assert config.notebook_dir_or_file is not None  # the command's first argument
     folders = [Folder(".", config.recursive)] if config.notebook_dir_or_file.is_dir() else []

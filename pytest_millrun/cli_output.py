@@ -7,13 +7,23 @@ why it ran although the cache was on, and the closing count.
 
 from __future__ import annotations
 
+import shutil
 import sys
+import threading
+import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import click
 
 from pytest_millrun.core.data import ExecutionResult
+from pytest_millrun.core.progress import (
+    Heartbeat,
+    OutputLines,
+    RunningCell,
+    heartbeat_line,
+    status_line,
+)
 from pytest_millrun.core.text import cell_words
 from pytest_millrun.core.values import report_lines
 
@@ -27,8 +37,26 @@ def is_tty() -> bool:
     return sys.stderr.isatty()
 
 
+#: How often the running cells are read from the progress channel.
+WATCH_SECONDS = 0.5
+#: The bar's columns besides the running cells (counts, rate, ETA, counters).
+BAR_COLUMNS = 72
+
+
+class Channel(Protocol):
+    """What the progress side channel says now (see :mod:`pytest_millrun.pipeline.watching`)."""
+
+    def running(self) -> list[RunningCell]: ...
+
+    def outputs(self) -> list[tuple[str, str, str]]: ...
+
+
 class Progress:
-    """A live bar on a terminal (done, failed, running, ETA); one plain line per run elsewhere."""
+    """A live bar on a terminal (done, failed, running, ETA); one plain line per run elsewhere.
+
+    With :meth:`watch`, also the running notebooks' cells (in the bar, or a plain
+    line a minute without one) and, with ``log_output``, the cells' output lines.
+    """
 
     def __init__(
         self, total: int, workers: int, *, bar: bool, stream: TextIO | None = None
@@ -41,6 +69,10 @@ class Progress:
         self.verbose = False
         self.stream = stream or sys.stderr
         self.bar: Any = None
+        self.cells = ""  # the running cells, as the bar shows them
+        self._lock = threading.RLock()
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
         if bar:
             from tqdm import tqdm
 
@@ -50,9 +82,14 @@ class Progress:
     def _postfix(self) -> None:
         running = min(self.workers, self.total - self.done)
         cached = f" cached={self.cached}" if self.cached else ""
-        self.bar.set_postfix_str(f"failed={self.failed}{cached} running={running}")
+        cells = f" | {self.cells}" if self.cells else ""
+        self.bar.set_postfix_str(f"failed={self.failed}{cached} running={running}{cells}")
 
     def update(self, result: ExecutionResult) -> None:
+        with self._lock:
+            self._update(result)
+
+    def _update(self, result: ExecutionResult) -> None:
         self.done += 1
         self.failed += not result.passed
         self.cached += result.cached
@@ -72,7 +109,52 @@ class Progress:
         if self.verbose and result.cache_reasons:
             click.echo(reason_line(result), file=self.stream)
 
+    def watch(self, reader: Channel) -> None:
+        """Show what the progress channel says, from a thread, until :meth:`close`.
+
+        A thread, as the main thread waits on the pool (or runs the notebook itself);
+        what it writes goes through tqdm's lock and this object's.
+        """
+        lines = OutputLines()
+        heartbeat = Heartbeat(time.monotonic())
+
+        def watching() -> None:
+            while not self._stop.wait(WATCH_SECONDS):
+                self._show(reader, lines, heartbeat)
+            self._show(reader, lines, heartbeat)
+            self._say(lines.flush())
+
+        self._watcher = threading.Thread(target=watching, name="millrun-progress", daemon=True)
+        self._watcher.start()
+
+    def _show(self, reader: Channel, lines: OutputLines, heartbeat: Heartbeat) -> None:
+        for label, stream, text in reader.outputs():
+            self._say(lines.add(label, stream, text))
+        entries = reader.running()
+        for label in lines.labels() - {entry.label for entry in entries}:
+            self._say(lines.flush(label))
+        if self.bar is None:
+            if heartbeat.due(time.monotonic(), bool(entries)):
+                self._say([heartbeat_line(entries, time.time())])
+            return
+        width = shutil.get_terminal_size().columns - BAR_COLUMNS
+        with self._lock:
+            self.cells = status_line(entries, time.time(), width)
+            self._postfix()
+
+    def _say(self, lines: Sequence[str]) -> None:
+        with self._lock:
+            for line in lines:
+                if self.bar is not None:
+                    self.bar.write(line, file=self.stream)
+                else:
+                    click.echo(line, file=self.stream)
+
     def close(self) -> None:
+        if self._watcher is not None:
+            self._stop.set()
+            self._watcher.join()
+            self._watcher = None
         if self.bar is not None:
             self.bar.close()
 

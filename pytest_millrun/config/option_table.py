@@ -486,7 +486,14 @@ OPTIONS: tuple[Option, ...] = (
         "and inode instead of its content (default: 1024).",
         cli_metavar="MIB", api="cache_hash_limit",
     ),
-    # the command's terminal
+    # the terminal
+    Option(
+        "log_output", "flag",
+        "Show each code cell's stdout and stderr lines as they come, prefixed by the item's id",
+        default=False, pytest="log-output", cli=("--log-output",),
+        cli_help="Show each code cell's stdout and stderr lines as they come, prefixed by the "
+        "notebook and variation.",
+    ),
     Option(
         "verbose", "flag", "Say why each variation ran (with --cache).", default=False,
         cli=("-v", "--verbose"),

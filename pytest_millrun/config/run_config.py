@@ -100,6 +100,7 @@ class RunConfig:
     cache_hash_limit: int = 1024
     verbose: bool = False
     no_progress: bool = False
+    log_output: bool = False
     #: The API's other keywords, for papermill and nbclient.
     papermill_kwargs: Mapping[str, Any] = field(default_factory=dict)
     #: How the front end spells the options a failure's advice names.

@@ -22,6 +22,7 @@ from pytest_millrun.core.data import ExecutionInterrupted, ExecutionResult, Fail
 from pytest_millrun.core.params import Variation
 from pytest_millrun.execution.execute import execute_notebook
 from pytest_millrun.execution.kernel_session import KernelSessionPart
+from pytest_millrun.execution.progress_sink import ProgressSink
 from pytest_millrun.execution.read_recording import NOT_ASKED, PROBLEM, ReadsPart
 
 
@@ -64,6 +65,9 @@ class RunOptions:
     #: What makes each execution's kernel session parts besides the built-in ones (picklable:
     #: a part class, or a ``functools.partial`` of one); see ``execute_notebook``.
     session_parts: tuple[Callable[[], KernelSessionPart], ...] = ()
+    #: Who hears each execution's progress (picklable where it crosses processes: a
+    #: :class:`~pytest_millrun.execution.progress_sink.ChannelSink`); None: nobody.
+    progress: ProgressSink | None = None
 
 
 def run_job(job: Job, options: RunOptions) -> ExecutionResult:

@@ -16,6 +16,10 @@ what papermill's engine gives; so is what is saved when a kernel dies, a
 timeout fires or the run is interrupted -- then the end-of-run write stays.
 Papermill's time-based autosave during a long cell is untouched.
 
+The manager also tells a progress object (``millrun_progress``, see
+:mod:`pytest_millrun.execution.progress_sink`) which code cell starts, and the client
+ticks it about once a second while a cell runs, on the thread running the cell.
+
 Two things papermill's engine gets wrong for a run that stops early, and for
 the way millrun calls it, are put right here, before the first write:
 
@@ -33,10 +37,13 @@ time it is asked for; used unless the caller names an engine of their own.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Any, Final
 
 ENGINE_NAME: Final = "millrun"
+#: How often a running cell's progress ticks (its elapsed time redrawn, a heartbeat checked).
+TICK_SECONDS: Final = 1.0
 
 
 @functools.cache
@@ -56,10 +63,19 @@ def _manager_class() -> type:
         deferring = False
         ended_normally = False
         started_index: int | None = None
+        #: Who hears which code cell starts (a NotebookProgress), if anybody.
+        progress: Any = None
+        code_numbers: dict[int, tuple[int, int]] | None = None
 
         def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
             self.started_index = cell_index
             super().cell_start(cell, cell_index, **kwargs)
+            if self.progress is not None and cell_index is not None:
+                if self.code_numbers is None:  # index -> (K of N code cells), once
+                    code = [i for i, c in enumerate(self.nb.cells) if c.cell_type == "code"]
+                    self.code_numbers = {i: (k, len(code)) for k, i in enumerate(code, 1)}
+                if cell_index in self.code_numbers:
+                    self.progress.cell(*self.code_numbers[cell_index])
 
         def mark_stopped_cell(self) -> None:
             """The run stopped inside a cell without an error of the cell's own: fail it."""
@@ -114,6 +130,7 @@ def _engine_class() -> type:
             log_output: bool = False,
             autosave_cell_every: int = 30,
             millrun_paths: tuple[str, str] | None = None,
+            millrun_progress: Any = None,
             **kwargs: Any,
         ) -> Any:
             if millrun_paths is not None:
@@ -129,6 +146,7 @@ def _engine_class() -> type:
                 log_output=log_output,
                 autosave_cell_every=autosave_cell_every,
             )
+            nb_man.progress = millrun_progress
             session = kwargs.pop("millrun_session", None)
             nb_man.notebook_start()
             try:
@@ -150,9 +168,9 @@ def _engine_class() -> type:
         def execute_managed_notebook(
             cls, nb_man: Any, kernel_name: str | None, session: Any = None, **kwargs: Any
         ) -> Any:
-            if session is None or not session.needs_engine:
+            if (session is None or not session.needs_engine) and nb_man.progress is None:
                 return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
-            # papermill's own body, with a client that serves the kernel session
+            # papermill's own body, with a client that serves the kernel session and progress
             return _session_client(nb_man, kernel_name, session, **kwargs).execute()
 
     return OncePerCellEngine
@@ -169,7 +187,8 @@ def _session_client(
     execution_timeout: float | None = None,
     **kwargs: Any,
 ) -> Any:
-    """papermill's ``NBClientEngine.execute_managed_notebook`` client, serving the kernel session.
+    """papermill's ``NBClientEngine.execute_managed_notebook`` client, serving the kernel session
+    (if any has work for it) and the progress (which ticks about once a second while a cell runs).
 
     The session's cell hooks are nbclient's own; after the last cell, or the cell
     that raised, the session's end request goes before the kernel shuts down
@@ -177,14 +196,11 @@ def _session_client(
     stopped by a timeout, a dead kernel or a signal has no end request: its kernel
     is busy or gone.
     """
-    from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import logger
     from papermill.utils import merge_kwargs, remove_args
 
-    class SessionClient(PapermillNotebookClient):  # type: ignore[misc]
-        def papermill_execute_cells(self) -> None:
-            super().papermill_execute_cells()  # a cell's error ends it without raising
-            session.end(self, failed=bool(self.nb.metadata.get("papermill", {}).get("exception")))
+    serving = session is not None and session.needs_engine
+    client_class = _client_class(session if serving else None, nb_man.progress)
 
     kwargs = remove_args(["input_path"], **kwargs)
     safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
@@ -198,6 +214,41 @@ def _session_client(
         stdout_file=stdout_file,
         stderr_file=stderr_file,
     )
-    client = SessionClient(nb_man, **final_kwargs)
-    session.install_cell_hooks(client)
+    client = client_class(nb_man, **final_kwargs)
+    if serving:
+        session.install_cell_hooks(client)
     return client
+
+
+def _client_class(session: Any, progress: Any) -> Any:
+    """papermill's client, ending the kernel ``session`` (if any) after the last cell and
+    ticking ``progress`` (if any) while each cell runs."""
+    from nbclient.util import run_sync
+    from papermill.clientwrap import PapermillNotebookClient
+
+    class SessionClient(PapermillNotebookClient):  # type: ignore[misc]
+        def papermill_execute_cells(self) -> None:
+            super().papermill_execute_cells()  # a cell's error ends it without raising
+            if session is not None:
+                failed = bool(self.nb.metadata.get("papermill", {}).get("exception"))
+                session.end(self, failed=failed)
+
+        async def async_execute_cell(self, *args: Any, **kwargs: Any) -> Any:
+            if progress is None:
+                return await super().async_execute_cell(*args, **kwargs)
+            ticking = asyncio.ensure_future(_ticking(progress))
+            try:
+                return await super().async_execute_cell(*args, **kwargs)
+            finally:
+                ticking.cancel()
+
+        execute_cell = run_sync(async_execute_cell)  # nbclient's, of this class's coroutine
+
+    return SessionClient
+
+
+async def _ticking(progress: Any) -> None:
+    """While a cell runs, on the thread that runs it (the one that may draw): a tick a second."""
+    while True:
+        await asyncio.sleep(TICK_SECONDS)
+        progress.tick()

@@ -57,6 +57,7 @@ from pytest_millrun.execution.failures import format_failure
 from pytest_millrun.execution.kernel_requests import builtin_parts
 from pytest_millrun.execution.kernel_session import KernelSession, KernelSessionPart
 from pytest_millrun.execution.kernels import KernelSandbox, fork_broken
+from pytest_millrun.execution.progress_sink import NotebookProgress, ProgressSink
 
 #: The kernel of a notebook whose metadata names none (nbclient's and nbmake's choice too).
 DEFAULT_KERNEL = "python3"
@@ -118,6 +119,7 @@ def execute_notebook(
     option_names: OptionNames = API_OPTION_NAMES,
     record: Sequence[str] = (),
     session_parts: Sequence[Callable[[], KernelSessionPart]] = (),
+    progress: ProgressSink | None = None,
     **papermill_kwargs: Any,
 ) -> ExecutionResult:
     """Run ``notebook`` with ``parameters`` through papermill and save it to ``output``.
@@ -139,11 +141,14 @@ def execute_notebook(
     ``session_parts`` make the kernel session's parts of this execution besides
     the built-in ones and the recorder (see
     :mod:`pytest_millrun.execution.kernel_session`); what they return is the
-    result's ``kernel_report``.
+    result's ``kernel_report``.  ``progress`` hears each code cell start, and with its
+    ``log_output`` what the cells print (see :mod:`.progress_sink`).
     """
     run = _Run(
         absolute(notebook), Path(output), parameters, variation_id, recording.Recorder(record)
     )
+    if progress is not None:
+        run.progress = NotebookProgress(progress, progress.label or run.default_label)
     run.session = KernelSession(
         [*builtin_parts(), run.recorder, *(make() for make in session_parts)]
     )
@@ -160,7 +165,7 @@ def execute_notebook(
             notebook, output, parameters, variation_id=variation_id, kernel_name=kernel_name,
             cell_timeout=cell_timeout, notebook_timeout=notebook_timeout, kernel_start="spawn",
             option_names=option_names, record=record, session_parts=session_parts,
-            **papermill_kwargs,
+            progress=progress, **papermill_kwargs,
         )  # fmt: skip
         return dataclasses.replace(again, notes=(*run.notes, *again.notes))
     if end.interrupted:
@@ -186,6 +191,12 @@ class _Run:
     variation_id: str
     recorder: recording.Recorder
     session: KernelSession = dataclasses.field(default_factory=lambda: KernelSession([]))
+    progress: NotebookProgress | None = None
+
+    @property
+    def default_label(self) -> str:
+        """How progress names this run when its sink names none: ``calc.ipynb [x=1]``."""
+        return f"{self.notebook.name} [{self.variation_id}]"
     notes: list[str] = dataclasses.field(default_factory=list)
     started: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -290,6 +301,8 @@ def _run_papermill(
         if ours:  # the paths papermill would record, and the kernel session
             engine_kwargs["millrun_paths"] = (str(run.notebook), str(run.output))
             engine_kwargs["millrun_session"] = run.session
+        if run.progress is not None:
+            engine_kwargs.update(run.progress.engine_kwargs(ours))
         if cell_timeout is not None:
             engine_kwargs["execution_timeout"] = cell_timeout
         watchdog = None
@@ -310,6 +323,8 @@ def _run_papermill(
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+            if run.progress is not None:
+                run.progress.done()
             _keep_partial(
                 partial, run.output, checked=end.error is not None or end.interrupted or end.retry
             )

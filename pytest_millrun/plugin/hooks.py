@@ -101,7 +101,10 @@ def pytest_configure(config: pytest.Config) -> None:
         )
         configure_snapshots(config, settings)
         if not session.worker:
+            from pytest_millrun.plugin.live_progress import register as register_progress
             from pytest_millrun.plugin.scheduling import RunOrder
+
+            session.live = register_progress(config, settings.log_output)
 
             config.pluginmanager.register(RunOrder(config, settings.order), "millrun-order")
             if config.option.durations is not None:

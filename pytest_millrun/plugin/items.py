@@ -150,10 +150,15 @@ class NotebookItem(pytest.Item):
         return redacted(self.job.output_url)
 
     def _run_options(self) -> RunOptions:
-        """The run's options, plus this item's kernel coverage when pytest-cov measures."""
+        """The run's options, plus this item's kernel coverage when pytest-cov measures and
+        where its progress goes when it is shown."""
         import dataclasses
 
-        options = self.config.stash[session_key].settings.run_options()
+        session = self.config.stash[session_key]
+        options = session.settings.run_options()
+        progress = session.progress_sink(self.nodeid)
+        if progress is not None:
+            options = dataclasses.replace(options, progress=progress)
         part = self.coverage_part(lines_back=False)
         if part is None:
             return options

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from pytest_millrun.dispatch.dask_client import Submitted
     from pytest_millrun.dispatch.jobs import Job
     from pytest_millrun.execution.kernel_session import KernelSessionPart
+    from pytest_millrun.execution.progress_sink import ProgressSink
     from pytest_millrun.pipeline.stale_outputs import StaleOutputs
+    from pytest_millrun.plugin.live_progress import LiveProgress
 
 
 class JobItem(Protocol):
@@ -69,6 +71,8 @@ class MillrunSession:
         self.cluster_index: dict[str, int] = {}
         #: Closes the cluster connection (and a local cluster) when the run loop ends.
         self._cluster_life = contextlib.ExitStack()
+        #: The live progress drawer of this process (``-n 0`` or the xdist controller).
+        self.live: LiveProgress | None = None
 
     @property
     def enabled(self) -> bool:
@@ -227,6 +231,21 @@ class MillrunSession:
         ahead = contextlib.ExitStack()
         ahead.enter_context(kernels_ahead(self.settings.kernel_start))
         self.config.add_cleanup(ahead.close)
+
+    # ------------------------------------------------------------- progress
+
+    def progress_sink(self, label: str) -> ProgressSink | None:
+        """Who hears the progress of the item ``label`` run here: this process's drawer, or
+        (an xdist worker) the channel its controller reads; None when nothing is shown."""
+        if self.live is not None:
+            return self.live.sink_for(label)
+        channel = getattr(self.config, "workerinput", {}).get("millrun_progress")
+        if channel is None:
+            return None
+        from pytest_millrun.execution.progress_sink import ChannelSink
+
+        log_output = bool(self.config.workerinput.get("millrun_log_output"))  # type: ignore[attr-defined]
+        return ChannelSink(channel, label, log_output)
 
     # ------------------------------------------------------------- the cluster
 
