@@ -58,6 +58,8 @@ def _click_param(option: Option) -> Callable[[F], F]:
         return click.option(*declared, default=option.default, show_default=True, help=help)
     if option.kind == "flag":
         return click.option(*declared, is_flag=True, help=help)
+    if option.kind == "level":
+        return click.option(*declared, count=True, help=help)
     settings: dict[str, Any] = {"metavar": option.cli_metavar, "help": help}
     if option.kind in ("file", "folder"):
         # text, made a Path by the config: an output URL (s3://...) must reach it intact

@@ -66,7 +66,8 @@ class Progress:
         self.done = 0
         self.failed = 0
         self.cached = 0
-        self.verbose = False
+        #: ``-v``: why each variation ran; ``-vv``: also what each one read.
+        self.verbose = 0
         self.stream = stream or sys.stderr
         self.bar: Any = None
         self.cells = ""  # the running cells, as the bar shows them
@@ -96,8 +97,8 @@ class Progress:
         if self.bar is not None:
             self.bar.update(1)
             self._postfix()
-            if self.verbose and result.cache_reasons:
-                self.bar.write(reason_line(result), file=self.stream)
+            for line in self._said(result):
+                self.bar.write(line, file=self.stream)
             return
         status = "CACHED" if result.cached else "PASSED" if result.passed else "FAILED"
         took = "" if result.cached else f" in {result.duration:.1f} s"
@@ -106,8 +107,15 @@ class Progress:
             f"{took}{where_it_went(result)}",
             file=self.stream,
         )
-        if self.verbose and result.cache_reasons:
-            click.echo(reason_line(result), file=self.stream)
+        for line in self._said(result):
+            click.echo(line, file=self.stream)
+
+    def _said(self, result: ExecutionResult) -> list[str]:
+        """What ``-v`` says under a run (why it ran), and ``-vv`` (what it read)."""
+        lines = [reason_line(result)] if self.verbose and result.cache_reasons else []
+        if self.verbose > 1 and result.read_set:
+            lines += read_set_lines(result)
+        return lines
 
     def watch(self, reader: Channel) -> None:
         """Show what the progress channel says, from a thread, until :meth:`close`.
@@ -174,6 +182,13 @@ def where_it_went(result: ExecutionResult) -> str:
 def reason_line(result: ExecutionResult) -> str:
     """Why a variation ran although the cache was on: ``calc [3]: code cell 4 changed``."""
     return f"  {result.notebook.name} [{result.variation_id}]: {'; '.join(result.cache_reasons)}"
+
+
+def read_set_lines(result: ExecutionResult) -> list[str]:
+    """A variation's read set, as ``-vv`` lists it: a heading, then a line per read."""
+    count = len(result.read_set)
+    heading = f"  {result.notebook.name} [{result.variation_id}] read set ({count}):"
+    return [heading, *(f"    {line}" for line in result.read_set)]
 
 
 def summary(results: Sequence[ExecutionResult], seconds: float, planned: int | None = None) -> None:

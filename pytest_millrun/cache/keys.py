@@ -78,7 +78,8 @@ _DIGEST_CHARS = 16
 
 _lock = threading.Lock()
 _environments: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
-_files: dict[tuple[str, int, int], str] = {}
+#: A file's digest by its (device, inode, size, mtime, ctime): no path to resolve on a hit.
+_files: dict[tuple[int, int, int, int, int], str] = {}
 _notebooks: dict[tuple[str, int, int], tuple[dict[str, Any], list[str]]] = {}
 _memos: dict[str, dict[Any, Any]] = {}
 
@@ -222,12 +223,12 @@ def sized_digest(path: Path, hash_limit_mib: int = DEFAULT_HASH_LIMIT_MIB) -> st
     says when that is how a change was seen.
     """
     try:
-        stat = path.stat()
+        stat = os.stat(path)
     except OSError:
         return "missing"
     if stat.st_size > hash_limit_mib * (1 << 20):
         return f"{STAT_DIGEST}{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
-    return file_digest(path)
+    return _content_digest(path, stat)
 
 
 def too_large(digest: str) -> str:
@@ -238,10 +239,20 @@ def too_large(digest: str) -> str:
 def file_digest(path: Path) -> str:
     """The SHA-256 of a file's content; its size and mtime only spare a re-hash in this run."""
     try:
-        stat = path.stat()
+        stat = os.stat(path)
     except OSError:
         return "missing"
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return _content_digest(path, stat)
+
+
+def _content_digest(path: Path, stat: os.stat_result) -> str:
+    """``file_digest`` of a file already stat-ed, made once per run while it is unchanged.
+
+    Known by its device and inode (the same file under any name or link, with no path to
+    resolve: a hit re-checks thousands of reads per variation), and by its size, mtime
+    and ctime, which any write changes (ctime even when the mtime is set back).
+    """
+    memo = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     with _lock:
         known = _files.get(memo)
     if known is not None:

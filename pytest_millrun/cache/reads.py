@@ -94,10 +94,24 @@ def read_settings(
 
 def name_of(path: str, notebook_dir: Path) -> str:
     """A path as the key holds it: relative to the notebook's folder when under it."""
-    for folder in {os.path.abspath(notebook_dir), os.path.realpath(notebook_dir)}:
-        if path.startswith(folder + os.sep):
-            return path[len(folder) + 1 :].replace(os.sep, "/")
+    for folder in _folder_prefixes(notebook_dir):
+        if path.startswith(folder):
+            return path[len(folder) :].replace(os.sep, "/")
     return path
+
+
+def _folder_prefixes(notebook_dir: Path) -> tuple[str, ...]:
+    """The notebook's folder as given and resolved, each with its final separator.
+
+    Worked out once per run (a run stamps thousands of reads per variation, and
+    resolving the folder is an lstat per component).
+    """
+    memo = run_memo("folders")
+    known = memo.get(notebook_dir)
+    if known is None:
+        both = (os.path.abspath(notebook_dir), os.path.realpath(notebook_dir))
+        known = memo[notebook_dir] = tuple(dict.fromkeys(os.path.join(f, "") for f in both))
+    return tuple(known)
 
 
 def path_of(name: str, notebook_dir: Path) -> str:

@@ -36,7 +36,13 @@ from pytest_millrun.cache.keys import (
     resolve_inputs,
     too_large,
 )
-from pytest_millrun.cache.reads import ReadSettings, current_reads, read_changes, read_settings
+from pytest_millrun.cache.reads import (
+    ReadSettings,
+    current_reads,
+    describe,
+    read_changes,
+    read_settings,
+)
 from pytest_millrun.core.discovery import OUTPUT_MARKER
 from pytest_millrun.core.globs import path_regexes
 from pytest_millrun.coverage.stored_lines import COVERAGE_ENTRY, unusable, write_data_file
@@ -86,6 +92,8 @@ class Verdict:
     seconds: float = 0.0
     #: A hit's stored coverage lines, when the run measures kernels.
     coverage_lines: Mapping[str, Any] | None = None
+    #: A hit's read set, as ``-vv`` lists it (:func:`pytest_millrun.cache.reads.describe`).
+    read_set: tuple[str, ...] = ()
 
 
 class RunInputs:
@@ -263,6 +271,7 @@ def check_output(
     return Verdict(
         True, (), values, notes, time.perf_counter() - started,
         coverage_lines=lines if settings.coverage is not None else None,
+        read_set=tuple(describe(read)) if isinstance(read, dict) else (),
     )  # fmt: skip
 
 
@@ -294,6 +303,7 @@ def cached_result(
         recorded=dict(verdict.recorded),
         record_notes=dict(verdict.record_notes),
         cached=True,
+        read_set=verdict.read_set,
     )
 
 

@@ -24,11 +24,12 @@ from typing import Any, Literal
 #: ``flag`` a switch; ``text`` as given; ``file``/``folder``/``path`` a path (``path``:
 #: either; the CLI's arguments must exist); ``seconds`` a number > 0; ``tolerance`` a
 #: number >= 0; ``list`` comma-separated; ``choice`` one of ``choices``; ``count`` an
-#: integer >= 1; ``mib`` an integer >= 0 (a size in MiB); ``object`` a Python value only
-#: the API takes (an executor, a callback).
+#: integer >= 1; ``mib`` an integer >= 0 (a size in MiB); ``level`` how many times a
+#: switch is given (``-vv``: 2); ``object`` a Python value only the API takes (an
+#: executor, a callback).
 Kind = Literal[
     "flag", "text", "file", "folder", "path", "seconds", "tolerance", "list", "choice", "count",
-    "mib", "object",
+    "mib", "level", "object",
 ]  # fmt: skip
 FrontEnd = Literal["pytest", "cli", "api"]
 
@@ -196,6 +197,8 @@ def parse(option: Option, value: Any) -> Any:
         return parse_count(value)
     if option.kind == "mib":
         return parse_mib(value)
+    if option.kind == "level":
+        return int(value or 0)
     if option.kind == "object":  # the API's as given; text (pytest, the CLI): "" is unset
         return None if isinstance(value, str) and not value else value
     return parse_text(value)  # text; paths are made absolute by the resolution
@@ -495,7 +498,9 @@ OPTIONS: tuple[Option, ...] = (
         "notebook and variation.",
     ),
     Option(
-        "verbose", "flag", "Say why each variation ran (with --cache).", default=False,
+        "verbose", "level",
+        "Say why each variation ran (with --cache); -vv also lists what each one read.",
+        default=0,
         cli=("-v", "--verbose"),
     ),
     Option(

@@ -98,7 +98,7 @@ class RunConfig:
     cache_inputs: tuple[str, ...] = ()
     cache_ignore: tuple[str, ...] = ()
     cache_hash_limit: int = 1024
-    verbose: bool = False
+    verbose: int = 0
     no_progress: bool = False
     log_output: bool = False
     #: The API's other keywords, for papermill and nbclient.

@@ -52,6 +52,12 @@ class ExecutionResult:
     cached: bool = False
     #: With the cache on, why this variation ran (see :mod:`pytest_millrun.cache.verdicts`).
     cache_reasons: tuple[str, ...] = ()
+    #: With the cache on, what the key holds the variation read (``-vv`` lists it): one
+    #: line each, ``read data/prices.csv``, ``imported src/lib/core.py``, ``listed data/parts``,
+    #: ``looked for data/new.csv (not found)``; paths relative to the notebook's folder
+    #: where under it.  Empty when its kernel records no reads (another language) or its
+    #: run kept no key.
+    read_set: tuple[str, ...] = ()
     #: Each code cell that ran: its index in the output notebook, its seconds as papermill
     #: recorded them, and its first source line (a run that failed in a cell: none).
     cell_seconds: tuple[tuple[int, float, str], ...] = ()

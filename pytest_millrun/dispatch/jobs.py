@@ -86,7 +86,9 @@ def run_job(job: Job, options: RunOptions) -> ExecutionResult:
             raise ExecutionInterrupted(deliver(job, exc.result)) from None
         raise
     if job.cache_key is not None:
-        _keep_cache_entry(job, job.cache_key, result)
+        read_set = _keep_cache_entry(job, job.cache_key, result)
+        if read_set:
+            result = dataclasses.replace(result, read_set=read_set)
     if job.cache_reasons:
         result = dataclasses.replace(result, cache_reasons=job.cache_reasons)
     return deliver(job, result) if job.output_url is not None else result
@@ -144,27 +146,30 @@ def _job_parts(job: Job) -> tuple[Callable[[], KernelSessionPart], ...]:
     return (functools.partial(ReadsPart, settings),)
 
 
-def _keep_cache_entry(job: Job, key: CacheKey, result: ExecutionResult | None) -> None:
+def _keep_cache_entry(
+    job: Job, key: CacheKey, result: ExecutionResult | None
+) -> tuple[str, ...]:
     """Stamp a pass's output with its key and what it read; unstamp any other end.
 
     A pass whose reads cannot be vouched for (a file changed while it ran, a
     recorder that failed) keeps no key but says why, for the next run's ``-v``.
     A kernel of another language records no reads: its key is the declared inputs'.
+    Returns the read set the key holds, as ``-vv`` lists it (empty without one).
     """
     from pytest_millrun.cache import verdicts
 
     if result is None or not result.passed:
         if job.output.exists():
             verdicts.unstamp(job.output)
-        return
+        return ()
     if key.reads is None:
         verdicts.stamp(job.output, key)
-        return
+        return ()
     report = result.kernel_report.get(ReadsPart.name)
     if isinstance(report, dict) and NOT_ASKED in report:
         verdicts.stamp(job.output, key)
-        return
-    from pytest_millrun.cache.reads import ReadSettings, reads_part
+        return ()
+    from pytest_millrun.cache.reads import ReadSettings, describe, reads_part
 
     if not isinstance(report, dict):
         report = {PROBLEM: "the kernel sent no read record"}
@@ -172,8 +177,9 @@ def _keep_cache_entry(job: Job, key: CacheKey, result: ExecutionResult | None) -
     part, reasons = reads_part(report, job.notebook.parent.resolve(), settings)
     if part is None:
         verdicts.stamp_unusable(job.output, reasons)
-    else:
-        verdicts.stamp(job.output, key, part)
+        return ()
+    verdicts.stamp(job.output, key, part)
+    return tuple(describe(part))
 
 
 def interrupted_result(job: Job) -> ExecutionResult:

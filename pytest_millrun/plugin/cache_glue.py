@@ -6,20 +6,29 @@ session.MillrunSession.verdict_for`) in the process that runs it (an xdist worke
 too), once, remembered on the item.  A cached item passes
 with its ``user_properties`` saying so (``millrun_cached``, which JUnit shows
 as a property, and which xdist carries to the controller), and a variation
-that runs says why (``millrun_ran_because``).  :class:`CacheReport` turns
-those into pytest's own reporting: a ``cached`` category with the letter
-``c`` in the progress line and a count in the summary line, and with ``-v``
-the reasons each variation ran.
+that runs says why (``millrun_ran_because``); with ``-vv`` each item's read set
+goes the same way (``millrun_read_set``, only then: it can be thousands of lines).
+:class:`CacheReport` turns those into pytest's own reporting: a ``cached``
+category with the letter ``c`` in the progress line and a count in the summary
+line, with ``-v`` the reasons each variation ran, and with ``-vv`` what each read.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 CACHED_PROPERTY = "millrun_cached"
 REASON_PROPERTY = "millrun_ran_because"
+READ_SET_PROPERTY = "millrun_read_set"
+
+
+def keep_read_set(item: pytest.Item, result: Any) -> None:
+    """With ``-vv``: the item's read set (its ``ExecutionResult.read_set``), for the summary."""
+    if item.config.option.verbose > 1 and result.read_set:
+        item.user_properties.append((READ_SET_PROPERTY, json.dumps(list(result.read_set))))
 
 
 class CacheReport:
@@ -28,6 +37,7 @@ class CacheReport:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.reasons: dict[str, str] = {}
+        self.read_sets: dict[str, list[str]] = {}
         self.cached = 0
         self.position: dict[str, int] = {}
 
@@ -45,6 +55,8 @@ class CacheReport:
         for name, value in report.user_properties:
             if name == REASON_PROPERTY:
                 self.reasons[report.nodeid] = str(value)
+            elif name == READ_SET_PROPERTY:
+                self.read_sets[report.nodeid] = json.loads(str(value))
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Without xdist: the order the reasons are said in, as collected (longest first
@@ -57,15 +69,21 @@ class CacheReport:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.config.option.verbose > 0:
-            last = len(self.position)
-            said = sorted(self.reasons.items(), key=lambda kv: self.position.get(kv[0], last))
-            for nodeid, reason in said:
+            for nodeid, reason in self._in_order(self.reasons):
                 terminalreporter.write_line(f"millrun: ran {nodeid}: {reason}")
+            for nodeid, lines in self._in_order(self.read_sets):
+                terminalreporter.write_line(f"millrun: read set of {nodeid} ({len(lines)}):")
+                for line in lines:
+                    terminalreporter.write_line(f"    {line}")
         elif self.reasons:
             ran = len(self.reasons)
             terminalreporter.write_line(
                 f"millrun: {self.cached} cached, {ran} ran (-v says why each ran)"
             )
+
+    def _in_order(self, said: dict[str, Any]) -> list[tuple[str, Any]]:
+        last = len(self.position)
+        return sorted(said.items(), key=lambda kv: self.position.get(kv[0], last))
 
 
 def _cached(report: pytest.TestReport) -> bool:

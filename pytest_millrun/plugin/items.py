@@ -129,6 +129,10 @@ class NotebookItem(pytest.Item):
             self._start_next_kernel_ahead()
             result = run_job(job, self._run_options())
         self.result = result
+        if result.read_set:  # with the cache on
+            from pytest_millrun.plugin.cache_glue import keep_read_set
+
+            keep_read_set(self, result)
         if result.cell_seconds:
             import json
 
@@ -209,7 +213,7 @@ class NotebookItem(pytest.Item):
     def _pass_from_cache(self) -> None:
         """The earlier output answers: the item passes with the result read back from it."""
         from pytest_millrun.cache.verdicts import cached_result
-        from pytest_millrun.plugin.cache_glue import CACHED_PROPERTY
+        from pytest_millrun.plugin.cache_glue import CACHED_PROPERTY, keep_read_set
         from pytest_millrun.plugin.coverage_glue import item_coverage
 
         verdict, _ = self.cache_verdict()
@@ -218,6 +222,7 @@ class NotebookItem(pytest.Item):
             item_coverage(self),
         )  # fmt: skip
         self.user_properties.append((CACHED_PROPERTY, "true"))
+        keep_read_set(self, self.result)
 
     def _start_next_kernel_ahead(self) -> None:
         """In fork mode, the next item's kernel starts while this item runs.

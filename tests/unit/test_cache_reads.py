@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from millrun_testing import recorded
-from pytest_millrun.cache import reads, verdicts
+from pytest_millrun.cache import keys, reads, verdicts
 from pytest_millrun.cache.keys import CacheKey, file_digest, forget
 from pytest_millrun.inkernel.read_recorder import PAYLOAD_VERSION
 
@@ -130,15 +130,22 @@ def test_above_the_hash_limit_a_file_is_known_by_size_mtime_and_inode(project: P
     ]
 
 
-def test_a_file_is_hashed_once_per_run(project: Path) -> None:
-    part = part_after(project, "open('data/prices.csv').read()\n")
+def test_a_file_is_hashed_once_per_run_and_a_rewrite_is_seen_even_with_its_mtime_put_back(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    part = part_after(project, "open('data/prices.csv').read()\n")  # hashed once, to stamp
     prices = project / "data" / "prices.csv"
     stat = prices.stat()
     settings = settings_for(project)
-    assert reads.current_reads(part, project, settings)["files"] == part["files"]
-    prices.write_text("day,price\n1,11\n")  # same size; mtime put back: only a re-hash sees it
+    hashed: list[object] = []
+    sha256 = keys.hashlib.sha256
+    monkeypatch.setattr(keys.hashlib, "sha256", lambda: hashed.append(1) or sha256())
+    for _ in range(3):  # as for three variations of one run
+        assert reads.current_reads(part, project, settings)["files"] == part["files"]
+    assert hashed == []
+    prices.write_text("day,price\n1,11\n")  # same size, mtime put back: its ctime moved
     os.utime(prices, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert reads.current_reads(part, project, settings)["files"] == part["files"]
+    assert reads.current_reads(part, project, settings)["files"] != part["files"]
     assert changes(project, part) == ["read data/prices.csv changed"]
 
 
