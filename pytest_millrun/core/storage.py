@@ -12,7 +12,9 @@ handlers for some.  ``fsspec`` is imported only for a URL.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 #: ``scheme://`` as fsspec and papermill read it; a single letter is a Windows drive (``C:``).
@@ -83,18 +85,102 @@ def output_url(root: str, relative: str) -> str:
     return f"{root.rstrip('/')}/{relative.lstrip('/')}"
 
 
-def upload(local: Path, url: str) -> None:
+#: fsspec's keywords for a filesystem (the API's ``storage_options``): credentials among them.
+StorageOptions = Mapping[str, Any]
+
+
+def _filesystem(url: str, storage_options: StorageOptions | None) -> tuple[Any, str]:
+    """fsspec's filesystem for ``url`` (an instance fsspec caches per options) and its path."""
+    import fsspec.core
+
+    filesystem, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    return filesystem, str(path)
+
+
+def _failed(what: str, url: str, exc: Exception) -> OSError:
+    """A filesystem's own error (botocore, aiohttp...) as an OSError naming the URL, redacted."""
+    return OSError(f"could not {what} {redacted(url)}: {exc}")
+
+
+def upload(local: Path, url: str, storage_options: StorageOptions | None = None) -> None:
     """Copy one executed notebook to its URL with fsspec (its usual credentials and config).
 
     Raises OSError (fsspec's and the filesystem's errors) with the URL, credentials hidden.
     """
-    import fsspec.core
-
     try:
-        filesystem, path = fsspec.core.url_to_fs(url)
+        filesystem, path = _filesystem(url, storage_options)
         filesystem.put_file(str(local), path)
     except Exception as exc:  # any filesystem's own errors (botocore, aiohttp...)
         raise OSError(f"could not upload {local.name} to {redacted(url)}: {exc}") from None
+
+
+def read_bytes(url: str, storage_options: StorageOptions | None = None) -> bytes | None:
+    """The whole object at ``url``, or None when there is none; OSError when it cannot be read."""
+    try:
+        filesystem, path = _filesystem(url, storage_options)
+        return bytes(filesystem.cat_file(path))
+    except FileNotFoundError:
+        return None
+    except Exception as exc:
+        raise _failed("read", url, exc) from None
+
+
+def write_bytes(url: str, data: bytes, storage_options: StorageOptions | None = None) -> None:
+    """Write (replace) the object at ``url``; OSError naming the URL when it cannot."""
+    try:
+        filesystem, path = _filesystem(url, storage_options)
+        filesystem.pipe_file(path, data)
+    except Exception as exc:
+        raise _failed("write", url, exc) from None
+
+
+def remove(url: str, storage_options: StorageOptions | None = None) -> bool:
+    """Remove the object at ``url``: whether there was one; OSError when it cannot."""
+    try:
+        filesystem, path = _filesystem(url, storage_options)
+        filesystem.rm_file(path)
+    except FileNotFoundError:
+        return False
+    except Exception as exc:
+        raise _failed("remove", url, exc) from None
+    return True
+
+
+def version(url: str, storage_options: StorageOptions | None = None) -> str | None:
+    """What tells this version of the object at ``url`` from any other (fsspec's checksum: S3's
+    ETag, GCS's generation...), asked afresh; None when there is no object there."""
+    try:
+        filesystem, path = _filesystem(url, storage_options)
+        filesystem.invalidate_cache(path)
+        return str(filesystem.checksum(path))
+    except FileNotFoundError:
+        return None
+    except Exception as exc:
+        raise _failed("read", url, exc) from None
+
+
+def exists(url: str, storage_options: StorageOptions | None = None) -> bool:
+    """Whether there is an object at ``url``; OSError when the storage cannot say."""
+    try:
+        filesystem, path = _filesystem(url, storage_options)
+        return bool(filesystem.isfile(path))
+    except Exception as exc:
+        raise _failed("read", url, exc) from None
+
+
+def listed_files(folder: str, storage_options: StorageOptions | None = None) -> list[str]:
+    """The URLs of the files directly in the folder ``folder`` (none when it does not exist)."""
+    try:
+        filesystem, path = _filesystem(folder, storage_options)
+        filesystem.invalidate_cache(path)
+        entries = filesystem.ls(path, detail=True)
+    except FileNotFoundError:
+        return []
+    except Exception as exc:
+        raise _failed("list", folder, exc) from None
+    names = [str(entry["name"]).rstrip("/").rpartition("/")[2] for entry in entries
+             if entry.get("type") == "file"]  # fmt: skip
+    return sorted(output_url(folder, name) for name in names if name)
 
 
 def staging_folder() -> Path:

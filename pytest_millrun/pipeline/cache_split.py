@@ -49,11 +49,11 @@ class CacheSplit:
                 job.notebook, job.variation, job.output, inputs, settings,
                 kernel_name=options.kernel_name, record=job.record,
                 papermill_kwargs=options.papermill_kwargs, more_inputs=job.cache_inputs,
-                more_ignore=job.cache_ignore,
+                more_ignore=job.cache_ignore, url=job.output_url,
             )  # fmt: skip
             if verdict.hit:
                 self.cached[index] = verdicts.cached_result(
-                    job.notebook, job.variation_id, job.variation, job.output, verdict,
+                    job.notebook, job.variation_id, job.variation, job.output_name, verdict,
                     settings.coverage,
                 )  # fmt: skip
             else:
