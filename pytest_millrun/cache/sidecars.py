@@ -19,9 +19,18 @@ removed when the output no longer answers for a key (a failed or interrupted run
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from pytest_millrun.core.storage import StorageOptions, read_bytes, remove, write_bytes
+from pytest_millrun.cache.keys import run_memo
+from pytest_millrun.core.storage import (
+    StorageOptions,
+    folder_versions,
+    read_bytes,
+    read_many,
+    remove,
+    write_bytes,
+)
 
 #: What follows ``.`` and the output's name in its sidecar's name (hidden beside it).
 SUFFIX = ".millrun-key.json"
@@ -40,12 +49,28 @@ def is_sidecar(url: str) -> bool:
     return name.startswith(".") and name.endswith(SUFFIX)
 
 
+def prefetch(urls: Sequence[str], storage_options: StorageOptions | None) -> None:
+    """Fetch, at once, the sidecars of the outputs at ``urls`` for this run's checks.
+
+    Why: one small request per output, one after another, costs a round trip each;
+    fetched together (fsspec's concurrent ``cat``) they cost about one.  Kept until
+    :func:`~pytest_millrun.cache.keys.forget` starts the next run.
+    """
+    memo = run_memo("sidecars")
+    wanted = [sidecar_url(url) for url in urls if sidecar_url(url) not in memo]
+    found = read_many(wanted, storage_options)
+    for url in wanted:
+        memo[url] = found.get(url)
+
+
 def read_sidecar(url: str, storage_options: StorageOptions | None) -> dict[str, Any] | None:
     """The entry kept for the output at ``url``; None when there is none or it is no entry.
 
     Raises OSError when the storage cannot be read (the verdict says so and runs it).
     """
-    data = read_bytes(sidecar_url(url), storage_options)
+    memo = run_memo("sidecars")
+    where = sidecar_url(url)
+    data = memo.pop(where) if where in memo else read_bytes(where, storage_options)
     if data is None:
         return None
     try:
@@ -53,6 +78,20 @@ def read_sidecar(url: str, storage_options: StorageOptions | None) -> dict[str, 
     except ValueError:
         return None
     return entry if isinstance(entry, dict) else None
+
+
+def current_version(url: str, storage_options: StorageOptions | None) -> str | None:
+    """The version of the output at ``url`` now (``""``: unknown), None when there is none.
+
+    Each folder is listed once a run (S3 lists 1,000 objects a request), not looked up
+    object by object.
+    """
+    folder, _, name = url.rpartition("/")
+    memo = run_memo("object versions")
+    if folder not in memo:
+        memo[folder] = folder_versions(folder, storage_options)
+    found: str | None = memo[folder].get(name)
+    return found
 
 
 def write_sidecar(url: str, entry: dict[str, Any], storage_options: StorageOptions | None) -> None:

@@ -307,26 +307,28 @@ def _local_entry(output: Path) -> _Stored | str:
 def _remote_entry(url: str, storage_options: StorageOptions) -> _Stored | str:
     """An output's entry on object storage, from its sidecar; or why there is none to check.
 
-    Two small requests for a hit (the sidecar, the object's version), never the output.
+    The sidecar (fetched with the run's others when :func:`sidecars.prefetch` ran) and the
+    object's version from its folder's listing (once a run): never the output itself.
     """
-    from pytest_millrun.core.storage import exists, version
     from pytest_millrun.core.values import decode
 
     try:
         entry = sidecars.read_sidecar(url, storage_options)
         if entry is None:
-            return "no passing output" if exists(url, storage_options) else "no output"
+            there = sidecars.current_version(url, storage_options) is not None
+            return "no passing output" if there else "no output"
     except OSError as exc:
         return f"output unreadable ({exc})"
 
     def changed() -> str | None:
         try:
-            now = version(url, storage_options)
+            now = sidecars.current_version(url, storage_options)
         except OSError as exc:
             return f"output unreadable ({exc})"
         if now is None:
             return "no output"
-        return None if now == entry.get(sidecars.VERSION) else "output changed since its run"
+        same = now and now == entry.get(sidecars.VERSION)
+        return None if same else "output changed since its run"
 
     def recorded() -> tuple[dict[str, Any], dict[str, str]]:
         values, notes = entry.get("recorded"), entry.get("recorded_notes")
@@ -358,7 +360,7 @@ def publish(output: Path, url: str, storage_options: StorageOptions) -> None:
         entry.update(recorded=encode(values), recorded_notes=notes)
         if marker.get(COVERAGE_ENTRY) is not None:
             entry[COVERAGE_ENTRY] = marker[COVERAGE_ENTRY]
-    entry[sidecars.VERSION] = version(url, storage_options)
+    entry[sidecars.VERSION] = version(url, storage_options)  # as a listing will show it
     sidecars.write_sidecar(url, entry, storage_options)
 
 

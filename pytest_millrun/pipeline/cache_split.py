@@ -8,6 +8,7 @@ plugin checks each item where it runs: :mod:`pytest_millrun.plugin.cache_glue`.)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
@@ -44,6 +45,12 @@ class CacheSplit:
         keys.forget()
         inputs = verdicts.RunInputs(settings)
         self.to_run = []
+        urls = [job.output_url for job in self.jobs if job.output_url is not None]
+        if urls and not settings.force:  # on object storage: every sidecar fetched at once
+            from pytest_millrun.cache.sidecars import prefetch
+
+            with contextlib.suppress(OSError):  # each check then says what it cannot read
+                prefetch(urls, settings.storage_options)
         for index, job in enumerate(self.jobs):
             verdict, key = verdicts.verdict_for(
                 job.notebook, job.variation, job.output, inputs, settings,

@@ -21,7 +21,13 @@ from typing import Any
 
 from pytest_millrun.cache.sidecars import sidecar_url
 from pytest_millrun.core.discovery import OUTPUT_MARKER, NotebookError, read_notebook_json
-from pytest_millrun.core.storage import StorageOptions, listed_files, read_bytes, remove
+from pytest_millrun.core.storage import (
+    StorageOptions,
+    folder_versions,
+    output_url,
+    read_bytes,
+    remove,
+)
 
 
 @dataclass(frozen=True)
@@ -132,8 +138,8 @@ def handle_stale_urls(
     stale: list[str] = []
     try:
         for folder, outputs in sorted(folders.items()):
-            for url in listed_files(folder, storage_options):
-                name = url.rpartition("/")[2]
+            for name in sorted(folder_versions(folder, storage_options)):
+                url = output_url(folder, name)
                 if not name.endswith(".ipynb") or name.startswith(".") or url in outputs:
                     continue
                 if _marked_url(url, storage_options) & notebooks:

@@ -188,6 +188,18 @@ class MillrunSession:
             )
             self.config.issue_config_time_warning(keys.CacheInputWarning(message), stacklevel=2)
 
+    def prefetch_cache_entries(self, jobs: Sequence[Job]) -> None:
+        """With the cache and outputs on object storage: the jobs' cache entries (sidecars),
+        fetched at once before the first item checks its own."""
+        settings = self.settings.cache_settings
+        urls = [job.output_url for job in jobs if job.output_url is not None]
+        if not settings.enabled or settings.force or not urls:
+            return
+        from pytest_millrun.cache.sidecars import prefetch
+
+        with contextlib.suppress(OSError):  # each item's check then says what it cannot read
+            prefetch(urls, settings.storage_options)
+
     def verdict_for(
         self, job: Job, coverage: KernelCoverage | None = None
     ) -> tuple[Verdict, CacheKey | None]:

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from pytest_millrun.cache import keys
 from pytest_millrun.cache.keys import CacheKey
-from pytest_millrun.cache.sidecars import is_sidecar, sidecar_url
+from pytest_millrun.cache.sidecars import is_sidecar, prefetch, sidecar_url
 from pytest_millrun.cache.verdicts import (
     CACHE_ENTRY,
     CacheSettings,
@@ -45,6 +46,12 @@ def output_notebook(path: Path, notebook: str = "/nbs/calc.ipynb", total: Any = 
     return path
 
 
+def check(output: Path, key: CacheKey, settings: CacheSettings, **where: Any) -> Any:
+    """The check as a new run makes it (what an earlier one listed or fetched is forgotten)."""
+    keys.forget()
+    return check_output(output, key, settings, **where)
+
+
 def upload(local: Path, url: str) -> None:
     """What a job does after a pass: upload, then keep the entry beside the output."""
     fs, path = fsspec.core.url_to_fs(url)
@@ -63,12 +70,12 @@ def test_a_published_pass_is_a_hit_with_its_recorded_values(tmp_path: Path, root
     local = output_notebook(tmp_path / "1-calc.ipynb")
     stamp(local, key)
     upload(local, url)
-    verdict = check_output(tmp_path / "gone.ipynb", key, SETTINGS, url=url)
+    verdict = check(tmp_path / "gone.ipynb", key, SETTINGS, url=url)
     assert verdict.hit, verdict.reasons
     assert verdict.recorded == {"total": 3}
-    assert check_output(tmp_path / "gone.ipynb", key, SETTINGS).reasons == ("no output",)
+    assert check(tmp_path / "gone.ipynb", key, SETTINGS).reasons == ("no output",)
     other = CacheKey({**PARTS, "record": []})
-    assert check_output(local, other, SETTINGS, url=url).reasons == ("recorded names changed",)
+    assert check(local, other, SETTINGS, url=url).reasons == ("recorded names changed",)
 
 
 def test_an_output_replaced_on_the_storage_is_no_hit(tmp_path: Path, root: str) -> None:
@@ -78,15 +85,15 @@ def test_an_output_replaced_on_the_storage_is_no_hit(tmp_path: Path, root: str) 
     upload(local, url)
     fs, path = fsspec.core.url_to_fs(url)
     fs.pipe_file(path, local.read_bytes().replace(b'"total": 3', b'"total": 4'))  # by hand
-    verdict = check_output(local, key, SETTINGS, url=url)
+    verdict = check(local, key, SETTINGS, url=url)
     assert verdict.reasons == ("output changed since its run",)
     fs.rm_file(path)
-    assert check_output(local, key, SETTINGS, url=url).reasons == ("no output",)
+    assert check(local, key, SETTINGS, url=url).reasons == ("no output",)
 
 
 def test_without_a_sidecar_an_output_is_no_passing_output(tmp_path: Path, root: str) -> None:
     key, url = CacheKey(PARTS), f"{root}/1-calc.ipynb"
-    assert check_output(tmp_path / "x", key, SETTINGS, url=url).reasons == ("no output",)
+    assert check(tmp_path / "x", key, SETTINGS, url=url).reasons == ("no output",)
     local = output_notebook(tmp_path / "1-calc.ipynb")
     stamp(local, key)
     upload(local, url)
@@ -94,7 +101,7 @@ def test_without_a_sidecar_an_output_is_no_passing_output(tmp_path: Path, root: 
     upload(local, url)
     fs, _ = fsspec.core.url_to_fs(url)
     assert not fs.exists(sidecar_url(url).removeprefix("memory://"))
-    assert check_output(local, key, SETTINGS, url=url).reasons == ("no passing output",)
+    assert check(local, key, SETTINGS, url=url).reasons == ("no passing output",)
 
 
 def test_an_unusable_pass_says_why_from_its_sidecar(tmp_path: Path, root: str) -> None:
@@ -102,14 +109,14 @@ def test_an_unusable_pass_says_why_from_its_sidecar(tmp_path: Path, root: str) -
     local = output_notebook(tmp_path / "1-calc.ipynb")
     stamp_unusable(local, ["data.csv changed while it ran"])
     upload(local, url)
-    assert check_output(local, CacheKey(PARTS), SETTINGS, url=url).reasons == (
+    assert check(local, CacheKey(PARTS), SETTINGS, url=url).reasons == (
         "its last run kept no key: data.csv changed while it ran",
     )
 
 
 def test_a_forced_run_reads_nothing(tmp_path: Path) -> None:
     forced = CacheSettings(enabled=True, force=True, force_option="--force")
-    verdict = check_output(tmp_path / "x", CacheKey(PARTS), forced, url="memory://nowhere/x")
+    verdict = check(tmp_path / "x", CacheKey(PARTS), forced, url="memory://nowhere/x")
     assert verdict.reasons == ("forced (--force)",)
 
 
@@ -147,3 +154,19 @@ def test_the_entry_in_the_uploaded_output_is_the_sidecars(tmp_path: Path, root: 
     sidecar = json.loads(fs.cat_file(path))
     entry = json.loads(local.read_text())["metadata"]["millrun"][CACHE_ENTRY]
     assert {name: sidecar[name] for name in entry} == entry
+
+
+def test_prefetched_sidecars_answer_the_checks_of_the_run(tmp_path: Path, root: str) -> None:
+    key, urls = CacheKey(PARTS), [f"{root}/{i}-calc.ipynb" for i in range(3)]
+    for index, url in enumerate(urls[:2]):
+        local = output_notebook(tmp_path / f"{index}.ipynb", total=index)
+        stamp(local, key)
+        upload(local, url)
+    keys.forget()
+    prefetch(urls, {})
+    fs, _ = fsspec.core.url_to_fs(root)
+    fs.rm_file(sidecar_url(urls[0]).removeprefix("memory://"))  # fetched already
+    verdicts = [check_output(tmp_path / "x", key, SETTINGS, url=url) for url in urls]
+    assert [(v.hit, v.recorded, v.reasons) for v in verdicts] == [
+        (True, {"total": 0}, ()), (True, {"total": 1}, ()), (False, {}, ("no output",)),
+    ]  # fmt: skip
