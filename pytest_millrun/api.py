@@ -53,6 +53,7 @@ def execute_run(
     workers: int | None = None,
     executor: Executor | None = None,
     dask: Any = None,
+    storage_options: Mapping[str, Any] | None = None,
     order: Order = "longest-first",
     notebook_timeout: float | None = None,
     strict_params: bool = False,

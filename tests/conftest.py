@@ -153,3 +153,51 @@ def bash_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         else:
             os.environ["JUPYTER_PATH"] = saved
 
+
+
+@pytest.fixture(scope="session")
+def endpoint() -> Iterator[str]:
+    """A real S3 endpoint: moto's server on 127.0.0.1, its own process, stopped at the end."""
+    import socket
+
+    from millrun_testing import free_port, wait_until
+
+    moto = Path(sys.executable).with_name("moto_server")
+    if not moto.exists():
+        pytest.skip("no moto server (pip install 'moto[server]')")
+    port = free_port()
+    process = subprocess.Popen(
+        [moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until(up, 60, f"moto's server to listen on {url}")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+@pytest.fixture
+def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An s3fs filesystem on the endpoint, with a fresh bucket ``runs``; this process's fsspec
+    configured to reach it, as a user's config file would."""
+    from millrun_testing import S3_CREDENTIALS
+
+    fsspec = pytest.importorskip("fsspec")
+    pytest.importorskip("s3fs")
+    for name, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
+    monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", endpoint)  # for processes started meanwhile
+    filesystem = fsspec.filesystem("s3", endpoint_url=endpoint, skip_instance_cache=True)
+    if filesystem.exists("runs"):
+        filesystem.rm("runs", recursive=True)
+    filesystem.mkdir("runs")
+    return filesystem

@@ -305,3 +305,22 @@ def dask_scheduler_and_worker(nthreads: int = 1) -> Iterator[tuple[str, Path]]:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=5)
     assert_nothing_left(tmp)
+
+
+#: The credentials the tests' S3 endpoint (moto's server, conftest.py's ``endpoint``) takes.
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "sEcReT-test-key",
+                  "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+
+def read_s3_notebook(s3: Any, key: str) -> Any:
+    """A notebook on the tests' S3 endpoint, read with its s3fs filesystem (``s3`` fixture)."""
+    with s3.open(key, "r") as handle:
+        return nbformat.read(handle, as_version=4)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

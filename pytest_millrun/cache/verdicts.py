@@ -11,7 +11,10 @@ output changed by hand, failed or cut short since has no valid entry, so it runs
 
 The three front ends share :func:`check_output` (before a job is dispatched, or
 where a plugin item runs) and the execution calls :func:`stamp` after a pass and
-:func:`unstamp` after a failure that left an earlier output in place.
+:func:`unstamp` after a failure that left an earlier output in place.  An output on
+object storage is uploaded with its entry, and the entry is also kept in a small
+sidecar object beside it (:func:`publish`), which is all a warm run reads of it
+(:mod:`.sidecars` says why).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_millrun.cache import sidecars
+from pytest_millrun.cache.key_changes import key_changes
 from pytest_millrun.cache.keys import (
     DEFAULT_HASH_LIMIT_MIB,
     CacheKey,
@@ -34,7 +39,6 @@ from pytest_millrun.cache.keys import (
     input_digests,
     job_key,
     resolve_inputs,
-    too_large,
 )
 from pytest_millrun.cache.reads import (
     ReadSettings,
@@ -45,6 +49,7 @@ from pytest_millrun.cache.reads import (
 )
 from pytest_millrun.core.discovery import OUTPUT_MARKER
 from pytest_millrun.core.globs import path_regexes
+from pytest_millrun.core.storage import StorageOptions
 from pytest_millrun.coverage.stored_lines import COVERAGE_ENTRY, unusable, write_data_file
 
 if TYPE_CHECKING:
@@ -55,8 +60,6 @@ if TYPE_CHECKING:
 CACHE_ENTRY = "cache"
 #: The entry's field that says why a passing run kept no key (what it read changed meanwhile).
 UNUSABLE = "unusable"
-#: At most this many changed distributions are named in a reason.
-_NAMED = 3
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class CacheSettings:
     #: With kernels measured: the settings a hit's stored lines must have been measured
     #: with (see :mod:`pytest_millrun.coverage.stored_lines`); a hit then counts them.
     coverage: KernelCoverage | None = None
+    #: With outputs on object storage: fsspec's keywords for its filesystem (credentials).
+    storage_options: StorageOptions = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -176,12 +181,14 @@ def verdict_for(
     papermill_kwargs: Mapping[str, Any],
     more_inputs: Sequence[str] = (),
     more_ignore: Sequence[str] = (),
+    url: str | None = None,
 ) -> tuple[Verdict, CacheKey | None]:
     """One job's verdict and the key its pass will record: the one check every front end makes.
 
     The CLI and the API call it for every job before dispatch, the plugin where each
     item runs (an xdist worker too).  A notebook that cannot be keyed runs, saying why;
-    the run itself reports an unreadable notebook.
+    the run itself reports an unreadable notebook.  ``url``: where ``output`` is uploaded
+    (object storage), which is checked instead.
     """
     try:
         key = key_for(
@@ -192,7 +199,7 @@ def verdict_for(
         return Verdict(False, (NO_KEY,)), None
     reads = read_settings_for(notebook, output, settings, more_ignore)
     key = dataclasses.replace(key, reads=reads.as_json())
-    return check_output(output, key, settings, notebook=notebook), key
+    return check_output(output, key, settings, notebook=notebook, url=url), key
 
 
 def read_settings_for(
@@ -221,15 +228,20 @@ def output_digest(nb: Mapping[str, Any]) -> str:
 
 
 def check_output(
-    output: Path, key: CacheKey, settings: CacheSettings, *, notebook: Path | None = None
+    output: Path,
+    key: CacheKey,
+    settings: CacheSettings,
+    *,
+    notebook: Path | None = None,
+    url: str | None = None,
 ) -> Verdict:
     """Whether ``output`` is a passing run's output for exactly this key, and if not, why.
 
+    With ``url`` (an output on object storage) its sidecar is read instead of the whole
+    output (:mod:`.sidecars`), and the object's version stands for the output's digest.
     The key made before the run holds no ``reads``: the stored key's are digested
     again (the same paths, as they are now, under the key's read settings).
     """
-    from pytest_millrun.core.values import recorded_from_notebook
-
     started = time.perf_counter()
 
     def miss(*reasons: str) -> Verdict:
@@ -237,26 +249,18 @@ def check_output(
 
     if settings.force:
         return miss(f"forced ({settings.force_option})")
-    try:
-        with output.open(encoding="utf-8") as handle:
-            nb = json.load(handle)
-    except FileNotFoundError:
-        return miss("no output")
-    except (OSError, ValueError):
-        return miss("output unreadable")
-    metadata = nb.get("metadata") if isinstance(nb, dict) else None
-    marker = metadata.get(OUTPUT_MARKER) if isinstance(metadata, dict) else None
-    if not isinstance(marker, dict):
-        return miss("output not written by millrun")
-    entry = marker.get(CACHE_ENTRY)
+    stored = _local_entry(output) if url is None else _remote_entry(url, settings.storage_options)
+    if isinstance(stored, str):
+        return miss(stored)
+    entry = stored.entry
     if isinstance(entry, dict) and entry.get(UNUSABLE):
         return miss(*(f"its last run kept no key: {reason}" for reason in entry[UNUSABLE]))
     if not isinstance(entry, dict) or not isinstance(entry.get("parts"), dict):
         return miss("no passing output")
-    if entry.get("output") != output_digest(nb):
-        return miss("output changed since its run")
-    stored = {name: part for name, part in entry["parts"].items() if name != "reads"}
-    reasons = key_changes(stored, key.parts, entry.get("distributions") or {}, key.distributions)
+    if (changed := stored.changed()) is not None:
+        return miss(changed)
+    parts = {name: part for name, part in entry["parts"].items() if name != "reads"}
+    reasons = key_changes(parts, key.parts, entry.get("distributions") or {}, key.distributions)
     read = entry["parts"].get("reads")
     if not reasons and isinstance(read, dict):
         folder = (notebook or output).parent.resolve()
@@ -264,26 +268,122 @@ def check_output(
         reasons = read_changes(read, current_reads(read, folder, found))
     if reasons:
         return miss(*reasons)
-    lines = marker.get(COVERAGE_ENTRY)
-    if settings.coverage is not None and (why := unusable(lines, settings.coverage)):
+    if settings.coverage is not None and (why := unusable(stored.lines, settings.coverage)):
         return miss(why)
-    values, notes = recorded_from_notebook(nb)
+    values, notes = stored.recorded()
     return Verdict(
         True, (), values, notes, time.perf_counter() - started,
-        coverage_lines=lines if settings.coverage is not None else None,
+        coverage_lines=stored.lines if settings.coverage is not None else None,
         read_set=tuple(describe(read)) if isinstance(read, dict) else (),
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """An output's cache entry as found, and what a hit needs besides, read when needed."""
+
+    entry: Any
+    #: Why the output is not what its entry was stamped on (changed since), or None.
+    changed: Callable[[], str | None]
+    recorded: Callable[[], tuple[dict[str, Any], dict[str, str]]]
+    lines: Any = None
+
+
+def _local_entry(output: Path) -> _Stored | str:
+    """A local output's entry, from its own metadata; or why there is none to check."""
+    from pytest_millrun.core.values import recorded_from_notebook
+
+    try:
+        with output.open(encoding="utf-8") as handle:
+            nb = json.load(handle)
+    except FileNotFoundError:
+        return "no output"
+    except (OSError, ValueError):
+        return "output unreadable"
+    metadata = nb.get("metadata") if isinstance(nb, dict) else None
+    marker = metadata.get(OUTPUT_MARKER) if isinstance(metadata, dict) else None
+    if not isinstance(marker, dict):
+        return "output not written by millrun"
+    entry: Any = marker.get(CACHE_ENTRY)
+
+    def changed() -> str | None:
+        same = entry.get("output") == output_digest(nb)
+        return None if same else "output changed since its run"
+
+    return _Stored(entry, changed, lambda: recorded_from_notebook(nb), marker.get(COVERAGE_ENTRY))
+
+
+def _remote_entry(url: str, storage_options: StorageOptions) -> _Stored | str:
+    """An output's entry on object storage, from its sidecar; or why there is none to check.
+
+    The sidecar (fetched with the run's others when :func:`sidecars.prefetch` ran) and the
+    object's version from its folder's listing (once a run): never the output itself.
+    """
+    from pytest_millrun.core.values import decode
+
+    try:
+        entry = sidecars.read_sidecar(url, storage_options)
+        if entry is None:
+            there = sidecars.current_version(url, storage_options) is not None
+            return "no passing output" if there else "no output"
+    except OSError as exc:
+        return f"output unreadable ({exc})"
+
+    def changed() -> str | None:
+        try:
+            now = sidecars.current_version(url, storage_options)
+        except OSError as exc:
+            return f"output unreadable ({exc})"
+        if now is None:
+            return "no output"
+        same = now and now == entry.get(sidecars.VERSION)
+        return None if same else "output changed since its run"
+
+    def recorded() -> tuple[dict[str, Any], dict[str, str]]:
+        values, notes = entry.get("recorded"), entry.get("recorded_notes")
+        return decode(values) if isinstance(values, dict) else {}, dict(notes or {})
+
+    return _Stored(entry, changed, recorded, entry.get(COVERAGE_ENTRY))
+
+
+def publish(output: Path, url: str, storage_options: StorageOptions) -> None:
+    """After ``output`` (a local file, stamped or not) was uploaded to ``url``: keep its entry
+    in the sidecar beside it for the next run's check, or remove an earlier one.
+
+    Raises OSError when the storage refuses (an earlier sidecar then no longer matches the
+    output's version, so the next run runs it).
+    """
+    from pytest_millrun.core.storage import version
+    from pytest_millrun.core.values import encode, recorded_from_notebook
+
+    try:
+        with output.open(encoding="utf-8") as handle:
+            nb = json.load(handle)
+        marker = nb["metadata"][OUTPUT_MARKER]
+        entry = dict(marker[CACHE_ENTRY])
+    except (OSError, ValueError, KeyError, TypeError):
+        sidecars.remove_sidecar(url, storage_options)  # no key: a failed or cut-short run
+        return
+    if not entry.get(UNUSABLE):
+        values, notes = recorded_from_notebook(nb)
+        entry.update(recorded=encode(values), recorded_notes=notes)
+        if marker.get(COVERAGE_ENTRY) is not None:
+            entry[COVERAGE_ENTRY] = marker[COVERAGE_ENTRY]
+    entry[sidecars.VERSION] = version(url, storage_options)  # as a listing will show it
+    sidecars.write_sidecar(url, entry, storage_options)
 
 
 def cached_result(
     notebook: Path,
     variation_id: str,
     parameters: Mapping[str, Any],
-    output: Path,
+    output: Path | str,
     verdict: Verdict,
     coverage: KernelCoverage | None = None,
 ) -> ExecutionResult:
     """A passing result read back from a hit's output, without running anything.
+
+    ``output``: the output's path, or the URL it has on object storage (as results name it).
 
     With kernels measured (``coverage``), the lines its run executed count again: they
     are written as a data file beside the host's, under ``coverage``'s context.
@@ -305,112 +405,6 @@ def cached_result(
         cached=True,
         read_set=verdict.read_set,
     )
-
-
-def key_changes(
-    old: Mapping[str, Any],
-    new: Mapping[str, Any],
-    old_distributions: Mapping[str, str] | None = None,
-    new_distributions: Mapping[str, str] | None = None,
-) -> list[str]:
-    """Why a stored key is not the current one, part by part; empty when they are equal."""
-    if old == new:
-        return []
-    reasons: list[str] = []
-    if old.get("schema") != new.get("schema"):
-        return ["cache key schema changed"]
-    if old.get("millrun") != new.get("millrun"):
-        reasons.append(f"millrun version changed ({old.get('millrun')} -> {new.get('millrun')})")
-    reasons += _cell_changes(old.get("cells") or [], new.get("cells") or [])
-    old_kernel, new_kernel = old.get("kernel") or {}, new.get("kernel") or {}
-    if old_kernel != new_kernel:
-        reasons.append(
-            f"kernel changed ({_kernel_words(old_kernel)} -> {_kernel_words(new_kernel)})"
-        )
-    reasons += _mapping_changes("parameter", old.get("parameters"), new.get("parameters"))
-    if old.get("record") != new.get("record"):
-        reasons.append("recorded names changed")
-    reasons += _mapping_changes("option", old.get("options"), new.get("options"))
-    old_env, new_env = old.get("environment") or {}, new.get("environment") or {}
-    if old_env != new_env:
-        reasons.append(
-            _environment_words(old_env, new_env, old_distributions or {}, new_distributions or {})
-        )
-    reasons += _input_changes(old.get("inputs") or {}, new.get("inputs") or {})
-    if old.get("ignore") != new.get("ignore"):
-        reasons.append("ignored globs changed")
-    known = {"schema", "millrun", "cells", "kernel", "parameters", "record", "options"}
-    known |= {"environment", "inputs", "ignore"}
-    if not reasons and any(old.get(k) != new.get(k) for k in set(old) | set(new) - known):
-        reasons.append("cache key changed")
-    return reasons or ["cache key changed"]
-
-
-def _cell_changes(old: Sequence[str], new: Sequence[str]) -> list[str]:
-    if list(old) == list(new):
-        return []
-    if len(old) != len(new):
-        return [f"code cells added or removed ({len(old)} -> {len(new)})"]
-    changed = [str(i + 1) for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
-    if len(changed) == 1:
-        return [f"code cell {changed[0]} changed"]
-    return [f"code cells {', '.join(changed)} changed"]
-
-
-def _kernel_words(kernel: Mapping[str, Any]) -> str:
-    name = kernel.get("name") or "?"
-    return f"{name}, {kernel['language']}" if kernel.get("language") else str(name)
-
-
-def _mapping_changes(what: str, old: Any, new: Any) -> list[str]:
-    old, new = dict(old or {}), dict(new or {})
-    if old == new:
-        return []
-    names = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return [f"{what}s changed ({', '.join(names)})"]
-
-
-def _environment_words(
-    old: Mapping[str, Any],
-    new: Mapping[str, Any],
-    old_distributions: Mapping[str, str],
-    new_distributions: Mapping[str, str],
-) -> str:
-    if old.get("executable") != new.get("executable") or old.get("python") != new.get("python"):
-        return (
-            f"environment changed (interpreter {old.get('executable', '?')} "
-            f"{old.get('python', '')} -> {new.get('executable', '?')} {new.get('python', '')})"
-        ).replace(" )", ")")
-    if old.get("distributions") != new.get("distributions") and (
-        old_distributions or new_distributions
-    ):
-        changes = []
-        for name in sorted(set(old_distributions) | set(new_distributions)):
-            a, b = old_distributions.get(name), new_distributions.get(name)
-            if a == b:
-                continue
-            if a is None:
-                changes.append(f"{name} {b} added")
-            elif b is None:
-                changes.append(f"{name} {a} removed")
-            else:
-                changes.append(f"{name} {a} -> {b}")
-        if changes:
-            more = f", {len(changes) - _NAMED} more" if len(changes) > _NAMED else ""
-            return f"environment changed ({', '.join(changes[:_NAMED])}{more})"
-    return "environment changed"
-
-
-def _input_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
-    reasons = []
-    for name in sorted(set(old) | set(new)):
-        if name not in old:
-            reasons.append(f"input {name} added")
-        elif name not in new:
-            reasons.append(f"input {name} removed")
-        elif old[name] != new[name]:
-            reasons.append(f"input {name} changed{too_large(old[name])}")
-    return reasons
 
 
 def stamp(output: Path, key: CacheKey, reads: Mapping[str, Any] | None = None) -> None:

@@ -232,6 +232,12 @@ OPTIONS: tuple[Option, ...] = (
         api="output_dir", api_positional=True,
     ),
     Option(
+        "storage_options", "object",
+        "fsspec's keywords for the filesystem of an output_dir given as a URL (key, secret, "
+        "endpoint_url, ...), never shown; without it, the filesystem's own environment and "
+        "config", api="storage_options",
+    ),
+    Option(
         "prepend", "list",
         "Comma-separated components put before the notebook stem in ids and output names: "
         "a parameter name gives its value, anything else is literal",

@@ -63,6 +63,8 @@ class RunConfig:
     output_dir: Path | None = None
     #: The output dir given as a URL (``s3://bucket/prefix``): outputs are uploaded there.
     output_url: str | None = None
+    #: fsspec's keywords for the output URL's filesystem (the API's; credentials, never shown).
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
     prepend: tuple[str, ...] = ()
     append: tuple[str, ...] = ()
     recursive: bool = False
@@ -137,6 +139,7 @@ class RunConfig:
             ignore=self.cache_ignore,
             hash_limit_mib=self.cache_hash_limit,
             output_root=self.output_dir,
+            storage_options=self.storage_options,
         )
 
     def run_options(self) -> RunOptions:
@@ -151,6 +154,7 @@ class RunConfig:
             preload=self.preload,
             papermill_kwargs=self.papermill_kwargs,
             option_names=self.option_names,
+            storage_options=self.storage_options,
         )
 
 
@@ -227,6 +231,7 @@ def _build(front_end: FrontEnd, values: dict[str, Any], **resolved: Any) -> RunC
         if values.get(name) is None:
             values.pop(name, None)  # the field's default
     workers = values.pop("workers", None) or os.cpu_count() or 1
+    _check_storage_options(values)
     if _output_url(values.get("output_dir"), front_end, values) is not None:
         values["output_url"] = str(values.pop("output_dir"))
     for name in ("output_dir", "results", "report", "snapshots", "notebook_dir_or_file"):
@@ -241,11 +246,30 @@ def _build(front_end: FrontEnd, values: dict[str, Any], **resolved: Any) -> RunC
     )
 
 
+def _check_storage_options(values: dict[str, Any]) -> None:
+    """The API's ``storage_options``: a mapping, for an output dir given as a URL."""
+    from pytest_millrun.core.storage import url_scheme
+
+    given = values.pop("storage_options", None)
+    if given is None:
+        return
+    if not isinstance(given, Mapping):
+        raise OptionError(
+            f"storage_options= takes a mapping of fsspec's keywords for the output URL's "
+            f"filesystem (such as {{'anon': False}}), not a {type(given).__name__}."
+        )
+    if url_scheme(values.get("output_dir")) is None:
+        raise OptionError(
+            "storage_options= is for an output_dir given as a URL (s3://bucket/prefix, ...), "
+            "and the output_dir here is a local folder. Leave storage_options= out, or give a URL."
+        )
+    values["storage_options"] = dict(given)
+
+
 def _output_url(value: Any, front_end: FrontEnd, values: Mapping[str, Any]) -> str | None:
     """The output dir when it is a URL, checked; never made a local path (``s3:`` folders).
 
-    Refused for now with what reads earlier outputs back (the cache, ``clean_output``,
-    figure snapshots): outputs on object storage are written only, so far.
+    Refused for now with figure snapshots, which read the figures back out of the outputs.
     """
     from pytest_millrun.core.storage import StorageError, check_output_url, redacted, url_scheme
 
@@ -257,14 +281,11 @@ def _output_url(value: Any, front_end: FrontEnd, values: Mapping[str, Any]) -> s
         check_output_url(value, named or advice_name(option, front_end))
     except StorageError as exc:
         raise OptionError(str(exc)) from None
-    unsupported = [name for name in ("cache", "force", "clean_output", "snapshot_figures")
-                   if values.get(name)]  # fmt: skip
-    if unsupported:
-        given = advice_name(BY_NAME[unsupported[0]], front_end)
+    if values.get("snapshot_figures"):
+        given = advice_name(BY_NAME["snapshot_figures"], front_end)
         raise OptionError(
-            f"{given} reads earlier outputs back, which it cannot do from {redacted(value)} "
-            f"yet: outputs on object storage are written only. Leave {given} out, or give a "
-            f"local folder."
+            f"{given} reads the figures back out of the outputs, which it cannot do from "
+            f"{redacted(value)} yet. Leave {given} out, or give a local folder."
         )
     return str(value)
 

@@ -49,6 +49,15 @@ class Job:
     #: whose context is its item's): picklable, as ``RunOptions.session_parts``.
     session_parts: tuple[Callable[[], KernelSessionPart], ...] = ()
 
+    @property
+    def output_name(self) -> Path | str:
+        """The output as results name it: its path, or its URL (credentials hidden)."""
+        if self.output_url is None:
+            return self.output
+        from pytest_millrun.core.storage import redacted
+
+        return redacted(self.output_url)
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -68,6 +77,9 @@ class RunOptions:
     #: Who hears each execution's progress (picklable where it crosses processes: a
     #: :class:`~pytest_millrun.execution.progress_sink.ChannelSink`); None: nobody.
     progress: ProgressSink | None = None
+    #: With outputs on object storage: fsspec's keywords for its filesystem (the API's
+    #: ``storage_options``; credentials, never shown).
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 def run_job(job: Job, options: RunOptions) -> ExecutionResult:
@@ -83,7 +95,8 @@ def run_job(job: Job, options: RunOptions) -> ExecutionResult:
         if job.cache_key is not None:
             _keep_cache_entry(job, job.cache_key, None)
         if job.output_url is not None:  # the partial output goes where the others do
-            raise ExecutionInterrupted(deliver(job, exc.result)) from None
+            delivered = deliver(job, exc.result, options.storage_options)
+            raise ExecutionInterrupted(delivered) from None
         raise
     if job.cache_key is not None:
         read_set = _keep_cache_entry(job, job.cache_key, result)
@@ -91,15 +104,20 @@ def run_job(job: Job, options: RunOptions) -> ExecutionResult:
             result = dataclasses.replace(result, read_set=read_set)
     if job.cache_reasons:
         result = dataclasses.replace(result, cache_reasons=job.cache_reasons)
-    return deliver(job, result) if job.output_url is not None else result
+    if job.output_url is None:
+        return result
+    return deliver(job, result, options.storage_options)
 
 
-def deliver(job: Job, result: ExecutionResult) -> ExecutionResult:
+def deliver(
+    job: Job, result: ExecutionResult, storage_options: Mapping[str, Any] | None = None
+) -> ExecutionResult:
     """Upload the job's executed notebook to its URL, which the result then names.
 
     Where the job ran (this process, a pool worker, a Dask worker), so no output comes
     back through the parent.  The local file goes once uploaded; an upload that fails
-    fails the job, saying why, with the local file kept where the message says.
+    fails the job, saying why, with the local file kept where the message says.  With
+    the cache on, the entry a warm run checks is kept beside the output (or removed).
     """
     from pytest_millrun.core.storage import redacted, upload
 
@@ -107,15 +125,33 @@ def deliver(job: Job, result: ExecutionResult) -> ExecutionResult:
     if not job.output.exists():
         return dataclasses.replace(result, output=None)
     try:
-        upload(job.output, job.output_url)
+        upload(job.output, job.output_url, storage_options)
     except OSError as exc:
         failure = Failure(
             "error", f"The output was executed but {exc}. It is kept at {job.output}.",
             ename=type(exc).__name__, evalue=str(exc),
         )  # fmt: skip
         return dataclasses.replace(result, status="failed", error=failure)
+    if job.cache_key is not None:
+        result = _publish_cache_entry(job, result, storage_options or {})
     job.output.unlink()
     return dataclasses.replace(result, output=redacted(job.output_url))  # shown everywhere
+
+
+def _publish_cache_entry(
+    job: Job, result: ExecutionResult, storage_options: Mapping[str, Any]
+) -> ExecutionResult:
+    """The uploaded output's cache entry kept beside it; a storage that refuses costs the
+    next run a re-run (the output's version no longer matches), not this run its pass."""
+    from pytest_millrun.cache import verdicts
+
+    assert job.output_url is not None
+    try:
+        verdicts.publish(job.output, job.output_url, storage_options)
+    except OSError as exc:
+        note = f"Its cache entry was not kept, so the next run runs it again: {exc}."
+        return dataclasses.replace(result, notes=(*result.notes, note))
+    return result
 
 
 def _execute(job: Job, options: RunOptions) -> ExecutionResult:
@@ -127,7 +163,7 @@ def _execute(job: Job, options: RunOptions) -> ExecutionResult:
     keywords = {
         field.name: getattr(options, field.name)
         for field in dataclasses.fields(options)
-        if field.name != "papermill_kwargs"
+        if field.name not in ("papermill_kwargs", "storage_options")
     }
     keywords["session_parts"] = (*options.session_parts, *job.session_parts, *_job_parts(job))
     return execute_notebook(

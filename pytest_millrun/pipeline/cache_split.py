@@ -8,6 +8,7 @@ plugin checks each item where it runs: :mod:`pytest_millrun.plugin.cache_glue`.)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
@@ -44,16 +45,22 @@ class CacheSplit:
         keys.forget()
         inputs = verdicts.RunInputs(settings)
         self.to_run = []
+        urls = [job.output_url for job in self.jobs if job.output_url is not None]
+        if urls and not settings.force:  # on object storage: every sidecar fetched at once
+            from pytest_millrun.cache.sidecars import prefetch
+
+            with contextlib.suppress(OSError):  # each check then says what it cannot read
+                prefetch(urls, settings.storage_options)
         for index, job in enumerate(self.jobs):
             verdict, key = verdicts.verdict_for(
                 job.notebook, job.variation, job.output, inputs, settings,
                 kernel_name=options.kernel_name, record=job.record,
                 papermill_kwargs=options.papermill_kwargs, more_inputs=job.cache_inputs,
-                more_ignore=job.cache_ignore,
+                more_ignore=job.cache_ignore, url=job.output_url,
             )  # fmt: skip
             if verdict.hit:
                 self.cached[index] = verdicts.cached_result(
-                    job.notebook, job.variation_id, job.variation, job.output, verdict,
+                    job.notebook, job.variation_id, job.variation, job.output_name, verdict,
                     settings.coverage,
                 )  # fmt: skip
             else:

@@ -35,7 +35,11 @@ from pytest_millrun.execution.execute import resolve_kernel_start
 from pytest_millrun.pipeline.cache_split import CacheSplit
 from pytest_millrun.pipeline.planning import plan_run, planned_outputs
 from pytest_millrun.pipeline.run_order import longest_first, outputs_durations
-from pytest_millrun.pipeline.stale_outputs import StaleOutputs, handle_stale_outputs
+from pytest_millrun.pipeline.stale_outputs import (
+    StaleOutputs,
+    handle_stale_outputs,
+    handle_stale_urls,
+)
 
 OnResult = Callable[[ExecutionResult], None]
 
@@ -92,8 +96,13 @@ def plan(
             for job in jobs
         ]  # fmt: skip
     stale = None
-    if (find_stale or config.clean_output) and staging is None:  # not on object storage yet
+    if (find_stale or config.clean_output) and staging is None:
         stale = handle_stale_outputs(planned_outputs(jobs), clean=config.clean_output)
+    elif find_stale or config.clean_output:  # on object storage
+        urls = [(job.notebook, job.output_url) for job in jobs if job.output_url is not None]
+        stale = handle_stale_urls(
+            urls, clean=config.clean_output, storage_options=config.storage_options
+        )
     # "auto" is the parent's choice ($MILLRUN_KERNEL_START here), not each worker's
     options = dataclasses.replace(
         config.run_options(), kernel_start=resolve_kernel_start(config.kernel_start)

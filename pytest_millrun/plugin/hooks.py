@@ -346,15 +346,21 @@ def pytest_collection_modifyitems(
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Without xdist: deal with stale outputs once the run's items are known, before any runs."""
+    """Without xdist: deal with stale outputs once the run's items are known, before any runs.
+
+    With the cache and outputs on object storage, every process that runs items (an xdist
+    worker too) first fetches their cache entries at once.
+    """
     millrun = _session(session.config)
-    if millrun is None or millrun.worker:  # xdist workers leave it to the controller
+    if millrun is None:
         return
     from pytest_millrun.plugin.items import NotebookItem
 
-    millrun.find_stale_outputs(
-        item.path for item in session.items if isinstance(item, NotebookItem)
-    )
+    items = [item for item in session.items if isinstance(item, NotebookItem)]
+    millrun.prefetch_cache_entries([item.job for item in items])
+    if millrun.worker:  # xdist workers leave the stale outputs to the controller
+        return
+    millrun.find_stale_outputs(item.path for item in items)
 
 
 @pytest.hookimpl(hookwrapper=True)

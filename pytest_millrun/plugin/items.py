@@ -147,11 +147,7 @@ class NotebookItem(pytest.Item):
     @property
     def output_name(self) -> str:
         """Where the output goes, as reports name it: its path, or its URL on object storage."""
-        if self.job.output_url is None:
-            return str(self.output)
-        from pytest_millrun.core.storage import redacted
-
-        return redacted(self.job.output_url)
+        return str(self.job.output_name)
 
     def _run_options(self) -> RunOptions:
         """The run's options, plus this item's kernel coverage when pytest-cov measures and
@@ -218,7 +214,7 @@ class NotebookItem(pytest.Item):
 
         verdict, _ = self.cache_verdict()
         self.result = cached_result(
-            self.path, self.variation_id, self.variation, self.output, verdict,
+            self.path, self.variation_id, self.variation, self.job.output_name, verdict,
             item_coverage(self),
         )  # fmt: skip
         self.user_properties.append((CACHED_PROPERTY, "true"))

@@ -160,19 +160,22 @@ class MillrunSession:
 
     def find_stale_outputs(self, notebooks: Iterable[Path]) -> None:
         """Once per run, before any item runs: earlier outputs this run does not write."""
-        if self.settings.output_url is not None:
-            return  # not looked for on object storage yet
         from pytest_millrun.core.naming import OutputPathError
         from pytest_millrun.core.params import ParamsError
-        from pytest_millrun.pipeline.stale_outputs import handle_stale_outputs
+        from pytest_millrun.pipeline.stale_outputs import handle_stale_outputs, handle_stale_urls
 
-        planned: list[tuple[Path, Path]] = []
+        planned: list[Job] = []
         for notebook in dict.fromkeys(notebooks):
             with contextlib.suppress(ParamsError, OutputPathError, OSError):
-                jobs, _ = self.plan_for(notebook, None)
-                planned += [(notebook, job.output) for job in jobs]
+                planned += self.plan_for(notebook, None)[0]
         clean = self.settings.clean_output and not self.config.option.collectonly
-        self.stale = handle_stale_outputs(planned, clean=clean)
+        if self.settings.output_url is None:
+            outputs = [(job.notebook, job.output) for job in planned]
+            self.stale = handle_stale_outputs(outputs, clean=clean)
+            return
+        urls = [(job.notebook, job.output_url) for job in planned if job.output_url is not None]
+        options = self.settings.storage_options
+        self.stale = handle_stale_urls(urls, clean=clean, storage_options=options)
 
     # ------------------------------------------------------------- the cache
 
@@ -188,6 +191,18 @@ class MillrunSession:
                 inputs.unmatched, inputs.base, "--millrun-cache-inputs / millrun_cache_inputs"
             )
             self.config.issue_config_time_warning(keys.CacheInputWarning(message), stacklevel=2)
+
+    def prefetch_cache_entries(self, jobs: Sequence[Job]) -> None:
+        """With the cache and outputs on object storage: the jobs' cache entries (sidecars),
+        fetched at once before the first item checks its own."""
+        settings = self.settings.cache_settings
+        urls = [job.output_url for job in jobs if job.output_url is not None]
+        if not settings.enabled or settings.force or not urls:
+            return
+        from pytest_millrun.cache.sidecars import prefetch
+
+        with contextlib.suppress(OSError):  # each item's check then says what it cannot read
+            prefetch(urls, settings.storage_options)
 
     def verdict_for(
         self, job: Job, coverage: KernelCoverage | None = None
@@ -208,7 +223,7 @@ class MillrunSession:
             job.notebook, job.variation, job.output, inputs,
             dataclasses.replace(self.settings.cache_settings, coverage=coverage),
             kernel_name=self.settings.kernel_name, record=job.record, papermill_kwargs={},
-            more_inputs=job.cache_inputs, more_ignore=job.cache_ignore,
+            more_inputs=job.cache_inputs, more_ignore=job.cache_ignore, url=job.output_url,
         )  # fmt: skip
         if len(inputs.unmatched_more) > unmatched:
             from pytest_millrun.cache.keys import CacheInputWarning, unmatched_message

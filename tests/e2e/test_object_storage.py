@@ -3,7 +3,7 @@ here as its own process), s3fs through fsspec, real kernels.
 
 The client finds the endpoint the way a user's would: fsspec's own configuration
 (``FSSPEC_S3_ENDPOINT_URL`` for a subprocess, ``fsspec.config.conf`` in this one) and the
-usual AWS variables for the credentials.
+usual AWS variables for the credentials (the ``endpoint`` and ``s3`` fixtures, conftest.py).
 """
 
 from __future__ import annotations
@@ -11,77 +11,28 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
 
-from millrun_testing import private_tmp, wait_until, write_notebook, write_params
+from millrun_testing import (
+    S3_CREDENTIALS as CREDENTIALS,
+)
+from millrun_testing import (
+    private_tmp,
+    write_notebook,
+    write_params,
+)
+from millrun_testing import (
+    read_s3_notebook as read_notebook,
+)
 from pytest_millrun import RunFailedError, execute_run
 
-fsspec = pytest.importorskip("fsspec")
 pytest.importorskip("s3fs")
-MOTO = Path(sys.executable).with_name("moto_server")
-if not MOTO.exists():
-    pytest.skip("no moto server (pip install 'moto[server]')", allow_module_level=True)
-
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "sEcReT-test-key",
-               "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1, its own process, stopped after the module."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [MOTO, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            with socket.socket() as sock:
-                return sock.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_until(up, 60, f"moto's server to listen on {url}")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-
-
-@pytest.fixture
-def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """An s3fs filesystem on the endpoint, with a fresh bucket ``runs``; this process's fsspec
-    configured to reach it, as a user's config file would."""
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": endpoint})
-    monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", endpoint)  # for processes started meanwhile
-    filesystem = fsspec.filesystem("s3", endpoint_url=endpoint, skip_instance_cache=True)
-    if filesystem.exists("runs"):
-        filesystem.rm("runs", recursive=True)
-    filesystem.mkdir("runs")
-    return filesystem
-
-
-def read_notebook(s3: Any, key: str) -> Any:
-    with s3.open(key, "r") as handle:
-        return nbformat.read(handle, as_version=4)
-
 
 def test_cli_uploads_passed_and_failed_outputs_and_names_their_urls(
     s3: Any, endpoint: str, tmp_path: Path
@@ -135,10 +86,11 @@ def test_api_on_a_local_dask_cluster_uploads_from_the_workers(s3: Any, tmp_path:
     assert sorted(s3.ls("runs/dask")) == ["runs/dask/0-boom.ipynb", "runs/dask/1-boom.ipynb"]
 
 
-def test_what_reads_outputs_back_is_refused_with_a_url(s3: Any, tmp_path: Path) -> None:
+def test_figure_snapshots_are_refused_with_a_url(s3: Any, tmp_path: Path) -> None:
     write_notebook(tmp_path / "nbs" / "a.ipynb")
-    with pytest.raises(ValueError, match=r"cache=True reads earlier outputs back"):
-        execute_run(tmp_path / "nbs", [{}], output_dir="s3://runs/c", cache=True)
+    with pytest.raises(ValueError, match=r"snapshot_figures=True reads the figures back"):
+        execute_run(tmp_path / "nbs", [{}], output_dir="s3://runs/c", snapshots=tmp_path / "s",
+                    snapshot_figures=True)  # fmt: skip
     assert s3.ls("runs") == []
 
 

@@ -305,3 +305,21 @@ def test_the_api_keeps_papermills_own_timeout_and_worker_values(
     config = _api(execution_timeout=-1, workers=0)  # nbclient's "no limit"; the CPU count
     assert config.cell_timeout == -1
     assert config.workers >= 1
+
+
+def test_storage_options_go_to_the_cache_and_the_jobs_and_are_never_shown() -> None:
+    pytest.importorskip("fsspec")
+    secret = {"key": "K", "secret": "sEcReT", "client_kwargs": {"region_name": "r"}}
+    config = _api(output_dir="memory://runs", storage_options=secret, cache=True)
+    assert config.cache_settings.storage_options == secret
+    assert config.run_options().storage_options == secret
+    shown = repr(config) + repr(config.cache_settings) + repr(config.run_options())
+    assert "sEcReT" not in shown
+
+
+def test_storage_options_need_a_mapping_and_an_output_url() -> None:
+    pytest.importorskip("fsspec")
+    with pytest.raises(OptionError, match=r"storage_options= takes a mapping .* not a str\."):
+        _api(output_dir="memory://runs", storage_options="key=sEcReT")
+    with pytest.raises(OptionError, match=r"storage_options= is for an output_dir given as a URL"):
+        _api(output_dir="out", storage_options={"anon": True})

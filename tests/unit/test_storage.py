@@ -70,3 +70,17 @@ def test_an_installed_filesystem_passes_the_check() -> None:
 
 def test_an_output_url_is_the_root_joined_with_the_outputs_relative_path() -> None:
     assert output_url("s3://b/pre/", "sub/0-a.ipynb") == "s3://b/pre/sub/0-a.ipynb"
+
+
+def test_a_version_is_the_same_from_a_listing_and_from_a_lookup() -> None:
+    from datetime import datetime, timezone
+
+    from pytest_millrun.core.storage import version_of
+
+    when = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    assert version_of({"created": when, "size": 3}) == version_of(
+        {"created": when.timestamp(), "size": 3}
+    )
+    etag = {"ETag": '"abc"', "LastModified": when, "size": 3}
+    assert version_of(etag) == version_of({**etag, "LastModified": "other"}) == 'ETag="abc" size=3'
+    assert version_of({"size": 3}) is None  # nothing that changes with each write: no hits
