@@ -21,10 +21,13 @@ from pytest_millrun.execution.kernel_session import EndReply, KernelSessionPart,
 
 #: The part's key in ``ExecutionResult.kernel_report``.
 IMPORTS_PART = "imports"
+#: In the part's report (not in the output): the unsafe modules this run found, for ``-v``.
+FOUND = "found"
 
 
 class ImportsPart(KernelSessionPart):
-    """Records the installed modules the run imported; its report is ``{imported, unsafe}``."""
+    """Records the installed modules the run imported; its report is ``{imported, unsafe,
+    found}``, of which the output keeps the first two."""
 
     name: ClassVar[str] = IMPORTS_PART
 
@@ -48,8 +51,9 @@ class ImportsPart(KernelSessionPart):
         from pytest_millrun.forkserver.template_registry import unsafe_preloads
 
         imported = sorted(str(name) for name in payload)
-        self._report = {IMPORTED: imported, UNSAFE: {**self.known_unsafe, **unsafe_preloads()}}
-        return self._report
+        found = {k: v for k, v in unsafe_preloads().items() if k not in self.known_unsafe}
+        self._report = {IMPORTED: imported, UNSAFE: {**self.known_unsafe, **found}}
+        return {**self._report, FOUND: found}
 
     def notebook_done(self, nb: Any) -> None:
         """Keep the record in the output, for the next run of any front end."""

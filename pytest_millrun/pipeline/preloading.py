@@ -13,6 +13,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pytest_millrun.core.learned_preloads import (
     learned_preloads,
@@ -23,7 +24,7 @@ from pytest_millrun.core.learned_preloads import (
 from pytest_millrun.coverage.kernel_settings import KernelCoverage, measured_modules
 from pytest_millrun.dispatch.jobs import Job, RunOptions
 from pytest_millrun.execution.execute import resolve_kernel_start
-from pytest_millrun.execution.import_recording import ImportsPart
+from pytest_millrun.execution.import_recording import FOUND, IMPORTS_PART, ImportsPart
 from pytest_millrun.execution.kernel_session import KernelSessionPart
 
 
@@ -61,3 +62,17 @@ def outputs_records(jobs: Iterable[Job]) -> tuple[list[list[str]], dict[str, str
             imported.append(record[0])
             unsafe.update(record[1])
     return imported, unsafe
+
+
+def found_unsafe(kernel_report: Any) -> dict[str, str]:
+    """The modules an execution's process found unfit to preload this run, and why."""
+    report = (kernel_report or {}).get(IMPORTS_PART) or {}
+    return dict(report.get(FOUND) or {})
+
+
+def unsafe_line(module: str, why: str) -> str:
+    """What ``-v`` says, once, of a learned preload left out."""
+    return (
+        f"millrun: {module} is not preloaded by the fork template ({why}); kernels import it "
+        "themselves, and later runs do not try it again"
+    )

@@ -93,9 +93,8 @@ class PreloadMemory:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.config.option.verbose <= 0:
             return
+        from pytest_millrun.pipeline.preloading import unsafe_line
+
         for name, why in sorted(self.unsafe.items()):
             if name not in self.known_unsafe:
-                terminalreporter.write_line(
-                    f"millrun: {name} is not preloaded by the fork template ({why}); "
-                    "kernels import it themselves, and later runs do not try it again"
-                )
+                terminalreporter.write_line(unsafe_line(name, why))

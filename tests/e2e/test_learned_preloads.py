@@ -173,9 +173,12 @@ def test_command_learns_from_its_outputs(tmp_path: Path) -> None:
     write_params(tmp_path / "p.json", {"x": [1, 2]})
     command = [sys.executable, "-m", "pytest_millrun", "nb", "p.json", "--output-dir", "out",
                "--no-progress", "--workers", "1"]  # fmt: skip
-    for _run in range(2):
-        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    for verbose in ([], ["-v"]):
+        done = subprocess.run(
+            command + verbose, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stdout + done.stderr
+    assert (done.stdout + done.stderr).count("plthread is not preloaded") == 1
     kernels = cell_reports(sorted((tmp_path / "out").glob("*.ipynb")))
     assert all(r["had"] == {"plmarker": True, "plthread": False} for r in kernels)
     assert all(r["forked"] for r in kernels)
@@ -212,4 +215,18 @@ def test_changed_preloaded_local_module_is_seen_by_the_next_kernel(
         x = nb["metadata"]["papermill"]["parameters"]["x"]
         values[x] = "".join(nb["cells"][-1]["outputs"][0]["text"]).strip()
     assert values == {1: "first", 2: "changed, and longer", 3: "changed, and longer"}
+    assert_no_kernels_left(kernel_tmp)
+
+
+@pytest.mark.usefixtures("site_dir")
+def test_api_learns_from_its_outputs(tmp_path: Path, kernel_tmp: Path) -> None:
+    from pytest_millrun import execute_run
+
+    write_notebook(tmp_path / "nb" / "uses.ipynb", [CELL], params="x = 0")
+    for _run in range(2):
+        [result] = execute_run(tmp_path / "nb", {"x": [1]}, output_dir=tmp_path / "out")
+        assert result.passed
+    assert result.kernel_report["imports"]["imported"] == ["plmarker", "plthread"]
+    [kernel] = cell_reports([Path(str(result.output))])
+    assert kernel["had"] == {"plmarker": True, "plthread": False}
     assert_no_kernels_left(kernel_tmp)
