@@ -67,7 +67,15 @@ def learned_preloads(
     measured: Collection[str] = (),
 ) -> tuple[str, ...]:
     """The union of the runs' ``imported`` modules, sorted, less the ``unsafe`` ones, those
-    coverage ``measured`` (top-level names) and those already ``named`` for preloading."""
-    skip = {*unsafe, *measured, *(name.partition(".")[0] for name in named if "." not in name)}
+    in packages coverage ``measured`` (top-level names) and those already ``named``."""
+    skip = {*unsafe, *named}
     names = {str(name) for names in imported for name in names}
-    return tuple(sorted(name for name in names if name.isidentifier() and name not in skip))
+    return tuple(
+        sorted(
+            name
+            for name in names
+            if all(part.isidentifier() for part in name.split("."))
+            and name not in skip
+            and name.partition(".")[0] not in measured
+        )
+    )

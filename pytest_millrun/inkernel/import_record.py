@@ -28,7 +28,8 @@ def start() -> tuple[set[str], set[str]]:
 
 def finish(before: set[str], preloaded: set[str], user: dict[str, Any]) -> list[str]:
     """The top-level names of the modules the run imported that live under site-packages
-    (not the standard library, not the notebook's own folder), sorted."""
+    (not the standard library, not the notebook's own folder), and the submodules of those
+    the notebook's globals hold (``import matplotlib.pyplot as plt``), sorted."""
     import contextlib
     import os
     import site
@@ -42,9 +43,11 @@ def finish(before: set[str], preloaded: set[str], user: dict[str, Any]) -> list[
         shared += [*site.getsitepackages(), site.getusersitepackages()]
     roots = tuple(os.path.join(os.path.realpath(root), "") for root in shared if root)
     used = set()
+    held = set()  # submodules the notebook holds (``plt``): worth preloading by their full name
     for value in list(user.values()):
         if isinstance(value, types.ModuleType):
             name = value.__name__
+            held.add(str(name))
         elif isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)):
             name = getattr(value, "__module__", None) or ""
         else:
@@ -63,4 +66,5 @@ def finish(before: set[str], preloaded: set[str], user: dict[str, Any]) -> list[
             if path.startswith(roots):  # a module beside the notebook is not (a venv may be)
                 found.append(name)
                 break
+    found += [name for name in held if "." in name and name.partition(".")[0] in found]
     return sorted(found)

@@ -29,7 +29,13 @@ def test_learned_is_the_sorted_union_less_unsafe_measured_and_named() -> None:
 
 
 def test_learned_leaves_out_names_that_are_not_modules() -> None:
-    assert learned_preloads([["numpy", "", "a-b", "os.path", "x y"]]) == ("numpy",)
+    assert learned_preloads([["numpy", "", "a-b", "x y", "a..b"]]) == ("numpy",)
+
+
+def test_learned_submodules_stay_and_go_with_their_package() -> None:
+    imported = [["matplotlib", "matplotlib.pyplot", "mylib", "mylib.core"]]
+    learned = learned_preloads(imported, measured={"mylib"}, named=("matplotlib.pyplot",))
+    assert learned == ("matplotlib",)
 
 
 def test_a_named_submodule_does_not_hide_its_learned_package() -> None:
@@ -89,6 +95,14 @@ def test_a_preloaded_module_counts_only_when_the_notebook_holds_something_of_it(
     # the module, a function, a class, an instance: all of _pytest
     for held in (_pytest, pytest.fixture, pytest.Pytester, pytest.MonkeyPatch()):
         assert "_pytest" in import_record.finish(set(), {"_pytest"}, {"held": held})
+
+
+def test_a_submodule_the_notebook_holds_is_recorded_by_its_full_name() -> None:
+    import _pytest.monkeypatch as submodule
+
+    found = import_record.finish(set(), set(), {"m": submodule, "j": json})
+    assert "_pytest.monkeypatch" in found
+    assert "json" not in found
 
 
 def test_the_record_survives_odd_objects_in_the_user_namespace() -> None:
