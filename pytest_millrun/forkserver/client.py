@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from .bootstrap import BOOTSTRAP, ESSENTIAL_IMPORTS, WARM_IMPORTS
 from .command import KernelCommand
 from .protocol import PAD_NAME, recv, send
 
@@ -40,30 +41,6 @@ class ForkUnavailable(RuntimeError):
     """
 
 
-#: Imported by the template before anything else: without them there is nothing to gain.
-_ESSENTIAL_IMPORTS: Final = ("ipykernel.kernelapp",)
-
-#: Imported by every ipykernel 7 kernel during its start anyway, so importing them in the
-#: template changes nothing the user can see (``sys.modules`` stays a subset of a spawned
-#: kernel's) but takes them off each kernel's critical path.  Missing ones are skipped.
-_WARM_IMPORTS: Final = (
-    "ipykernel.ipkernel",
-    "ipykernel.zmqshell",
-    "IPython.core.completerlib",
-    "IPython.core.debugger",
-    "IPython.core.oinspect",
-    "IPython.extensions.storemagic",
-    "tornado.gen",
-    "tornado.locks",
-    "tornado.queues",
-    "tornado.platform.asyncio",
-    "sqlite3",
-    # debugpy/pydevd, the largest part of a kernel's own start-up.  Its import reads
-    # PYDEVD_*/DEBUGPY_* and sets PYDEVD_USE_FRAME_EVAL; both are handled (template key,
-    # replayed environment changes).
-    "ipykernel.debugger",
-)
-
 #: (owner pid, interpreter flags, preloads, learned preloads, start-up environment)
 TemplateKey = tuple[
     int, tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]
@@ -72,73 +49,6 @@ TemplateKey = tuple[
 _START_TIMEOUT: Final = 120.0
 REQUEST_TIMEOUT: Final = 30.0
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
-
-#: The template's program.  It imports the kernel's modules *before* the fork server's, so
-#: that ``sys.modules`` entries added only by the latter can be dropped in each kernel;
-#: then :mod:`.template_process` from this folder as the private package ``_millrun_forkserver``
-#: (its ``__init__`` is not run: the parent's side stays out of the template).
-#: The forked child returns from ``serve`` with a job and runs it here, at the top of the
-#: stack, so the kernel ends through the interpreter's normal shutdown like
-#: ipykernel_launcher.
-BOOTSTRAP: Final = """\
-import sys
-if sys.path and sys.path[0] == '' and not getattr(sys.flags, 'safe_path', False):
-    del sys.path[0]
-
-
-def _millrun_template():
-    import importlib
-    import importlib.machinery
-    import importlib.util
-    import json
-    import os
-
-    spec = json.loads(sys.argv[4])
-    env_before = dict(os.environ)
-    problems = {}
-    for name in spec['essential'] + spec['warm']:
-        try:
-            importlib.import_module(name)
-        except BaseException as exc:
-            problems[name] = f'{type(exc).__name__}: {exc}'
-    machinery = set(sys.modules)
-    for name in spec['preload']:
-        try:
-            importlib.import_module(name)
-        except BaseException as exc:
-            problems[name] = f'{type(exc).__name__}: {exc}'
-    unsafe = None
-    import threading
-    for name in spec['learned'] if threading.active_count() == 1 else ():
-        os.write(2, f'millrun-probing {name}\\n'.encode())
-        try:
-            importlib.import_module(name)
-        except BaseException as exc:
-            problems[name] = f'{type(exc).__name__}: {exc}'
-        if threading.active_count() > 1:
-            unsafe = name
-            break
-    if spec['learned']:
-        os.write(2, b'millrun-probed\\n')
-    loaded = sorted(set(sys.modules) - machinery)
-    sys._millrun_preloaded = sorted({n.partition('.')[0] for n in loaded})
-    before = set(sys.modules)
-    package = importlib.machinery.ModuleSpec('_millrun_forkserver', None, is_package=True)
-    package.submodule_search_locations = [sys.argv[1]]
-    sys.modules[package.name] = importlib.util.module_from_spec(package)
-    template = importlib.import_module('_millrun_forkserver.template_process')
-    added = sorted(set(sys.modules) - before)
-    env_set = {k: v for k, v in os.environ.items() if env_before.get(k) != v}
-    spec['unsafe'] = unsafe
-    spec['local'] = template.local_files(loaded)
-    return template.serve(int(sys.argv[2]), int(sys.argv[3]), spec, problems, added, env_set)
-
-
-_millrun_job = _millrun_template()
-del _millrun_template
-if _millrun_job is not None:
-    _millrun_job()
-"""
 
 
 class TemplateGone(Exception):
@@ -216,8 +126,8 @@ class Template:
         env_bytes = sum(len(name) + len(value) + 2 for name, value in env.items())
         env[PAD_NAME] = "x" * max(8192, 2 * env_bytes)  # room to show each kernel's environ
         spec = {
-            "essential": list(_ESSENTIAL_IMPORTS),
-            "warm": list(_WARM_IMPORTS),
+            "essential": list(ESSENTIAL_IMPORTS),
+            "warm": list(WARM_IMPORTS),
             "preload": list(self.preload),
             "learned": list(self.learned),
         }
@@ -255,9 +165,15 @@ class Template:
         finally:
             child_end.close()
         self.channel = parent_end
+        self.info = self._ready(parent_end)
+        return self.info
+
+    def _ready(self, channel: socket.socket) -> TemplateInfo:
+        """The template's first message: what it is, or why it could not start."""
+        assert self.popen is not None
         try:
-            parent_end.settimeout(_START_TIMEOUT)
-            ready, _fds = recv(parent_end)
+            channel.settimeout(_START_TIMEOUT)
+            ready, _fds = recv(channel)
         except (OSError, EOFError, ValueError) as exc:
             culprit = self._probing_when_it_died()
             pid = self.popen.pid
@@ -278,7 +194,7 @@ class Template:
             raise ForkUnavailable(f"the kernel template could not start: {message}")
         dropped = {str(k): str(v) for k, v in (ready.get("dropped") or {}).items()}
         self.local = {str(k): list(v) for k, v in (ready.get("local") or {}).items()}
-        self.info = TemplateInfo(
+        return TemplateInfo(
             pid=int(ready["pid"]),
             preload=self.preload,
             notes=tuple(str(note) for note in ready.get("notes", [])),
@@ -286,7 +202,6 @@ class Template:
             learned=tuple(name for name in self.learned if name not in dropped),
             dropped=dropped,
         )
-        return self.info
 
     def _probing_when_it_died(self) -> str | None:
         """The learned preload the template was importing when it died, if it was."""

@@ -2,7 +2,7 @@
 
 Why: the template is a warm interpreter (ipykernel, IPython, zmq and preloads
 imported) whose only job is to fork kernels on request.  The bootstrap
-(:data:`.client.BOOTSTRAP`) imports the kernel's modules first and then this
+(:data:`.bootstrap.BOOTSTRAP`) imports the kernel's modules first and then this
 module from the package's folder as ``_millrun_forkserver.template_process``, without
 ``pytest_millrun``: this module and the ones it imports (:mod:`.protocol`,
 :mod:`.proctitle`, :mod:`.child`) use the standard library only.  It stays
@@ -258,7 +258,7 @@ def serve(
     added_modules: list[str],
     import_env: dict[str, str],
 ) -> Callable[[], None] | None:
-    """Entry point of the template (called by :data:`.client.BOOTSTRAP`)."""
+    """Entry point of the template (called by :data:`.bootstrap.BOOTSTRAP`)."""
     channel = socket.socket(fileno=channel_fd)
     channel.setblocking(True)
     preload = [str(name) for name in spec.get("preload", [])]
