@@ -68,6 +68,8 @@ class Progress:
         self.cached = 0
         #: ``-v``: why each variation ran; ``-vv``: also what each one read.
         self.verbose = 0
+        #: The learned preloads found unfit to fork that ``-v`` has told of.
+        self.told: set[str] = set()
         self.stream = stream or sys.stderr
         self.bar: Any = None
         self.cells = ""  # the running cells, as the bar shows them
@@ -111,11 +113,22 @@ class Progress:
             click.echo(line, file=self.stream)
 
     def _said(self, result: ExecutionResult) -> list[str]:
-        """What ``-v`` says under a run (why it ran), and ``-vv`` (what it read)."""
+        """What ``-v`` says under a run (why it ran, a learned preload left out), and ``-vv``
+        (what it read)."""
         lines = [reason_line(result)] if self.verbose and result.cache_reasons else []
         if self.verbose > 1 and result.read_set:
             lines += read_set_lines(result)
-        return lines
+        return lines + self._unsafe_lines(result)
+
+    def _unsafe_lines(self, result: ExecutionResult) -> list[str]:
+        """Under ``-v``, once each: the learned preloads a template left out, and why."""
+        if not self.verbose or not result.kernel_report:
+            return []
+        from pytest_millrun.pipeline.preloading import found_unsafe, unsafe_line
+
+        found = {k: v for k, v in found_unsafe(result.kernel_report).items() if k not in self.told}
+        self.told.update(found)
+        return [unsafe_line(module, why) for module, why in sorted(found.items())]
 
     def watch(self, reader: Channel) -> None:
         """Show what the progress channel says, from a thread, until :meth:`close`.

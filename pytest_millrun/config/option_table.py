@@ -344,9 +344,11 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "preload", "list",
         "Comma-separated modules the fork template imports once, so each kernel has them "
-        "at no cost (e.g. numpy,pandas)",
+        "at no cost (e.g. numpy,pandas), on top of those the notebooks imported last time; "
+        "none preloads nothing",
         default=(), pytest="preload", metavar="MODULES", cli=("--preload",),
-        cli_help="Comma-separated modules the fork template imports once, e.g. numpy,pandas.",
+        cli_help="Comma-separated modules the fork template imports once, e.g. numpy,pandas, "
+        "besides those the notebooks imported last time; none: no preloads at all.",
         cli_metavar="MODULES", api="preload",
     ),
     # what a run records and writes

@@ -144,6 +144,7 @@ class RunConfig:
 
     def run_options(self) -> RunOptions:
         """What every job of the run shares, as pool and Dask workers receive it."""
+        from pytest_millrun.core.learned_preloads import named_preloads
         from pytest_millrun.dispatch.jobs import RunOptions
 
         return RunOptions(
@@ -151,7 +152,7 @@ class RunConfig:
             cell_timeout=self.cell_timeout,
             notebook_timeout=self.notebook_timeout,
             kernel_start=self.kernel_start,
-            preload=self.preload,
+            preload=named_preloads(self.preload),
             papermill_kwargs=self.papermill_kwargs,
             option_names=self.option_names,
             storage_options=self.storage_options,

@@ -13,6 +13,7 @@ which a cached variation's stored lines must match to count (see
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -147,3 +148,30 @@ def settings_digest(config: Any, topdir: str) -> str:
 def without_process_start(env: dict[str, str]) -> dict[str, str]:
     """``env`` without :data:`PROCESS_START_VARIABLES` (a kernel's or a template's)."""
     return {name: value for name, value in env.items() if name not in PROCESS_START_VARIABLES}
+
+
+def measured_modules(settings: KernelCoverage) -> frozenset[str]:
+    """Top-level module names the kernels' coverage measures by name (``--cov=pkg``,
+    ``source_pkgs``) or by folder (the folder's own name and the modules in it).
+
+    A fork template must not preload them: their import-time lines would run before
+    coverage starts in the kernel, and be reported as missed.
+    """
+    import base64
+
+    try:  # coverage's serialised config: base64 of a JSON object
+        config = json.loads(base64.b64decode(settings.config))
+    except ValueError:
+        return frozenset()
+    if not isinstance(config, dict):
+        return frozenset()
+    names: set[str] = set()
+    keys = ("source", "source_pkgs", "source_dirs")
+    for entry in [str(entry) for key in keys for entry in config.get(key) or ()]:
+        if os.path.isdir(entry):
+            names.add(os.path.basename(os.path.normpath(entry)))
+            with contextlib.suppress(OSError):
+                names.update(name.removesuffix(".py") for name in os.listdir(entry))
+        else:
+            names.add(entry.partition(".")[0])
+    return frozenset(name for name in names if name.isidentifier())

@@ -68,6 +68,8 @@ class RunOptions:
     notebook_timeout: float | None = None
     kernel_start: data.KernelStart = "auto"
     preload: tuple[str, ...] = ()
+    #: Modules the notebooks imported in their last runs, which the fork template tries too.
+    learned_preload: tuple[str, ...] = ()
     papermill_kwargs: Mapping[str, Any] = field(default_factory=dict)
     #: How the front end spells the options a failure's advice names.
     option_names: data.OptionNames = data.API_OPTION_NAMES

@@ -116,6 +116,7 @@ def execute_notebook(
     notebook_timeout: float | None = None,
     kernel_start: KernelStart = "auto",
     preload: Sequence[str] = (),
+    learned_preload: Sequence[str] = (),
     option_names: OptionNames = API_OPTION_NAMES,
     record: Sequence[str] = (),
     session_parts: Sequence[Callable[[], KernelSessionPart]] = (),
@@ -133,7 +134,9 @@ def execute_notebook(
     template (see :mod:`pytest_millrun.forkserver`) where the kernelspec runs
     ipykernel on this interpreter, ``spawn`` as papermill does, or ``auto``
     (``$MILLRUN_KERNEL_START`` if set, else fork where it can serve).
-    ``preload`` names modules the fork template imports once.  A notebook
+    ``preload`` names modules the fork template imports once; ``learned_preload``
+    more, which the notebooks imported in their last runs, each left out if it proves
+    unfit to fork (see :mod:`pytest_millrun.forkserver.template_registry`).  A notebook
     whose metadata names no kernel runs on :data:`DEFAULT_KERNEL` (the result
     notes it).  ``option_names`` are the calling front end's spellings of the
     options that a failure's advice names.  ``record`` names variables read
@@ -157,8 +160,8 @@ def execute_notebook(
     except _NotRun as exc:
         return run.finish("failed", exc.failure)
     end = _run_papermill(
-        run, nb, kernel_name, kernel_start, preload, cell_timeout, notebook_timeout,
-        option_names, papermill_kwargs,
+        run, nb, kernel_name, kernel_start, (tuple(preload), tuple(learned_preload)),
+        cell_timeout, notebook_timeout, option_names, papermill_kwargs,
     )  # fmt: skip
     if end.retry:  # the fork template could not serve: run this one again the usual way
         again = execute_notebook(
@@ -273,7 +276,7 @@ def _run_papermill(
     nb: Any,
     kernel_name: str | None,
     kernel_start: KernelStart,
-    preload: Sequence[str],
+    preload: tuple[tuple[str, ...], tuple[str, ...]],
     cell_timeout: float | None,
     notebook_timeout: float | None,
     names: OptionNames,
@@ -287,7 +290,7 @@ def _run_papermill(
 
     partial = partial_path(run.output)
     mode = resolve_kernel_start(kernel_start)
-    with KernelSandbox(mode, tuple(preload), run.session) as sandbox:
+    with KernelSandbox(mode, preload[0], run.session, learned=preload[1]) as sandbox:
         engine_kwargs: dict[str, Any] = {
             "engine_name": engine.register(),
             "progress_bar": False,

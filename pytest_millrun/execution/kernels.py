@@ -102,9 +102,12 @@ class KernelSandbox:
         kernel_start: KernelStart = "spawn",
         preload: tuple[str, ...] = (),
         session: KernelSession | None = None,
+        *,
+        learned: tuple[str, ...] = (),
     ) -> None:
         self.kernel_start: KernelStart = "spawn" if fork_broken.is_set() else kernel_start
         self.preload = preload
+        self.learned = learned
         #: what the kernel is asked besides cells; its start request goes once the kernel answers
         self.session = session if session is not None else KernelSession(builtin_parts())
         self.forked = False
@@ -169,7 +172,9 @@ class KernelSandbox:
                     from pytest_millrun import forkserver
 
                     if forkserver.fork_available(self.kernel_spec):
-                        self.provisioner = forkserver.make_provisioner(self, sandbox.preload)
+                        self.provisioner = forkserver.make_provisioner(
+                            self, sandbox.preload, sandbox.learned
+                        )
                         sandbox.forked = True
                 return await super()._async_pre_start_kernel(**kw)
 

@@ -72,6 +72,7 @@ Modules, by the process they run in (imports go down this list, never up)::
     spares       parent            kernels forked one launch ahead
     templates    parent            this process's templates: start, reuse, give up, stop
     client       parent            handles on one template and on one forked kernel
+    bootstrap    parent            the template's program (its source), with its imports
     command      parent            which kernel commands a template can run
     template     template          entry point, request loop, the fork
     child        forked kernel     the child's set-up until it is ipykernel
@@ -79,7 +80,7 @@ Modules, by the process they run in (imports go down this list, never up)::
     protocol     parent, template  framed messages and descriptor passing
 
 The template-side modules use the standard library only: the template imports
-them without ``pytest_millrun`` (see :data:`.client.BOOTSTRAP`).
+them without ``pytest_millrun`` (see :data:`.bootstrap.BOOTSTRAP`).
 """
 
 from __future__ import annotations

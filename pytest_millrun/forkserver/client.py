@@ -21,10 +21,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from .bootstrap import BOOTSTRAP, ESSENTIAL_IMPORTS, WARM_IMPORTS
 from .command import KernelCommand
 from .protocol import PAD_NAME, recv, send
 
@@ -40,83 +41,28 @@ class ForkUnavailable(RuntimeError):
     """
 
 
-#: Imported by the template before anything else: without them there is nothing to gain.
-_ESSENTIAL_IMPORTS: Final = ("ipykernel.kernelapp",)
-
-#: Imported by every ipykernel 7 kernel during its start anyway, so importing them in the
-#: template changes nothing the user can see (``sys.modules`` stays a subset of a spawned
-#: kernel's) but takes them off each kernel's critical path.  Missing ones are skipped.
-_WARM_IMPORTS: Final = (
-    "ipykernel.ipkernel",
-    "ipykernel.zmqshell",
-    "IPython.core.completerlib",
-    "IPython.core.debugger",
-    "IPython.core.oinspect",
-    "IPython.extensions.storemagic",
-    "tornado.gen",
-    "tornado.locks",
-    "tornado.queues",
-    "tornado.platform.asyncio",
-    "sqlite3",
-    # debugpy/pydevd, the largest part of a kernel's own start-up.  Its import reads
-    # PYDEVD_*/DEBUGPY_* and sets PYDEVD_USE_FRAME_EVAL; both are handled (template key,
-    # replayed environment changes).
-    "ipykernel.debugger",
-)
-
-TemplateKey = tuple[int, tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]
+#: (owner pid, interpreter flags, preloads, learned preloads, start-up environment)
+TemplateKey = tuple[
+    int, tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]
+]
 
 _START_TIMEOUT: Final = 120.0
 REQUEST_TIMEOUT: Final = 30.0
 _PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
 
-#: The template's program.  It imports the kernel's modules *before* the fork server's, so
-#: that ``sys.modules`` entries added only by the latter can be dropped in each kernel;
-#: then :mod:`.template_process` from this folder as the private package ``_millrun_forkserver``
-#: (its ``__init__`` is not run: the parent's side stays out of the template).
-#: The forked child returns from ``serve`` with a job and runs it here, at the top of the
-#: stack, so the kernel ends through the interpreter's normal shutdown like
-#: ipykernel_launcher.
-BOOTSTRAP: Final = """\
-import sys
-if sys.path and sys.path[0] == '' and not getattr(sys.flags, 'safe_path', False):
-    del sys.path[0]
-
-
-def _millrun_template():
-    import importlib
-    import importlib.machinery
-    import importlib.util
-    import json
-    import os
-
-    spec = json.loads(sys.argv[4])
-    env_before = dict(os.environ)
-    problems = {}
-    for name in spec['essential'] + spec['warm'] + spec['preload']:
-        try:
-            importlib.import_module(name)
-        except BaseException as exc:
-            problems[name] = f'{type(exc).__name__}: {exc}'
-    before = set(sys.modules)
-    package = importlib.machinery.ModuleSpec('_millrun_forkserver', None, is_package=True)
-    package.submodule_search_locations = [sys.argv[1]]
-    sys.modules[package.name] = importlib.util.module_from_spec(package)
-    template = importlib.import_module('_millrun_forkserver.template_process')
-    added = sorted(set(sys.modules) - before)
-    env_set = {k: v for k, v in os.environ.items() if env_before.get(k) != v}
-    return template.serve(int(sys.argv[2]), int(sys.argv[3]), spec, problems, added, env_set)
-
-
-_millrun_job = _millrun_template()
-del _millrun_template
-if _millrun_job is not None:
-    _millrun_job()
-"""
-
 
 class TemplateGone(Exception):
     """The template stopped answering (crashed, killed, or inherited across a fork)."""
+
+
+class PreloadUnsafe(ForkUnavailable):
+    """A learned preload made the template unfit to fork (it started a thread, or killed the
+    template while it was imported): the registry starts a template without it."""
+
+    def __init__(self, module: str, why: str) -> None:
+        super().__init__(f"{module}: {why}")
+        self.module = module
+        self.why = why
 
 
 @dataclass(frozen=True)
@@ -133,14 +79,25 @@ class TemplateInfo:
     preload: tuple[str, ...]
     notes: tuple[str, ...]
     native_threads: int = 1
+    #: The learned preloads it imported (those that failed to import are in ``dropped``).
+    learned: tuple[str, ...] = ()
+    #: Learned preloads that failed to import, and why (kernels import them themselves).
+    dropped: Mapping[str, str] = field(default_factory=dict)
 
 
 class Template:
     """The parent's handle on one template process and its channel."""
 
-    def __init__(self, key: TemplateKey, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, key: TemplateKey, env: Mapping[str, str], learned: Sequence[str] = ()
+    ) -> None:
         self.key = key
-        self.owner_pid, self.flags, self.preload, _startup = key
+        self.owner_pid, self.flags, self.preload, _learned, _startup = key
+        #: The learned preloads it tries (the key's, less those known unsafe).
+        self.learned = tuple(learned)
+        #: Files of preloaded modules outside site-packages and the standard library, with
+        #: their ``[mtime_ns, size]`` when the template imported them (see :meth:`stale`).
+        self.local: dict[str, list[int]] = {}
         self.env = dict(env)
         self.lock = threading.Lock()
         self.folder = Path(tempfile.mkdtemp(prefix="millrun-fork-"))  # 0700
@@ -169,9 +126,10 @@ class Template:
         env_bytes = sum(len(name) + len(value) + 2 for name, value in env.items())
         env[PAD_NAME] = "x" * max(8192, 2 * env_bytes)  # room to show each kernel's environ
         spec = {
-            "essential": list(_ESSENTIAL_IMPORTS),
-            "warm": list(_WARM_IMPORTS),
+            "essential": list(ESSENTIAL_IMPORTS),
+            "warm": list(WARM_IMPORTS),
             "preload": list(self.preload),
+            "learned": list(self.learned),
         }
         cmd = [
             sys.executable,
@@ -207,25 +165,70 @@ class Template:
         finally:
             child_end.close()
         self.channel = parent_end
+        self.info = self._ready(parent_end)
+        return self.info
+
+    def _ready(self, channel: socket.socket) -> TemplateInfo:
+        """The template's first message: what it is, or why it could not start."""
+        assert self.popen is not None
         try:
-            parent_end.settimeout(_START_TIMEOUT)
-            ready, _fds = recv(parent_end)
+            channel.settimeout(_START_TIMEOUT)
+            ready, _fds = recv(channel)
         except (OSError, EOFError, ValueError) as exc:
+            culprit = self._probing_when_it_died()
+            pid = self.popen.pid
+            tail = self.log_tail()
             self.close()
+            if culprit is not None:
+                why = f"the kernel template died importing it.{tail}"
+                raise PreloadUnsafe(culprit, why) from None
             raise ForkUnavailable(
-                f"the kernel template (pid {self.popen.pid}) did not start: {exc}.{self.log_tail()}"
+                f"the kernel template (pid {pid}) did not start: {exc}.{tail}"
             ) from None
         if not ready.get("ok"):
             message = ready.get("error", {}).get("message", "unknown error")
+            unsafe = ready.get("unsafe")
             self.close()
+            if isinstance(unsafe, list) and len(unsafe) == 2:
+                raise PreloadUnsafe(str(unsafe[0]), str(unsafe[1]))
             raise ForkUnavailable(f"the kernel template could not start: {message}")
-        self.info = TemplateInfo(
+        dropped = {str(k): str(v) for k, v in (ready.get("dropped") or {}).items()}
+        self.local = {str(k): list(v) for k, v in (ready.get("local") or {}).items()}
+        return TemplateInfo(
             pid=int(ready["pid"]),
             preload=self.preload,
             notes=tuple(str(note) for note in ready.get("notes", [])),
             native_threads=int(ready.get("native_threads", 1)),
+            learned=tuple(name for name in self.learned if name not in dropped),
+            dropped=dropped,
         )
-        return self.info
+
+    def _probing_when_it_died(self) -> str | None:
+        """The learned preload the template was importing when it died, if it was."""
+        if not self.learned:
+            return None
+        try:
+            lines = self.log_path.read_bytes().decode(errors="replace").splitlines()
+        except OSError:
+            return None
+        marks = [line for line in lines if line.startswith("millrun-prob")]
+        if marks and marks[-1].startswith("millrun-probing "):
+            return marks[-1].split(" ", 1)[1].strip()
+        return None
+
+    def stale(self) -> str | None:
+        """Which preloaded local module's file changed since the template imported it, if any.
+
+        A stat per file (size and modification time), so it is cheap before each fork.
+        """
+        for path, (mtime_ns, size) in self.local.items():
+            try:
+                stat = os.stat(path)
+            except OSError:
+                return path
+            if (stat.st_mtime_ns, stat.st_size) != (mtime_ns, size):
+                return path
+        return None
 
     @property
     def pid(self) -> int:
@@ -390,6 +393,11 @@ class ForkedKernel:
     @property
     def template_pid(self) -> int:
         return self._template.pid
+
+    def template_current(self) -> bool:
+        """Whether a launch now would still fork from this kernel's template: a spare of a
+        template whose preloaded local module changed is not adopted (see ``Template.stale``)."""
+        return self._template.alive() and self._template.stale() is None
 
     def poll(self) -> int | None:
         with self._lock:

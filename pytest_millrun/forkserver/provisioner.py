@@ -116,6 +116,9 @@ class ForkProvisioner(LocalProvisioner):
     """
 
     preload: tuple[str, ...] = ()
+    #: Modules the notebooks imported in their last runs: the template imports them too,
+    #: leaving out any that proves unfit to fork (see :mod:`.template_registry`).
+    learned: tuple[str, ...] = ()
     forked: ForkedKernel | None = None
     #: The folder of a spare kernel this launch took over (its connection file and
     #: sockets; see :func:`spare_kernels`), for the caller to remove when done; and
@@ -180,7 +183,7 @@ class ForkProvisioner(LocalProvisioner):
         self._launched = True
         if not independent:
             kernel_name = str(getattr(self.parent, "kernel_name", ""))
-            prepare_spare(command, argv, cwd, env, self.preload, kernel_name)
+            prepare_spare(command, argv, cwd, env, (self.preload, self.learned), kernel_name)
         self.forked = forked
         self.pid = forked.pid
         self.pgid = forked.pid  # the kernel leads its own session and process group
@@ -207,8 +210,12 @@ class ForkProvisioner(LocalProvisioner):
             env["JPY_PARENT_PID"] = str(os.getpid())  # as jupyter_client's launcher does
         cwd = os.fspath(scrubbed.get("cwd") or os.getcwd())
         if spare is not None:
-            wanted = (argv, env, cwd, self.preload)
-            if (spare.argv, spare.env, spare.cwd, spare.preload) == wanted and spare.alive():
+            wanted = (argv, env, cwd, (self.preload, self.learned))
+            if (
+                (spare.argv, spare.env, spare.cwd, spare.preload) == wanted
+                and spare.alive()
+                and spare.kernel.template_current()
+            ):
                 self.spare_log = spare.folder / "kernel.log"
                 return spare.kernel, command, argv, cwd, env, independent
             spare.kill()  # its connection file and socket paths are this launch's now
@@ -229,6 +236,7 @@ class ForkProvisioner(LocalProvisioner):
                 independent,
                 self.preload,
                 self._note_template,
+                self.learned,
             )
         finally:
             for fd in (opened_out, opened_err):
@@ -322,7 +330,9 @@ class ForkProvisioner(LocalProvisioner):
         await super().cleanup(restart=restart)
 
 
-def make_provisioner(km: Any, preload: tuple[str, ...] = ()) -> ForkProvisioner:
+def make_provisioner(
+    km: Any, preload: tuple[str, ...] = (), learned: tuple[str, ...] = ()
+) -> ForkProvisioner:
     """A ForkProvisioner for kernel manager ``km``, built as KernelProvisionerFactory does.
 
     Install it with ``self.provisioner = make_provisioner(self)`` before calling
@@ -336,9 +346,11 @@ def make_provisioner(km: Any, preload: tuple[str, ...] = ()) -> ForkProvisioner:
     existing = getattr(km, "provisioner", None)
     if isinstance(existing, ForkProvisioner):
         existing.preload = normalize_preload(preload)
+        existing.learned = normalize_preload(learned)
         return existing
     provisioner = ForkProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
     provisioner.preload = normalize_preload(preload)
+    provisioner.learned = normalize_preload(learned)
     if isinstance(existing, LocalProvisioner):
         provisioner.ports_cached = existing.ports_cached
         provisioner.connection_info = existing.connection_info

@@ -42,7 +42,8 @@ class Spare:
     argv: list[str]
     cwd: str
     env: dict[str, str]
-    preload: tuple[str, ...]
+    #: The template's (preloads, learned preloads).
+    preload: tuple[tuple[str, ...], tuple[str, ...]]
 
     def alive(self) -> bool:
         return self.kernel.poll() is None
@@ -149,7 +150,7 @@ def prepare_spare(
     argv: Sequence[str],
     cwd: str,
     env: Mapping[str, str],
-    preload: tuple[str, ...],
+    preload: tuple[tuple[str, ...], tuple[str, ...]],
     kernel_name: str,
 ) -> None:
     """Fork the next kernel in a background thread, as :func:`expect_next_launch` predicts."""
@@ -195,7 +196,7 @@ def _fork_spare(
     argv: list[str],
     cwd: str,
     env: dict[str, str],
-    preload: tuple[str, ...],
+    preload: tuple[tuple[str, ...], tuple[str, ...]],
     kernel_name: str,
 ) -> None:
     """Write the spare's connection file, then fork the spare.
@@ -221,7 +222,10 @@ def _fork_spare(
         argv[argv.index("-f") + 1] = connection_file
         log_fd = os.open(folder / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            kernel = launch(command, argv, cwd, env, log_fd, log_fd, False, preload, _no_notes)
+            plain, learned = preload
+            kernel = launch(
+                command, argv, cwd, env, log_fd, log_fd, False, plain, _no_notes, learned
+            )
         finally:
             os.close(log_fd)
         spare = Spare(kernel, folder, connection_file, dict(info), argv, cwd, env, preload)

@@ -2,7 +2,7 @@
 
 Why: the template is a warm interpreter (ipykernel, IPython, zmq and preloads
 imported) whose only job is to fork kernels on request.  The bootstrap
-(:data:`.client.BOOTSTRAP`) imports the kernel's modules first and then this
+(:data:`.bootstrap.BOOTSTRAP`) imports the kernel's modules first and then this
 module from the package's folder as ``_millrun_forkserver.template_process``, without
 ``pytest_millrun``: this module and the ones it imports (:mod:`.protocol`,
 :mod:`.proctitle`, :mod:`.child`) use the standard library only.  It stays
@@ -224,6 +224,32 @@ def _warm_first_use_caches() -> None:
         TransformerManager().transform_cell("y = x * 2 + 1\nassert y\ny\n")  # type: ignore[no-untyped-call]
 
 
+def local_files(names: list[str]) -> dict[str, list[int]]:
+    """The files of the modules ``names`` that are neither the standard library nor installed
+    (a module beside the notebooks, an editable install), with their ``[mtime_ns, size]``:
+    the parent restarts the template when one changes, so no kernel runs stale code."""
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    shared = [paths.get(key, "") for key in ("stdlib", "platstdlib", "purelib", "platlib")]
+    with contextlib.suppress(Exception):
+        shared += [*site.getsitepackages(), site.getusersitepackages()]
+    roots = tuple(os.path.join(os.path.realpath(root), "") for root in shared if root)
+    found: dict[str, list[int]] = {}
+    for name in names:
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if not isinstance(file, str) or not os.path.isabs(file):
+            continue
+        path = os.path.realpath(file)
+        if path.startswith(roots):
+            continue
+        with contextlib.suppress(OSError):
+            stat = os.stat(path)
+            found[path] = [stat.st_mtime_ns, stat.st_size]
+    return found
+
+
 def serve(
     parent_pid: int,
     channel_fd: int,
@@ -232,7 +258,7 @@ def serve(
     added_modules: list[str],
     import_env: dict[str, str],
 ) -> Callable[[], None] | None:
-    """Entry point of the template (called by :data:`.client.BOOTSTRAP`)."""
+    """Entry point of the template (called by :data:`.bootstrap.BOOTSTRAP`)."""
     channel = socket.socket(fileno=channel_fd)
     channel.setblocking(True)
     preload = [str(name) for name in spec.get("preload", [])]
@@ -244,14 +270,20 @@ def serve(
         ]
     )
     fatal = [f"{name}: {problems[name]}" for name in spec.get("essential", []) if name in problems]
-    if threading.active_count() > 1:
-        names = ", ".join(thread.name for thread in threading.enumerate())
+    failed: dict[str, Any] = {"ok": False}
+    unsafe = spec.get("unsafe")
+    names = ", ".join(thread.name for thread in threading.enumerate())
+    if unsafe:  # a learned preload: the parent starts a template without it
+        why = f"importing it started Python threads ({names}), which makes fork unsafe"
+        fatal.append(f"{unsafe}: {why}")
+        failed["unsafe"] = [unsafe, why]
+    elif threading.active_count() > 1:
         fatal.append(f"importing the preloads started Python threads ({names}); fork is unsafe")
     if os.getppid() != parent_pid:
         fatal.append("the parent exited before the template was ready")
     if fatal:
         with contextlib.suppress(OSError):
-            send(channel, {"ok": False, "error": {"message": "; ".join(fatal)}})
+            send(channel, {**failed, "error": {"message": "; ".join(fatal)}})
         channel.close()
         return None
     notes = [
@@ -259,11 +291,10 @@ def serve(
         for name in preload
         if name in problems
     ]
+    dropped = {name: problems[name] for name in spec.get("learned", []) if name in problems}
     native_threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
-    send(
-        channel,
-        {"ok": True, "pid": os.getpid(), "notes": notes, "native_threads": native_threads},
-    )
+    ready = {"ok": True, "pid": os.getpid(), "notes": notes, "native_threads": native_threads}
+    send(channel, {**ready, "dropped": dropped, "local": spec.get("local", {})})
     import_env.pop(PAD_NAME, None)
     _warm_first_use_caches()
     return _TemplateServer(channel, parent_pid, added_modules, import_env).run()

@@ -15,7 +15,15 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
-from .client import ForkedKernel, ForkUnavailable, Template, TemplateGone, TemplateInfo, TemplateKey
+from .client import (
+    ForkedKernel,
+    ForkUnavailable,
+    PreloadUnsafe,
+    Template,
+    TemplateGone,
+    TemplateInfo,
+    TemplateKey,
+)
 from .command import KernelCommand, platform_supports_fork
 
 #: Environment variables read once at interpreter start-up or at import time by the
@@ -52,6 +60,11 @@ def normalize_preload(preload: Iterable[str]) -> tuple[str, ...]:
 
 _TEMPLATES: dict[TemplateKey, Template] = {}
 _BROKEN: dict[TemplateKey, str] = {}
+#: Templates replaced because a preloaded local module changed: stopped once idle.
+_RETIRED: list[Template] = []
+#: Learned preloads found unfit to fork in this process, and why: never tried again here,
+#: and reported (see :func:`unsafe_preloads`) so the front end remembers them across runs.
+_UNSAFE: dict[str, str] = {}
 _LOCK = threading.Lock()
 _HOOKS_INSTALLED = False
 _SHUTDOWN_HOOKS: list[Callable[[], None]] = []
@@ -74,9 +87,10 @@ def _forget_templates_in_child() -> None:
     _LOCK = threading.Lock()
     for hook in _FORK_CHILD_HOOKS:
         hook()
-    for template in list(_TEMPLATES.values()):
+    for template in [*_TEMPLATES.values(), *_RETIRED]:
         template.abandon()
     _TEMPLATES.clear()
+    _RETIRED.clear()
     _BROKEN.clear()
 
 
@@ -89,9 +103,17 @@ def _install_hooks() -> None:
 
 
 def _template_key(
-    flags: Sequence[str], preload: Sequence[str], env: Mapping[str, str]
+    flags: Sequence[str], preload: Sequence[str], env: Mapping[str, str], learned: Sequence[str]
 ) -> TemplateKey:
-    return (os.getpid(), tuple(flags), normalize_preload(preload), _startup_env(env))
+    preloads = normalize_preload(preload)
+    learned = tuple(name for name in normalize_preload(learned) if name not in preloads)
+    return (os.getpid(), tuple(flags), preloads, learned, _startup_env(env))
+
+
+def unsafe_preloads() -> dict[str, str]:
+    """The learned preloads this process found unfit to fork, and why."""
+    with _LOCK:
+        return dict(_UNSAFE)
 
 
 def _get_template(key: TemplateKey, env: Mapping[str, str]) -> tuple[Template, bool]:
@@ -100,9 +122,14 @@ def _get_template(key: TemplateKey, env: Mapping[str, str]) -> tuple[Template, b
         raise ForkUnavailable("fork mode needs Linux with fork and SCM_RIGHTS support")
     with _LOCK:
         _install_hooks()
+        _close_idle_retired()
         current = _TEMPLATES.get(key)
-        if current is not None and current.alive():
+        if current is not None and current.alive() and current.stale() is None:
             return current, False
+        if current is not None and current.alive():  # its preloaded local module changed
+            _TEMPLATES.pop(key, None)
+            _RETIRED.append(current)
+            current = None
         if current is not None:  # it died unasked: no second template for this key
             _TEMPLATES.pop(key, None)
             current.close(timeout=1.0)
@@ -116,14 +143,42 @@ def _get_template(key: TemplateKey, env: Mapping[str, str]) -> tuple[Template, b
                 f"already {_MAX_TEMPLATES} kernel templates in this process (one per distinct "
                 f"preload list, interpreter flags and start-up environment)"
             )
-        template = Template(key, env)
+        template = _start_probing(key, env)
+        _TEMPLATES[key] = template
+        return template, True
+
+
+def _start_probing(key: TemplateKey, env: Mapping[str, str]) -> Template:
+    """Start the template for ``key``, without each learned preload that proves unfit to fork.
+
+    The template imports the learned preloads one by one and stops at the first that
+    starts a thread (or dies importing it); that one is left out, remembered, and the
+    template started again: one start more per unfit module, the first time only.
+    (The caller holds _LOCK.)
+    """
+    while True:
+        learned = [name for name in key[3] if name not in _UNSAFE]
+        template = Template(key, env, learned)
         try:
             template.start()
+        except PreloadUnsafe as exc:
+            if exc.module not in learned:  # not ours to leave out: give up as before
+                _BROKEN[key] = str(exc)
+                raise
+            _UNSAFE[exc.module] = exc.why
+            continue
         except ForkUnavailable as exc:
             _BROKEN[key] = str(exc)
             raise
-        _TEMPLATES[key] = template
-        return template, True
+        return template
+
+
+def _close_idle_retired() -> None:
+    """Stop the replaced templates whose kernels have all ended (caller holds _LOCK)."""
+    for template in list(_RETIRED):
+        if template.idle():
+            _RETIRED.remove(template)
+            template.close(timeout=1.0)
 
 
 def _evict_idle_template() -> None:
@@ -144,6 +199,7 @@ def start_template(
     *,
     env: Mapping[str, str] | None = None,
     python_flags: Sequence[str] = (),
+    learned: Sequence[str] = (),
 ) -> TemplateInfo:
     """Start (or find) this process's template now instead of at the first kernel launch.
 
@@ -151,7 +207,8 @@ def start_template(
     e.g. at pytest session start.  ``env`` defaults to ``os.environ``.
     """
     environment = dict(os.environ if env is None else env)
-    template, _fresh = _get_template(_template_key(python_flags, preload, environment), environment)
+    key = _template_key(python_flags, preload, environment, learned)
+    template, _fresh = _get_template(key, environment)
     assert template.info is not None
     return template.info
 
@@ -167,6 +224,8 @@ def shutdown_templates() -> None:
     with _LOCK:
         mine = [key for key in _TEMPLATES if key[0] == os.getpid()]
         templates = [_TEMPLATES.pop(key) for key in mine]
+        templates += [template for template in _RETIRED if template.owner_pid == os.getpid()]
+        _RETIRED.clear()
         _BROKEN.clear()
     for template in templates:
         template.close()
@@ -182,6 +241,7 @@ def launch(
     independent: bool,
     preload: Sequence[str],
     on_new_template: Callable[[TemplateInfo], None],
+    learned: Sequence[str] = (),
 ) -> ForkedKernel:
     """Fork a kernel from this process's template for ``env``.
 
@@ -189,7 +249,7 @@ def launch(
     fork mode is given up for the process with :class:`ForkUnavailable`, so the
     caller can fall back to spawning and say so once.
     """
-    key = _template_key(command.flags, preload, env)
+    key = _template_key(command.flags, preload, env, learned)
     template, fresh = _get_template(key, env)
     if fresh and template.info is not None:
         on_new_template(template.info)

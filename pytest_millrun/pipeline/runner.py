@@ -34,6 +34,7 @@ from pytest_millrun.execution.coverage_part import (
 from pytest_millrun.execution.execute import resolve_kernel_start
 from pytest_millrun.pipeline.cache_split import CacheSplit
 from pytest_millrun.pipeline.planning import plan_run, planned_outputs
+from pytest_millrun.pipeline.preloading import outputs_records, with_learned_preloads
 from pytest_millrun.pipeline.run_order import longest_first, outputs_durations
 from pytest_millrun.pipeline.stale_outputs import (
     StaleOutputs,
@@ -115,6 +116,8 @@ def plan(
             lines_back=config.dask is not None,  # a worker may not reach the host's data file
         )  # fmt: skip
         options = dataclasses.replace(options, session_parts=(*options.session_parts, part))
+    imported, unsafe = outputs_records(jobs) if staging is None else ([], {})
+    options = with_learned_preloads(options, config.preload, imported, unsafe, coverage)
     cache_settings = dataclasses.replace(config.cache_settings, coverage=coverage)
     split = CacheSplit(jobs, cache_settings, options, warn=warn_unmatched)
     return PlannedRun(config, jobs, stale, split, options, staging, coverage)

@@ -107,6 +107,9 @@ def pytest_configure(config: pytest.Config) -> None:
             session.live = register_progress(config, settings.log_output)
 
             config.pluginmanager.register(RunOrder(config, settings.order), "millrun-order")
+            from pytest_millrun.plugin.preload_memory import PreloadMemory
+
+            config.pluginmanager.register(PreloadMemory(config), "millrun-preloads")
             if config.option.durations is not None:
                 from pytest_millrun.plugin.cell_durations import SlowestCells
 

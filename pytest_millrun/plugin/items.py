@@ -139,6 +139,13 @@ class NotebookItem(pytest.Item):
             self.user_properties.append((CELLS_PROPERTY, json.dumps(result.cell_seconds)))
         if result.kernel_report:
             _count_kernel_coverage(self, result.kernel_report)
+            imports = result.kernel_report.get("imports")
+            if imports is not None:
+                import json
+
+                from pytest_millrun.plugin.preload_memory import PRELOADS_PROPERTY
+
+                self.user_properties.append((PRELOADS_PROPERTY, json.dumps(imports)))
         for note in result.notes:
             self.add_report_section("call", NOTES_SECTION, note)
         if not result.passed:
@@ -150,12 +157,17 @@ class NotebookItem(pytest.Item):
         return str(self.job.output_name)
 
     def _run_options(self) -> RunOptions:
-        """The run's options, plus this item's kernel coverage when pytest-cov measures and
-        where its progress goes when it is shown."""
+        """The run's options, plus the preloads learned from the last runs, this item's kernel
+        coverage when pytest-cov measures and where its progress goes when it is shown."""
         import dataclasses
 
+        from pytest_millrun.plugin.coverage_glue import item_coverage
+        from pytest_millrun.plugin.preload_memory import preload_options
+
         session = self.config.stash[session_key]
-        options = session.settings.run_options()
+        run = session.settings
+        item_coverage(self)  # first: it reads the run's coverage settings, which preloads heed
+        options = preload_options(self.config, run.run_options(), run.preload)
         progress = session.progress_sink(self.nodeid)
         if progress is not None:
             options = dataclasses.replace(options, progress=progress)
