@@ -1,0 +1,149 @@
+"""Dask workers that share no file system with the client: the files travel with the tasks.
+
+A real `dask scheduler` and one `dask worker`, the worker in a mount namespace of its
+own with an empty tmpfs over this session's temporary folder, so it sees none of the
+tests' notebooks, data files, helper modules or output folders: whatever it runs
+came with the task, and whatever the client finds afterwards came back.  One cluster
+for the module (seconds to start), shared by the CLI, API and plugin tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from millrun_testing import (
+    cannot_hide_folders,
+    dask_scheduler_and_worker,
+    write_notebook,
+    write_params,
+)
+from pytest_millrun import RunFailedError, execute_run
+
+pytest.importorskip("distributed")
+
+MILLRUN = [sys.executable, "-m", "pytest_millrun"]
+WHY_NOT = cannot_hide_folders()
+pytestmark = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)
+
+#: Reads a data file and imports a helper module, both beside it; writes a scratch file.
+CALC = [
+    "import helper\nrows = open('data.csv').read().split()",
+    "total = helper.scaled(x) + len(rows)\nopen('scratch.txt', 'w').write(str(total))",
+]
+
+
+@pytest.fixture(scope="module")
+def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A scheduler and a worker that cannot see this session's temporary folder."""
+    hidden = tmp_path_factory.getbasetemp()
+    with dask_scheduler_and_worker(nthreads=2, hide=hidden) as (found, _tmp):
+        yield found
+
+
+def project(root: Path) -> Path:
+    """``nbs/calc.ipynb`` with ``helper.py`` (raises for x == 3) and ``data.csv`` beside it."""
+    nbs = root / "nbs"
+    write_notebook(nbs / "calc.ipynb", CALC, params="x = 1")
+    (nbs / "helper.py").write_text(
+        "def scaled(x):\n    if x == 3:\n        raise ValueError('three is not allowed')\n"
+        "    return 10 * x\n"
+    )
+    (nbs / "data.csv").write_text("a\nb\nc\n")
+    return nbs
+
+
+def recorded_total(output: Path) -> str:
+    nb = nbformat.read(str(output), as_version=4)
+    return str(nb.metadata["millrun"]["recorded"]["total"])
+
+
+def test_cli_ships_the_notebook_its_data_and_helper_and_brings_each_output_back(
+    address: str, tmp_path: Path
+) -> None:
+    project(tmp_path)
+    write_params(tmp_path / "p.json", {"x": [1, 2, 3]})
+    done = subprocess.run(
+        [*MILLRUN, "nbs", "p.json", "--output-dir", "out", "--dask", address, "--record", "total"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "2 passed" in done.stdout, done.stdout
+    assert "1 failed" in done.stdout
+    assert "ValueError: three is not allowed" in done.stdout
+    assert "millrun-task-" not in done.stdout  # paths named as the client's
+    outputs = sorted((tmp_path / "out").rglob("*.ipynb"))
+    assert len(outputs) == 3  # the failed one too, with its error
+    assert [recorded_total(p) for p in outputs[:2]] == ["13", "23"]
+    failed = nbformat.read(str(outputs[2]), as_version=4)
+    assert "three is not allowed" in json.dumps([c.get("outputs") for c in failed.cells])
+    assert not (tmp_path / "nbs" / "scratch.txt").exists()  # written on the worker, not brought
+
+
+def test_api_ships_what_the_last_run_read_outside_the_notebook_folder(
+    address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``../data`` and ``../src`` are not in the notebook's folder: the read set the last run
+    recorded (here a local run with the cache on) makes the next task carry them.
+
+    The local run's kernel gets a temp folder of its own: files in the temp folder that
+    lie outside the notebook's folder are not reads, and ``tmp_path`` is in it."""
+    write_notebook(
+        tmp_path / "nbs" / "reader.ipynb",
+        ["import sys, os\nsys.path.insert(0, os.path.abspath('../src'))\nimport mylib.core",
+         "value = mylib.core.VALUE + open('../data/shared.txt').read().strip()"],
+        params="x = 1",
+    )  # fmt: skip
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "shared.txt").write_text("-shared")
+    (tmp_path / "src" / "mylib").mkdir(parents=True)
+    (tmp_path / "src" / "mylib" / "__init__.py").write_text("")
+    (tmp_path / "src" / "mylib" / "core.py").write_text("VALUE = 'from-src'\n")
+    out = tmp_path / "out"
+    with monkeypatch.context() as patched:
+        (tmp_path / "kernel-tmp").mkdir()
+        patched.setenv("TMPDIR", str(tmp_path / "kernel-tmp"))
+        execute_run(
+            tmp_path / "nbs", {"x": [1]}, output_dir=out, cache=True, record=["value"],
+            kernel_start="spawn",
+        )  # fmt: skip
+    (tmp_path / "src" / "mylib" / "core.py").write_text("VALUE = 'changed'\n")
+    [result] = execute_run(
+        tmp_path / "nbs", {"x": [1]}, output_dir=out, dask=address, record=["value"]
+    )
+    assert result.passed, result.error
+    assert result.recorded["value"] == "changed-shared"
+    assert result.output is not None
+    assert Path(result.output).is_relative_to(out)
+    assert recorded_total_value(Path(result.output)) == "changed-shared"
+
+
+def recorded_total_value(output: Path) -> str:
+    nb = nbformat.read(str(output), as_version=4)
+    return str(nb.metadata["millrun"]["recorded"]["value"])
+
+
+def test_a_notebook_missing_a_file_at_first_finds_it_on_the_next_run(
+    address: str, tmp_path: Path
+) -> None:
+    """The file a failed run looked for and did not find is in its read set: shipped next."""
+    write_notebook(
+        tmp_path / "nbs" / "late.ipynb", ["text = open('../data/late.txt').read()"], params="x = 1"
+    )
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "late.txt").write_text("here")
+    with pytest.raises(RunFailedError) as first:
+        execute_run(tmp_path / "nbs", {"x": [1]}, output_dir=tmp_path / "out", dask=address)
+    [failed] = first.value.results
+    assert failed.error is not None
+    assert failed.error.ename == "FileNotFoundError"
+    [result] = execute_run(
+        tmp_path / "nbs", {"x": [1]}, output_dir=tmp_path / "out", dask=address, record=["text"]
+    )
+    assert result.recorded["text"] == "here"
