@@ -53,6 +53,8 @@ def execute_run(
     workers: int | None = None,
     executor: Executor | None = None,
     dask: Any = None,
+    ship_limit: int = 200,
+    ship_exclude: Sequence[str] = (),
     order: Order = "longest-first",
     notebook_timeout: float | None = None,
     strict_params: bool = False,

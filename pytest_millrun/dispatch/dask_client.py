@@ -113,6 +113,7 @@ def run_on_cluster(
     options: RunOptions,
     on_result: Callable[[ExecutionResult], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    ship: ShipSettings | None = None,
 ) -> list[ExecutionResult]:
     """Run the jobs on Dask; results in plan order.  ``on_start`` hears the cluster's threads.
 
@@ -123,7 +124,7 @@ def run_on_cluster(
     results: list[ExecutionResult] | None = None
     try:
         with sigterm_as_interrupt(), open_cluster(dask, workers, on_start) as client:
-            results = _run(client, jobs, options, on_result)
+            results = _run(client, jobs, options, on_result, ship)
     except RunInterrupted:
         raise
     except KeyboardInterrupt:  # while the cluster started (nothing ran) or closed (all did)
@@ -165,10 +166,11 @@ def _run(
     jobs: Sequence[Job],
     options: RunOptions,
     on_result: Callable[[ExecutionResult], None] | None,
+    ship: ShipSettings | None = None,
 ) -> list[ExecutionResult]:
     from distributed import as_completed
 
-    submitted = Submitted(client, jobs, options)
+    submitted = Submitted(client, jobs, options, ship)
     gathered = Gathered(len(jobs), on_result)
     try:
         for future in as_completed(submitted.futures, loop=client.loop):

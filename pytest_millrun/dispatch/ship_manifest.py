@@ -127,11 +127,20 @@ def check_size(sizes: Mapping[str, int], settings: ShipSettings) -> None:
         f"The Dask workers do not see this machine's files, so each task would carry its "
         f"notebook, its folder and what its last run read: {len(sizes)} files, "
         f"{_mib(total)} in all, above the limit of {settings.limit_mib} MiB. The biggest: "
-        f"{named}. Raise the limit ({settings.limit_option}MIB), leave files out "
-        f"({settings.exclude_option}GLOBS, e.g. data/raw/**), or give the workers a shared "
-        f"file system with the same paths, where nothing is shipped."
+        f"{named}. Raise the limit ({_given(settings.limit_option, 'MIB')}), leave files out "
+        f"({_given(settings.exclude_option, 'GLOBS')}, e.g. data/raw/**), or give the workers "
+        f"a shared file system with the same paths, where nothing is shipped."
     )
 
 
+def _given(option: str, value: str) -> str:
+    """``--ship-limit MIB`` or ``ship_limit=MIB``, as the front end spells its option."""
+    return f"{option}{value}" if option.endswith("=") else f"{option} {value}"
+
+
 def _mib(size: int) -> str:
+    if size < 1 << 10:
+        return f"{size} B"
+    if size < 1 << 20:
+        return f"{size / (1 << 10):.1f} KiB"
     return f"{size / (1 << 20):.1f} MiB"

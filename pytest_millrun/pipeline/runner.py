@@ -121,6 +121,7 @@ def dispatcher_for(
         executor=config.executor,
         dask=config.dask,
         on_start=on_start,
+        ship=config.ship_settings,
     )
 
 

@@ -274,10 +274,12 @@ class MillrunSession:
             client = self._cluster_life.enter_context(
                 open_cluster(self.settings.dask, self.settings.workers)
             )
+            self.on_cluster = Submitted(
+                client, jobs, self.settings.run_options(), self.settings.ship_settings
+            )
         except ClusterError as exc:
             self._cluster_life.close()
             raise pytest.UsageError(str(exc)) from None
-        self.on_cluster = Submitted(client, jobs, self.settings.run_options())
 
     def cluster_result(self, item: JobItem) -> ExecutionResult | None:
         """The item's result from the cluster, once its task ends; None when it was not sent.

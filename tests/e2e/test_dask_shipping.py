@@ -147,3 +147,23 @@ def test_a_notebook_missing_a_file_at_first_finds_it_on_the_next_run(
         tmp_path / "nbs", {"x": [1]}, output_dir=tmp_path / "out", dask=address, record=["text"]
     )
     assert result.recorded["text"] == "here"
+
+
+def test_plugin_ships_only_the_selected_items_and_reports_them_as_usual(
+    address: str, tmp_path: Path
+) -> None:
+    nbs = project(tmp_path)
+    write_notebook(nbs / "other.ipynb", ["result = x"], params="x = 1")
+    write_params(tmp_path / "p.json", {"x": [1, 2, 3]})
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "--millrun-params", "p.json", "nbs", "--millrun-dask", address,
+         "-k", "calc and not calc[0]", "--millrun-record", "total"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 failed, 1 passed, 4 deselected" in done.stdout
+    assert "ValueError: three is not allowed" in done.stdout
+    outputs = sorted((tmp_path / ".millrun").rglob("*.ipynb"))
+    assert [p.name for p in outputs] == ["1-calc.ipynb", "2-calc.ipynb"]
+    assert recorded_total(outputs[0]) == "23"
