@@ -291,14 +291,14 @@ def cannot_hide_folders() -> str:
 
 @contextlib.contextmanager
 def dask_scheduler_and_worker(
-    nthreads: int = 1, hide: Path | None = None
+    nthreads: int = 1, hide: Path | None = None, worker_env: dict[str, str] | None = None
 ) -> Iterator[tuple[str, Path]]:
     """`dask scheduler` and one `dask worker`, separate processes on 127.0.0.1: (the
     scheduler's address, the TMPDIR they share); stopped, and checked gone, afterwards.
 
     ``hide``: the worker runs in a mount namespace of its own with an empty tmpfs over
     this folder, as a machine that shares no file system with the client (see
-    :func:`cannot_hide_folders`)."""
+    :func:`cannot_hide_folders`); ``worker_env``: its environment variables besides."""
     import distributed
 
     dask = Path(sys.executable).with_name("dask")
@@ -320,7 +320,9 @@ def dask_scheduler_and_worker(
         if hide is not None:
             mount = f"mount -t tmpfs tmpfs {shlex.quote(str(hide))} && exec \"$@\""
             worker = ["unshare", "-m", "--propagation", "private", "sh", "-c", mount, "sh", *worker]
-        processes.append(subprocess.Popen(worker, **common))
+        processes.append(
+            subprocess.Popen(worker, **{**common, "env": {**env, **(worker_env or {})}})
+        )
         with distributed.Client(address, timeout=60, set_as_default=False) as client:
             client.wait_for_workers(1, timeout=60)
         yield address, tmp

@@ -418,6 +418,6 @@ def _dask_checks(
     import importlib.util
 
     if values.get("enabled") and importlib.util.find_spec("distributed") is None:
-        from pytest_millrun.dispatch.dask_client import INSTALL_HINT
+        from pytest_millrun.dispatch.cluster_errors import INSTALL_HINT
 
         raise OptionError(f"--millrun-dask {dask} needs the distributed package. {INSTALL_HINT}")

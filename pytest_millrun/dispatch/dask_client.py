@@ -32,14 +32,18 @@ from pytest_millrun.core.data import (
     RunInterrupted,
 )
 from pytest_millrun.core.interrupts import sigterm_as_interrupt
+from pytest_millrun.dispatch.cluster_errors import INSTALL_HINT, ClusterError
 from pytest_millrun.dispatch.gathering import Gathered
 from pytest_millrun.dispatch.jobs import Job, RunOptions, interrupted_result, job_result
 from pytest_millrun.dispatch.ship_manifest import ShipSettings
+from pytest_millrun.dispatch.worker_checks import check_workers, kernel_names
 from pytest_millrun.execution.execute import resolve_kernel_start
 from pytest_millrun.execution.kernels import ForkFallbackWarning
 
 if TYPE_CHECKING:
     from distributed import Client, Future
+
+__all__ = ["INSTALL_HINT", "ClusterError", "Submitted", "cluster_environments", "run_on_cluster"]
 
 #: How long stopped notebooks get to save their partial outputs after Ctrl-C.
 _GRACE_SECONDS = 5.0
@@ -47,11 +51,6 @@ _GRACE_SECONDS = 5.0
 _CONNECT_SECONDS = 10.0
 _WORKERS_SECONDS = 60.0
 
-INSTALL_HINT = "Install it with: pip install 'pytest-millrun[dask]'"
-
-
-class ClusterError(Exception):
-    """Dask is not installed, or the scheduler cannot be reached or has no workers."""
 
 
 def client_of(executor: Executor | None) -> Client | None:
@@ -104,6 +103,28 @@ def connect(dask: str | Client, workers: int) -> Iterator[Client]:
                 ) from None
             stack.enter_context(client)
         yield client
+
+
+@contextlib.contextmanager
+def cluster_environments(
+    dask: str | Client | None, jobs: Sequence[Job], options: RunOptions
+) -> Iterator[None]:
+    """Cache keys made meanwhile hold the environments of the workers at ``dask``.
+
+    Why: what ran on a worker is stamped with the worker's environment; the check
+    before the next run must compare the same, not the client's.  A ``local``
+    cluster's workers are this interpreter, so nothing is asked; nor without Dask.
+    Raises :class:`ClusterError` when a worker lacks what the jobs need.
+    """
+    from pytest_millrun.cache.keys import environments_of
+
+    if dask is None or (isinstance(dask, str) and dask == "local"):
+        yield
+        return
+    with connect(dask, 1) as client:
+        found = check_workers(client, kernel_names(jobs, options))
+    with environments_of(found):
+        yield
 
 
 def run_on_cluster(
@@ -207,6 +228,7 @@ class Submitted:
             options, kernel_start=resolve_kernel_start(options.kernel_start)
         )
         self.client = client
+        check_workers(client, kernel_names(jobs, options))
         try:
             self.jobs, self.shipment = prepare(client, jobs, ship or ShipSettings())
         except ShipLimitError as exc:

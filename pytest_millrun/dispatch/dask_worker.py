@@ -114,6 +114,7 @@ def run_job_on_worker(
             return None, None, None
         _running.setdefault(run_id, set()).add(threading.get_ident())
     try:
+        job = _with_own_environment(job)
         away = files is not None and _address() not in shared
         if not away and not job.notebook.exists():
             return _unseen(job), None, None
@@ -135,6 +136,46 @@ def run_job_on_worker(
             mine.discard(threading.get_ident())
             if not mine:
                 _running.pop(run_id, None)
+
+
+def worker_facts(kernel_names: Sequence[str]) -> dict[str, Any]:
+    """What the client checks before a run (called with ``Client.run``): this worker's
+    pytest-millrun and Python versions, its kernels, and each named kernel's environment.
+
+    A new run reads the environments afresh (something may have been installed since).
+    """
+    import platform
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from pytest_millrun.cache import keys
+
+    keys.forget()
+    installed = sorted(KernelSpecManager().find_kernel_specs())
+    return {
+        "millrun": keys.millrun_version(),
+        "python": platform.python_version(),
+        "installed": installed,
+        "environments": {
+            name: keys.kernel_environment(name) for name in kernel_names if name in installed
+        },
+    }
+
+
+def _with_own_environment(job: Job) -> Job:
+    """The job, its cache key holding this worker's environment of its kernel, not the
+    client's: the output then says what it really ran with."""
+    key = job.cache_key
+    if key is None:
+        return job
+    import dataclasses
+
+    from pytest_millrun.cache.keys import kernel_environment
+
+    environment, distributions = kernel_environment(str(key.parts["kernel"]["name"]))
+    parts = {**key.parts, "environment": environment}
+    key = dataclasses.replace(key, parts=parts, distributions=distributions)
+    return dataclasses.replace(job, cache_key=key)
 
 
 def _address() -> str:

@@ -10,8 +10,11 @@ for the module (seconds to start), shared by the CLI, API and plugin tests.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,10 +44,20 @@ CALC = [
 
 @pytest.fixture(scope="module")
 def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A scheduler and a worker that cannot see this session's temporary folder."""
+    """A scheduler and a worker that cannot see this session's temporary folder, and whose
+    Python has one distribution the client's lacks (``workeronly``: its environment differs)."""
     hidden = tmp_path_factory.getbasetemp()
-    with dask_scheduler_and_worker(nthreads=2, hide=hidden) as (found, _tmp):
-        yield found
+    extra = Path(tempfile.mkdtemp(prefix="mr-worker-site-"))
+    info = extra / "workeronly-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: workeronly\nVersion: 1.0\n")
+    try:
+        with dask_scheduler_and_worker(
+            nthreads=2, hide=hidden, worker_env={"PYTHONPATH": str(extra)}
+        ) as (found, _tmp):
+            yield found
+    finally:
+        shutil.rmtree(extra)
 
 
 def project(root: Path) -> Path:
@@ -167,3 +180,47 @@ def test_plugin_ships_only_the_selected_items_and_reports_them_as_usual(
     outputs = sorted((tmp_path / ".millrun").rglob("*.ipynb"))
     assert [p.name for p in outputs] == ["1-calc.ipynb", "2-calc.ipynb"]
     assert recorded_total(outputs[0]) == "23"
+
+
+def test_a_worker_lacking_a_kernel_is_named_before_anything_runs(
+    address: str, tmp_path: Path
+) -> None:
+    """The client has a kernel (in a folder the worker does not see), the worker has not."""
+    spec = tmp_path / "jupyter" / "kernels" / "client-only"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "client only", "language": "python"})
+    )
+    write_notebook(tmp_path / "nbs" / "a.ipynb", ["y = x"], params="x = 1", kernel="client-only")
+    write_params(tmp_path / "p.json", {"x": [1, 2]})
+    env = {**os.environ, "JUPYTER_PATH": str(tmp_path / "jupyter")}
+    done = subprocess.run(
+        [*MILLRUN, "nbs", "p.json", "--output-dir", "out", "--dask", address],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Some Dask workers cannot run these notebooks: tcp://127.0.0.1:" in done.stderr
+    assert "lacks the kernel client-only (it has " in done.stderr
+    assert "nothing was submitted" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cache_key_holds_the_workers_environment_and_a_second_run_is_cached(
+    address: str, tmp_path: Path
+) -> None:
+    nbs = project(tmp_path)
+    out = tmp_path / "out"
+    [first] = execute_run(nbs / "calc.ipynb", {"x": [1]}, output_dir=out, dask=address, cache=True)
+    assert first.passed, first.error
+    assert first.output is not None
+    entry = nbformat.read(str(first.output), as_version=4).metadata["millrun"]["cache"]
+    assert entry["distributions"]["workeronly"] == "1.0"  # the worker's, not this process's
+    [again] = execute_run(nbs / "calc.ipynb", {"x": [1]}, output_dir=out, dask=address, cache=True)
+    assert again.cached
+    (nbs / "helper.py").write_text("def scaled(x):\n    return 0\n")  # shipped, read: re-runs
+    [third] = execute_run(
+        nbs / "calc.ipynb", {"x": [1]}, output_dir=out, dask=address, cache=True, record=["total"]
+    )
+    assert not third.cached
+    assert third.recorded["total"] == 3

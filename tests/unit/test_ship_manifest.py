@@ -157,3 +157,20 @@ def test_a_failed_recorder_keeps_no_read_set(tmp_path: Path) -> None:
     output.write_text(json.dumps({"cells": [], "metadata": {"millrun": {}}}))
     keep_read_set(output, {"problem": "the recorder failed"}, tmp_path)
     assert last_read_set(output, tmp_path) == {}
+
+
+def test_what_a_worker_lacks_is_said_in_words() -> None:
+    import platform
+
+    from pytest_millrun.cache.keys import millrun_version
+    from pytest_millrun.dispatch.worker_checks import _lacks
+
+    here = {"millrun": millrun_version(), "python": platform.python_version(),
+            "installed": ["python3"], "environments": {}}  # fmt: skip
+    assert _lacks(here, ["python3"]) == ""
+    other = {**here, "millrun": "0.0.1", "python": "2.7.18", "installed": ["ir"]}
+    words = _lacks(other, ["python3", "bash"])
+    assert words.startswith(f"lacks pytest-millrun {millrun_version()} (it has 0.0.1) and Python ")
+    assert "(it has 2.7.18) and the kernel python3, bash (it has ir)" in words
+    gone = _lacks(ModuleNotFoundError("No module named 'pytest_millrun'"), ["python3"])
+    assert gone.startswith("cannot answer (ModuleNotFoundError: No module named 'pytest_millrun')")
