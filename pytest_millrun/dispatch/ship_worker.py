@@ -134,4 +134,20 @@ def homeward(result: ExecutionResult, job: Job, folder: str) -> ExecutionResult:
             traceback=tuple(line.replace(folder, "") for line in error.traceback),
             output=error.output.replace(folder, ""),
         )
-    return dataclasses.replace(result, notebook=job.notebook, output=output, error=error)
+    report = dict(result.kernel_report)
+    if "reads" in report:  # the record names the client's paths, as at home
+        report["reads"] = _unmoved(report["reads"], folder)
+    return dataclasses.replace(
+        result, notebook=job.notebook, output=output, error=error, kernel_report=report
+    )
+
+
+def _unmoved(value: Any, folder: str) -> Any:
+    """``value`` (plain JSON) with every path below ``folder`` named as the client's."""
+    if isinstance(value, str):
+        return value[len(folder) :] if value.startswith(folder + os.sep) else value
+    if isinstance(value, dict):
+        return {_unmoved(key, folder): _unmoved(item, folder) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unmoved(item, folder) for item in value]
+    return value

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import pytest
 from millrun_testing import (
     cannot_hide_folders,
     dask_scheduler_and_worker,
+    wait_until,
     write_notebook,
     write_params,
 )
@@ -156,7 +159,8 @@ def test_a_notebook_missing_a_file_at_first_finds_it_on_the_next_run(
     [failed] = first.value.results
     assert failed.error is not None
     assert failed.error.ename == "FileNotFoundError"
-    assert "reads" in failed.kernel_report  # recorded for shipping, with no cache asked for
+    # recorded for shipping, with no cache asked for, naming the client's paths
+    assert failed.kernel_report["reads"]["missing"] == [str(tmp_path / "data" / "late.txt")]
     [result] = execute_run(
         tmp_path / "nbs", {"x": [1]}, output_dir=tmp_path / "out", dask=address, record=["text"]
     )
@@ -227,3 +231,42 @@ def test_the_cache_key_holds_the_workers_environment_and_a_second_run_is_cached(
     )
     assert not third.cached
     assert third.recorded["total"] == 3
+
+
+def test_ctrl_c_brings_the_partial_output_of_a_shipped_run_back(
+    address: str, tmp_path: Path
+) -> None:
+    """The marker is written where both sides see (outside the hidden folder) once the slow
+    cell runs on the worker; Ctrl-C then stops it, and its partial output comes back."""
+    seen = Path(tempfile.mkdtemp(prefix="mr-marker-"))
+    try:
+        marker = seen / "running"
+        write_notebook(
+            tmp_path / "nbs" / "slow.ipynb",
+            [f"import time\nopen({str(marker)!r}, 'w').close()", "time.sleep(60)"],
+            params="x = 1",
+        )
+        write_params(tmp_path / "p.json", {"x": [1]})
+        process = subprocess.Popen(
+            [*MILLRUN, "nbs", "p.json", "--output-dir", "out", "--dask", address], cwd=tmp_path,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_until(
+                lambda: marker.exists() or process.poll() is not None, 60,
+                "the slow cell to start on the worker",
+            )  # fmt: skip
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.5)
+            os.killpg(process.pid, signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.communicate()
+        assert process.returncode == 130, stdout + stderr
+        [output] = (tmp_path / "out").rglob("*.ipynb")
+        cells = nbformat.read(str(output), as_version=4).cells
+        assert any("running" in cell.source and cell.get("execution_count") for cell in cells)
+    finally:
+        shutil.rmtree(seen)
