@@ -122,7 +122,7 @@ def cluster_environments(
         yield
         return
     with connect(dask, 1) as client:
-        found = check_workers(client, kernel_names(jobs, options))
+        found = check_workers(client, kernel_names(jobs, options), environments=True)
     with environments_of(found):
         yield
 

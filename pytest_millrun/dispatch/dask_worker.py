@@ -138,11 +138,11 @@ def run_job_on_worker(
                 _running.pop(run_id, None)
 
 
-def worker_facts(kernel_names: Sequence[str]) -> dict[str, Any]:
+def worker_facts(kernel_names: Sequence[str], environments: bool = False) -> dict[str, Any]:
     """What the client checks before a run (called with ``Client.run``): this worker's
-    pytest-millrun and Python versions, its kernels, and each named kernel's environment.
-
-    A new run reads the environments afresh (something may have been installed since).
+    pytest-millrun and Python versions, its kernels, and with ``environments`` (the cache
+    is on) each named kernel's environment, read afresh (something may have been
+    installed since; reading them costs a scan of the installed distributions).
     """
     import platform
 
@@ -150,14 +150,17 @@ def worker_facts(kernel_names: Sequence[str]) -> dict[str, Any]:
 
     from pytest_millrun.cache import keys
 
-    keys.forget()
     installed = sorted(KernelSpecManager().find_kernel_specs())
+    if environments:
+        keys.forget()
     return {
         "millrun": keys.millrun_version(),
         "python": platform.python_version(),
         "installed": installed,
         "environments": {
-            name: keys.kernel_environment(name) for name in kernel_names if name in installed
+            name: keys.kernel_environment(name)
+            for name in kernel_names
+            if environments and name in installed
         },
     }
 

@@ -37,14 +37,15 @@ def kernel_names(jobs: Sequence[Job], options: RunOptions) -> list[str]:
 
 
 def check_workers(
-    client: Client, kernels: Sequence[str]
+    client: Client, kernels: Sequence[str], environments: bool = False
 ) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
     """Refuse, in one message, a run some worker cannot run as the client would: it lacks
-    pytest-millrun (or has another version), this Python version, or a kernel.  Returns the
-    kernels' environments the workers share (a kernel whose workers differ: left out)."""
+    pytest-millrun (or has another version), this Python version, or a kernel.  With
+    ``environments``: the kernels' environments the workers share (a kernel whose workers
+    differ is left out), else none."""
     from pytest_millrun.dispatch.dask_worker import worker_facts
 
-    answers = client.run(worker_facts, list(kernels), on_error="return")
+    answers = client.run(worker_facts, list(kernels), environments, on_error="return")
     lacking = [
         f"{worker} {what}"
         for worker, facts in sorted(answers.items())
@@ -58,7 +59,7 @@ def check_workers(
             f"run on workers that have it; nothing was submitted."
         )
     shared: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
-    for name in kernels:
+    for name in kernels if environments else ():
         seen = {repr(facts["environments"].get(name)): facts for facts in answers.values()}
         if len(seen) == 1:
             environment, distributions = next(iter(seen.values()))["environments"][name]
