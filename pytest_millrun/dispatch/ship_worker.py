@@ -134,9 +134,7 @@ def homeward(result: ExecutionResult, job: Job, folder: str) -> ExecutionResult:
             traceback=tuple(line.replace(folder, "") for line in error.traceback),
             output=error.output.replace(folder, ""),
         )
-    report = dict(result.kernel_report)
-    if "reads" in report:  # the record names the client's paths, as at home
-        report["reads"] = _unmoved(report["reads"], folder)
+    report = _unmoved(dict(result.kernel_report), folder)  # read records name the client's paths
     return dataclasses.replace(
         result, notebook=job.notebook, output=output, error=error, kernel_report=report
     )
