@@ -106,13 +106,14 @@ def test_api_ships_what_the_last_run_read_outside_the_notebook_folder(
     address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``../data`` and ``../src`` are not in the notebook's folder: the read set the last run
-    recorded (here a local run with the cache on) makes the next task carry them.
+    recorded (here a local run with the cache on) makes the next task carry them, and
+    ``src`` goes on the worker kernel's ``sys.path`` as an editable install put it at home.
 
     The local run's kernel gets a temp folder of its own: files in the temp folder that
     lie outside the notebook's folder are not reads, and ``tmp_path`` is in it."""
     write_notebook(
         tmp_path / "nbs" / "reader.ipynb",
-        ["import sys, os\nsys.path.insert(0, os.path.abspath('../src'))\nimport mylib.core",
+        ["import mylib.core",
          "value = mylib.core.VALUE + open('../data/shared.txt').read().strip()"],
         params="x = 1",
     )  # fmt: skip
@@ -125,6 +126,7 @@ def test_api_ships_what_the_last_run_read_outside_the_notebook_folder(
     with monkeypatch.context() as patched:
         (tmp_path / "kernel-tmp").mkdir()
         patched.setenv("TMPDIR", str(tmp_path / "kernel-tmp"))
+        patched.setenv("PYTHONPATH", str(tmp_path / "src"))  # as an editable install would
         execute_run(
             tmp_path / "nbs", {"x": [1]}, output_dir=out, cache=True, record=["value"],
             kernel_start="spawn",
