@@ -54,6 +54,8 @@ def execute_run(
     executor: Executor | None = None,
     dask: Any = None,
     storage_options: Mapping[str, Any] | None = None,
+    ship_limit: int = 200,
+    ship_exclude: Sequence[str] = (),
     order: Order = "longest-first",
     notebook_timeout: float | None = None,
     strict_params: bool = False,

@@ -160,6 +160,8 @@ def _plan(config: RunConfig) -> tuple[runner.PlannedRun, Path | None, Path | Non
             report_file = check_report_path(config.report, notebooks)
     except (ParamsError, FileNotFoundError, OutputPathError, ValueError) as exc:
         _fail_usage(str(exc))
+    except runner.ClusterError as exc:  # a worker lacks what the run needs
+        _fail_usage(str(exc))
     for warning in caught:
         click.secho(f"warning: {warning.message}", fg="yellow", err=True)
     return planned, results_file, report_file

@@ -11,6 +11,8 @@ import contextlib
 import importlib.util
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -271,10 +273,32 @@ def assert_nothing_left(tmp: Path, within: float = 15.0) -> None:
     )
 
 
+def cannot_hide_folders() -> str:
+    """Why a worker cannot be given its own view of the file system here ('' when it can):
+    it needs root (as CI runs) and ``unshare -m`` to mount an empty tmpfs in its namespace."""
+    if sys.platform != "linux":
+        return "a private mount namespace needs Linux"
+    if os.geteuid() != 0:
+        return "mounting a tmpfs in a private mount namespace needs root (CI runs as root)"
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "tmpfs", "/mnt"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    return "" if probe.returncode == 0 else f"unshare -m cannot mount: {probe.stderr.strip()}"
+
+
 @contextlib.contextmanager
-def dask_scheduler_and_worker(nthreads: int = 1) -> Iterator[tuple[str, Path]]:
+def dask_scheduler_and_worker(
+    nthreads: int = 1, hide: Path | None = None, worker_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, Path]]:
     """`dask scheduler` and one `dask worker`, separate processes on 127.0.0.1: (the
-    scheduler's address, the TMPDIR they share); stopped, and checked gone, afterwards."""
+    scheduler's address, the TMPDIR they share); stopped, and checked gone, afterwards.
+
+    ``hide``: the worker runs in a mount namespace of its own with an empty tmpfs over
+    this folder, as a machine that shares no file system with the client (see
+    :func:`cannot_hide_folders`); ``worker_env``: its environment variables besides."""
     import distributed
 
     dask = Path(sys.executable).with_name("dask")
@@ -292,7 +316,13 @@ def dask_scheduler_and_worker(nthreads: int = 1) -> Iterator[tuple[str, Path]]:
         address = json.loads(scheduler_file.read_text())["address"]
         assert address.startswith("tcp://127.0.0.1:")
         worker = [dask, "worker", address, "--host", "127.0.0.1", "--no-dashboard"]
-        processes.append(subprocess.Popen([*worker, "--nthreads", str(nthreads)], **common))
+        worker += ["--nthreads", str(nthreads)]
+        if hide is not None:
+            mount = f"mount -t tmpfs tmpfs {shlex.quote(str(hide))} && exec \"$@\""
+            worker = ["unshare", "-m", "--propagation", "private", "sh", "-c", mount, "sh", *worker]
+        processes.append(
+            subprocess.Popen(worker, **{**common, "env": {**env, **(worker_env or {})}})
+        )
         with distributed.Client(address, timeout=60, set_as_default=False) as client:
             client.wait_for_workers(1, timeout=60)
         yield address, tmp

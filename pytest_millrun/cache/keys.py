@@ -29,6 +29,7 @@ within a run, never across runs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import hashlib
@@ -39,7 +40,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,8 @@ _DIGEST_CHARS = 16
 
 _lock = threading.Lock()
 _environments: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
+#: Kernels' environments as the Dask workers that run them have them (:func:`environments_of`).
+_elsewhere: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
 #: A file's digest by its (device, inode, size, mtime, ctime): no path to resolve on a hit.
 _files: dict[tuple[int, int, int, int, int], str] = {}
 _notebooks: dict[tuple[str, int, int], tuple[dict[str, Any], list[str]]] = {}
@@ -290,16 +293,36 @@ def read_notebook(notebook: Path) -> tuple[dict[str, Any], list[str]]:
     return known
 
 
+@contextlib.contextmanager
+def environments_of(
+    found: Mapping[str, tuple[dict[str, Any], dict[str, str]]],
+) -> Iterator[None]:
+    """Keys made meanwhile hold these kernels' environments: the Dask workers' that run them.
+
+    Why: a job that ran on a worker is stamped with the worker's environment, so the
+    check before the next run on that cluster must compare the workers' too, not the
+    client's (whose interpreter may be another, or lack what the workers have).
+    """
+    with _lock:
+        _elsewhere.update(found)
+    try:
+        yield
+    finally:
+        with _lock:
+            for name in found:
+                _elsewhere.pop(name, None)
+
+
 def kernel_environment(kernel_name: str) -> tuple[dict[str, Any], dict[str, str]]:
     """The kernel's interpreter and the digest of its distributions, and the distributions.
 
     A kernelspec that runs Python (``python``, or a path to a Python) is asked for its
     version and installed distributions: this process itself when it is this
     interpreter, else one short subprocess.  Any other kernel is known by its
-    kernelspec's command only.
+    kernelspec's command only.  Within :func:`environments_of`, the workers' say.
     """
     with _lock:
-        known = _environments.get(kernel_name)
+        known = _elsewhere.get(kernel_name) or _environments.get(kernel_name)
     if known is not None:
         return known
     found = _read_environment(kernel_name)

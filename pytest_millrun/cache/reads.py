@@ -118,19 +118,36 @@ def path_of(name: str, notebook_dir: Path) -> str:
     return os.path.join(os.path.abspath(notebook_dir), name)
 
 
+def home_path(path: str, moved_from: str) -> str:
+    """A path the kernel recorded, as it is on the client (``moved_from``: the folder of
+    the Dask task that ran the notebook away from home, see ``dispatch.ship_worker``)."""
+    if moved_from and path.startswith(moved_from + os.sep):
+        return path[len(moved_from) :]
+    return path
+
+
 def reads_part(
-    payload: Mapping[str, Any], notebook_dir: Path, settings: ReadSettings
+    payload: Mapping[str, Any], notebook_dir: Path, settings: ReadSettings, moved_from: str = ""
 ) -> tuple[dict[str, Any] | None, list[str]]:
-    """The ``reads`` part of a passing run's key, or None and why the key cannot be kept."""
+    """The ``reads`` part of a passing run's key, or None and why the key cannot be kept.
+
+    ``moved_from``: the run read its files under this folder (a Dask task's), at their
+    client paths below it; the part names the client's paths.
+    """
     if payload.get("problem"):
         return None, [str(payload["problem"])]
     if payload.get("version") != PAYLOAD_VERSION:
         return None, ["the kernel's read record is of another millrun version"]
+    home_dir = Path(home_path(str(notebook_dir), moved_from))
+
+    def named(path: str) -> str:
+        return name_of(home_path(path, moved_from), home_dir)
+
     unusable: list[str] = []
     part: dict[str, Any] = {kind: {} for kind in _KINDS[:3]}
     for kind, word in (("files", "read"), ("modules", "imported")):
         for path, stat in payload.get(kind, {}).items():
-            name = name_of(path, notebook_dir)
+            name = named(path)
             try:
                 now = os.stat(path)
             except OSError:
@@ -143,16 +160,16 @@ def reads_part(
     listed, changed = dict(payload.get("listings", {})), set(payload.get("changed", ()))
     for path in sorted(changed):
         word = "listing of" if path in listed else "imported"
-        unusable.append(f"{word} {name_of(path, notebook_dir)} changed during the run")
+        unusable.append(f"{word} {named(path)} changed during the run")
     for folder, seen in listed.items():
-        name = name_of(folder, notebook_dir)
+        name = named(folder)
         if folder not in changed and _listing(folder, settings) != seen:
             unusable.append(f"listing of {name} changed during the run")
         part["listings"][name] = seen
-    part["missing"] = sorted(name_of(path, notebook_dir) for path in payload.get("missing", ()))
-    for name in part["missing"]:
-        if os.path.lexists(path_of(name, notebook_dir)):
-            unusable.append(f"{name} appeared during the run")
+    missing = sorted(payload.get("missing", ()))
+    part["missing"] = sorted(named(path) for path in missing)
+    appeared = [path for path in missing if os.path.lexists(path)]
+    unusable += [f"{named(path)} appeared during the run" for path in appeared]
     return (None, unusable) if unusable else (part, [])
 
 

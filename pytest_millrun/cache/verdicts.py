@@ -440,7 +440,7 @@ def _write_entry(output: Path, entry: Callable[[Any], dict[str, Any]]) -> None:
     marker = nb.setdefault("metadata", {}).setdefault(OUTPUT_MARKER, {})
     marker.pop(CACHE_ENTRY, None)
     marker[CACHE_ENTRY] = entry(nb)
-    _replace(output, nb)
+    replace_json(output, nb)
 
 
 def unstamp(output: Path) -> None:
@@ -452,10 +452,10 @@ def unstamp(output: Path) -> None:
         return
     marker = (nb.get("metadata") or {}).get(OUTPUT_MARKER)
     if isinstance(marker, dict) and marker.pop(CACHE_ENTRY, None) is not None:
-        _replace(output, nb)
+        replace_json(output, nb)
 
 
-def _replace(output: Path, nb: Any) -> None:
+def replace_json(output: Path, nb: Any) -> None:
     """Write the notebook as nbformat does (indent 1, sorted keys), by a rename."""
     text = json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     fd, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")

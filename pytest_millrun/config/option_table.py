@@ -303,6 +303,25 @@ OPTIONS: tuple[Option, ...] = (
         "cluster of --workers processes on this machine.  Needs pytest-millrun[dask].",
         cli_metavar="ADDRESS|local", api="dask",
     ),
+    # the default is dispatch.ship_manifest's DEFAULT_SHIP_LIMIT_MIB (a unit test keeps them equal)
+    Option(
+        "ship_limit", "mib",
+        "Size in MiB of the files a run may ship to Dask workers that do not see this "
+        "machine's files: notebooks, their folders and what their last runs read (default: 200)",
+        default=200, pytest="dask-ship-limit", metavar="MIB", cli=("--ship-limit",),
+        cli_help="Size in MiB of the files a run may ship to Dask workers that do not see this "
+        "machine's files (default: 200).",
+        cli_metavar="MIB", api="ship_limit",
+    ),
+    Option(
+        "ship_exclude", "list",
+        "Comma-separated globs, relative to the rootdir, of files never shipped to Dask workers "
+        "that do not see this machine's files",
+        default=(), pytest="dask-ship-exclude", metavar="GLOBS", cli=("--ship-exclude",),
+        cli_help="Comma-separated globs (relative to the notebook folder) of files never "
+        "shipped to Dask workers that do not see this machine's files.",
+        cli_metavar="GLOBS", api="ship_exclude",
+    ),
     Option(
         "order", "choice",
         "Which notebook runs start first: longest-first (by the last run's durations, unknown "

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from pytest_millrun.core.params import Variation
     from pytest_millrun.core.suite import Suite
     from pytest_millrun.dispatch.jobs import RunOptions
+    from pytest_millrun.dispatch.ship_manifest import ShipSettings
 
 SNAPSHOT_FLAGS = ("snapshot_update", "snapshot_strict", "snapshot_figures")
 
@@ -75,6 +76,8 @@ class RunConfig:
     workers: int = 1
     executor: Any = None
     dask: Any = None
+    ship_limit: int = 200
+    ship_exclude: tuple[str, ...] = ()
     #: Which runs start first (:mod:`pytest_millrun.pipeline.run_order`).
     order: Order = "longest-first"
     kernel_name: str | None = None
@@ -140,6 +143,19 @@ class RunConfig:
             hash_limit_mib=self.cache_hash_limit,
             output_root=self.output_dir,
             storage_options=self.storage_options,
+        )
+
+    @property
+    def ship_settings(self) -> ShipSettings:
+        """How files go to Dask workers that do not see this machine's."""
+        from pytest_millrun.core.globs import path_regexes
+        from pytest_millrun.dispatch.ship_manifest import ShipSettings
+
+        return ShipSettings(
+            limit_mib=self.ship_limit,
+            exclude=path_regexes(self.ship_exclude, self.base),
+            limit_option=advice_name(BY_NAME["ship_limit"], self.front_end),
+            exclude_option=advice_name(BY_NAME["ship_exclude"], self.front_end),
         )
 
     def run_options(self) -> RunOptions:
@@ -228,7 +244,7 @@ def _build(front_end: FrontEnd, values: dict[str, Any], **resolved: Any) -> RunC
     """The config from parsed values: defaults for the absent, the checks every front end makes."""
     _snapshot_needs_folder(front_end, values)
     record = _record(values.pop("record", None), front_end)
-    for name in ("figure_tolerance", "rtol", "atol", "cache_hash_limit"):
+    for name in ("figure_tolerance", "rtol", "atol", "cache_hash_limit", "ship_limit"):
         if values.get(name) is None:
             values.pop(name, None)  # the field's default
     workers = values.pop("workers", None) or os.cpu_count() or 1
@@ -424,6 +440,6 @@ def _dask_checks(
     import importlib.util
 
     if values.get("enabled") and importlib.util.find_spec("distributed") is None:
-        from pytest_millrun.dispatch.dask_client import INSTALL_HINT
+        from pytest_millrun.dispatch.cluster_errors import INSTALL_HINT
 
         raise OptionError(f"--millrun-dask {dask} needs the distributed package. {INSTALL_HINT}")

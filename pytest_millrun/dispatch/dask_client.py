@@ -3,8 +3,9 @@
 Why Dask and not a scheduler of our own: ``distributed`` already places tasks,
 retries those whose worker died, and is what the scientific Python world runs
 its clusters with.  Each job is one task (:func:`~pytest_millrun.dispatch.dask_worker.
-run_job_on_worker`); the workers read the notebooks and write the outputs at
-the client's paths, so they need a shared file system (or a local cluster).
+run_job_on_worker`); workers that see the client's files run it at the client's
+paths, the others get the files it needs with it and send its output back
+(:mod:`pytest_millrun.dispatch.shipping`).
 
 ``distributed`` is imported only here and in :mod:`pytest_millrun.dispatch.dask_worker`,
 and only when a run asks for Dask, so plain ``pytest`` and ``millrun`` never
@@ -31,13 +32,18 @@ from pytest_millrun.core.data import (
     RunInterrupted,
 )
 from pytest_millrun.core.interrupts import sigterm_as_interrupt
+from pytest_millrun.dispatch.cluster_errors import INSTALL_HINT, ClusterError
 from pytest_millrun.dispatch.gathering import Gathered
 from pytest_millrun.dispatch.jobs import Job, RunOptions, interrupted_result, job_result
+from pytest_millrun.dispatch.ship_manifest import ShipSettings
+from pytest_millrun.dispatch.worker_checks import check_workers, kernel_names
 from pytest_millrun.execution.execute import resolve_kernel_start
 from pytest_millrun.execution.kernels import ForkFallbackWarning
 
 if TYPE_CHECKING:
     from distributed import Client, Future
+
+__all__ = ["INSTALL_HINT", "ClusterError", "Submitted", "cluster_environments", "run_on_cluster"]
 
 #: How long stopped notebooks get to save their partial outputs after Ctrl-C.
 _GRACE_SECONDS = 5.0
@@ -45,11 +51,6 @@ _GRACE_SECONDS = 5.0
 _CONNECT_SECONDS = 10.0
 _WORKERS_SECONDS = 60.0
 
-INSTALL_HINT = "Install it with: pip install 'pytest-millrun[dask]'"
-
-
-class ClusterError(Exception):
-    """Dask is not installed, or the scheduler cannot be reached or has no workers."""
 
 
 def client_of(executor: Executor | None) -> Client | None:
@@ -104,6 +105,28 @@ def connect(dask: str | Client, workers: int) -> Iterator[Client]:
         yield client
 
 
+@contextlib.contextmanager
+def cluster_environments(
+    dask: str | Client | None, jobs: Sequence[Job], options: RunOptions
+) -> Iterator[None]:
+    """Cache keys made meanwhile hold the environments of the workers at ``dask``.
+
+    Why: what ran on a worker is stamped with the worker's environment; the check
+    before the next run must compare the same, not the client's.  A ``local``
+    cluster's workers are this interpreter, so nothing is asked; nor without Dask.
+    Raises :class:`ClusterError` when a worker lacks what the jobs need.
+    """
+    from pytest_millrun.cache.keys import environments_of
+
+    if dask is None or (isinstance(dask, str) and dask == "local"):
+        yield
+        return
+    with connect(dask, 1) as client:
+        found = check_workers(client, kernel_names(jobs, options), environments=True)
+    with environments_of(found):
+        yield
+
+
 def run_on_cluster(
     dask: str | Client,
     workers: int,
@@ -111,6 +134,7 @@ def run_on_cluster(
     options: RunOptions,
     on_result: Callable[[ExecutionResult], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    ship: ShipSettings | None = None,
 ) -> list[ExecutionResult]:
     """Run the jobs on Dask; results in plan order.  ``on_start`` hears the cluster's threads.
 
@@ -121,7 +145,7 @@ def run_on_cluster(
     results: list[ExecutionResult] | None = None
     try:
         with sigterm_as_interrupt(), open_cluster(dask, workers, on_start) as client:
-            results = _run(client, jobs, options, on_result)
+            results = _run(client, jobs, options, on_result, ship)
     except RunInterrupted:
         raise
     except KeyboardInterrupt:  # while the cluster started (nothing ran) or closed (all did)
@@ -163,10 +187,11 @@ def _run(
     jobs: Sequence[Job],
     options: RunOptions,
     on_result: Callable[[ExecutionResult], None] | None,
+    ship: ShipSettings | None = None,
 ) -> list[ExecutionResult]:
     from distributed import as_completed
 
-    submitted = Submitted(client, jobs, options)
+    submitted = Submitted(client, jobs, options, ship)
     gathered = Gathered(len(jobs), on_result)
     try:
         for future in as_completed(submitted.futures, loop=client.loop):
@@ -187,21 +212,44 @@ class Submitted:
     in pytest's order, while the CLI and the API take them as they finish.
     """
 
-    def __init__(self, client: Client, jobs: Sequence[Job], options: RunOptions) -> None:
+    def __init__(
+        self,
+        client: Client,
+        jobs: Sequence[Job],
+        options: RunOptions,
+        ship: ShipSettings | None = None,
+    ) -> None:
         from pytest_millrun.dispatch.dask_worker import run_job_on_worker
+        from pytest_millrun.dispatch.ship_manifest import ShipLimitError
+        from pytest_millrun.dispatch.shipping import prepare
 
         # "auto" means the client's choice ($MILLRUN_KERNEL_START here), not each worker's
         options = dataclasses.replace(
             options, kernel_start=resolve_kernel_start(options.kernel_start)
         )
         self.client = client
-        self.jobs = list(jobs)
+        check_workers(client, kernel_names(jobs, options))
+        try:
+            self.jobs, self.shipment = prepare(client, jobs, ship or ShipSettings())
+        except ShipLimitError as exc:
+            raise ClusterError(str(exc)) from None
         self.run_id = uuid.uuid4().hex[:12]
         keys = [f"millrun-{self.run_id}-{index}" for index in range(len(jobs))]
-        self.futures: list[Future] = client.map(
-            run_job_on_worker, self.jobs, options=options, run_id=self.run_id, key=keys,
-            pure=False,
-        )  # fmt: skip
+        if self.shipment is None:
+            self.futures: list[Future] = client.map(
+                run_job_on_worker, self.jobs, options=options, run_id=self.run_id, key=keys,
+                pure=False,
+            )  # fmt: skip
+        else:
+            shipment = self.shipment
+            self.futures = [
+                client.submit(
+                    run_job_on_worker, job, options=options, run_id=self.run_id, key=key,
+                    pure=False, files=shipment.files_of[index],
+                    import_roots=shipment.import_roots_of[index], shared=shipment.shared,
+                )
+                for index, (job, key) in enumerate(zip(self.jobs, keys, strict=True))
+            ]  # fmt: skip
         self.index_of = {future.key: index for index, future in enumerate(self.futures)}
         self.stopped = False
         self._noticed = False
@@ -213,10 +261,12 @@ class Submitted:
         if future.status != "finished":
             error = future.exception() if future.status == "error" else None
             return _task_failure(self.jobs[index], error)
-        result, notice = future.result()
+        result, notice, output = future.result()
         if notice and not self._noticed:
             self._noticed = True
             warnings.warn(notice, ForkFallbackWarning, stacklevel=1)
+        if result is not None and self.shipment is not None:
+            _bring_home(self.jobs[index], result, output)
         return result  # type: ignore[no-any-return]
 
     def result(self, index: int) -> ExecutionResult:
@@ -290,6 +340,19 @@ def _stop(
             if result is not None:
                 done[index] = result
     client.cancel([f for f in futures if not f.done()])
+
+
+def _bring_home(job: Job, result: ExecutionResult, output: bytes | None) -> None:
+    """Write a shipped job's output at the client's path; a failure that wrote none leaves
+    no earlier pass's cache entry behind (as a failure at home does)."""
+    from pytest_millrun.dispatch.shipping import write_output
+
+    if output is not None:
+        write_output(job.output, output)
+    elif not result.passed and job.output_url is None and job.output.exists():
+        from pytest_millrun.cache.verdicts import unstamp
+
+        unstamp(job.output)
 
 
 def _task_failure(job: Job, exc: BaseException | None) -> ExecutionResult:

@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,29 +89,46 @@ def close_worker() -> None:
         forkserver.shutdown_templates()
 
 
-def run_job_on_worker(job: Job, options: RunOptions, run_id: str) -> tuple[Any, str | None]:
-    """One job, on a Dask worker: ``(result, notice)``.
+def run_job_on_worker(
+    job: Job,
+    options: RunOptions,
+    run_id: str,
+    files: Mapping[str, bytes] | None = None,
+    import_roots: Sequence[str] = (),
+    shared: frozenset[str] = frozenset(),
+) -> tuple[Any, str | None, bytes | None]:
+    """One job, on a Dask worker: ``(result, notice, output)``.
 
     The result is ``None`` for a job of a run already stopped (it never ran).
     ``notice`` is the first fork-fallback message of this worker, for the client
     to show once: a warning raised here would only reach the worker's log.
+    ``files``: the job's files, shipped because some workers do not see the client's;
+    unless this worker is one of the ``shared`` that do, the job runs in a private
+    folder holding them and ``output`` is its executed notebook, for the client to write.
     """
     from pytest_millrun.dispatch.jobs import run_job
+    from pytest_millrun.dispatch.ship_worker import run_shipped
 
     with _lock:
         if run_id in _stopped:
-            return None, None
+            return None, None, None
         _running.setdefault(run_id, set()).add(threading.get_ident())
     try:
-        if not job.notebook.exists():
-            return _unseen(job), None
+        job = _with_own_environment(job)
+        away = files is not None and _address() not in shared
+        if not away and not job.notebook.exists():
+            return _unseen(job), None, None
         if resolve_kernel_start(options.kernel_start) == "fork":
             _keep_spares()
+        if away:
+            assert files is not None
+            result, output = run_shipped(job, options, files, import_roots)
+            return result, _fork_notice(), output
         try:
             result = run_job(job, options)
         except ExecutionInterrupted as exc:
             result = exc.result
-        return result, _fork_notice()
+        return result, _fork_notice(), None
     finally:
         with _lock:
             forget_stop(threading.get_ident())  # the thread's next job runs normally
@@ -118,6 +136,57 @@ def run_job_on_worker(job: Job, options: RunOptions, run_id: str) -> tuple[Any, 
             mine.discard(threading.get_ident())
             if not mine:
                 _running.pop(run_id, None)
+
+
+def worker_facts(kernel_names: Sequence[str], environments: bool = False) -> dict[str, Any]:
+    """What the client checks before a run (called with ``Client.run``): this worker's
+    pytest-millrun and Python versions, its kernels, and with ``environments`` (the cache
+    is on) each named kernel's environment, read afresh (something may have been
+    installed since; reading them costs a scan of the installed distributions).
+    """
+    import platform
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from pytest_millrun.cache import keys
+
+    installed = sorted(KernelSpecManager().find_kernel_specs())
+    if environments:
+        keys.forget()
+    return {
+        "millrun": keys.millrun_version(),
+        "python": platform.python_version(),
+        "installed": installed,
+        "environments": {
+            name: keys.kernel_environment(name)
+            for name in kernel_names
+            if environments and name in installed
+        },
+    }
+
+
+def _with_own_environment(job: Job) -> Job:
+    """The job, its cache key holding this worker's environment of its kernel, not the
+    client's: the output then says what it really ran with."""
+    key = job.cache_key
+    if key is None:
+        return job
+    import dataclasses
+
+    from pytest_millrun.cache.keys import kernel_environment
+
+    environment, distributions = kernel_environment(str(key.parts["kernel"]["name"]))
+    parts = {**key.parts, "environment": environment}
+    key = dataclasses.replace(key, parts=parts, distributions=distributions)
+    return dataclasses.replace(job, cache_key=key)
+
+
+def _address() -> str:
+    with contextlib.suppress(Exception):
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    return ""
 
 
 def stop_run(run_id: str) -> int:
@@ -180,9 +249,10 @@ def _unseen(job: Job) -> ExecutionResult:
     folder = next((p for p in job.notebook.parents if p.exists()), Path("/"))
     message = (
         f"Dask worker {worker_name()} cannot see the notebook {job.notebook} (the nearest "
-        f"folder it sees is {folder}). Dask workers read the notebooks and write the outputs "
-        f"at the client's paths, so they need a shared file system mounted at the same path, "
-        f"or a local cluster (--dask local / dask='local')."
+        f"folder it sees is {folder}), though every worker saw the run's files at the "
+        f"client's paths when it started, so none were shipped with the tasks. A worker that "
+        f"joined the cluster since, or a file system unmounted meanwhile? Run again: the "
+        f"files are then shipped to the workers that do not see them."
     )
     from pytest_millrun.dispatch.jobs import job_result
 

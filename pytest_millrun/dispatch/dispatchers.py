@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 from pytest_millrun.core.data import ExecutionResult
 from pytest_millrun.dispatch.jobs import Job, RunOptions
+from pytest_millrun.dispatch.ship_manifest import ShipSettings
 
 OnResult = Callable[[ExecutionResult], None]
 Jobs = Sequence[Job]
@@ -65,11 +66,15 @@ class OnDask:
     dask: Any
     workers: int
     on_start: Callable[[int], None] | None = None
+    #: How files go to workers that do not see this machine's.
+    ship: ShipSettings | None = None
 
     def run(self, jobs: Jobs, options: RunOptions, on_result: OnResult | None) -> Results:
         from pytest_millrun.dispatch.dask_client import run_on_cluster
 
-        return run_on_cluster(self.dask, self.workers, jobs, options, on_result, self.on_start)
+        return run_on_cluster(
+            self.dask, self.workers, jobs, options, on_result, self.on_start, self.ship
+        )
 
 
 def dispatch_mode(*, parallel: bool, executor: Executor | None, dask: Any) -> Mode:
@@ -90,6 +95,7 @@ def make_dispatcher(
     executor: Executor | None = None,
     dask: Any = None,
     on_start: Callable[[int], None] | None = None,
+    ship: ShipSettings | None = None,
 ) -> Dispatcher:
     """The dispatcher for what a front end was given; ``workers`` sizes a pool or local cluster."""
     from pytest_millrun.dispatch.dask_client import client_of
@@ -100,6 +106,6 @@ def make_dispatcher(
         "local": OnExecutor,
         "pool": lambda: ProcessPool(workers),
         "executor": lambda: OnExecutor(executor),
-        "dask": lambda: OnDask(cluster, workers, on_start),
+        "dask": lambda: OnDask(cluster, workers, on_start, ship),
     }
     return table[mode]()

@@ -48,6 +48,12 @@ class Job:
     #: Kernel session parts of this job alone, besides the run's (a Dask job's coverage,
     #: whose context is its item's): picklable, as ``RunOptions.session_parts``.
     session_parts: tuple[Callable[[], KernelSessionPart], ...] = ()
+    #: Record what the run reads though the cache does not ask (files are shipped to Dask
+    #: workers): :class:`~pytest_millrun.cache.reads.ReadSettings` as JSON.
+    record_reads: Mapping[str, Any] | None = None
+    #: Set on a Dask worker without the client's files: the task's private folder, under
+    #: which ``notebook`` and ``output`` lie at their client paths.
+    moved_from: str = ""
 
     @property
     def output_name(self) -> Path | str:
@@ -100,6 +106,7 @@ def run_job(job: Job, options: RunOptions) -> ExecutionResult:
             delivered = deliver(job, exc.result, options.storage_options)
             raise ExecutionInterrupted(delivered) from None
         raise
+    _keep_read_set(job, result)
     if job.cache_key is not None:
         read_set = _keep_cache_entry(job, job.cache_key, result)
         if read_set:
@@ -175,13 +182,29 @@ def _execute(job: Job, options: RunOptions) -> ExecutionResult:
 
 
 def _job_parts(job: Job) -> tuple[Callable[[], KernelSessionPart], ...]:
-    """The session parts of this job alone: with the cache on, the read recorder."""
-    if job.cache_key is None or job.cache_key.reads is None:
+    """The session parts of this job alone: the read recorder, when the cache or shipping
+    files to Dask workers uses what it records; nothing otherwise."""
+    wanted = job.cache_key.reads if job.cache_key is not None else None
+    if wanted is None:
+        wanted = job.record_reads
+    if wanted is None:
         return ()
     from pytest_millrun.cache.reads import ReadSettings
 
-    settings = ReadSettings.from_json(job.cache_key.reads).kernel_settings()
+    settings = ReadSettings.from_json(wanted).kernel_settings()
     return (functools.partial(ReadsPart, settings),)
+
+
+def _keep_read_set(job: Job, result: ExecutionResult) -> None:
+    """Keep what the run read in its output, for the next run to ship (failed runs too)."""
+    report = result.kernel_report.get(ReadsPart.name)
+    if not isinstance(report, dict) or NOT_ASKED in report or PROBLEM in report:
+        return
+    from pytest_millrun.cache.read_sets import keep_read_set
+    from pytest_millrun.cache.reads import home_path
+
+    home = Path(home_path(str(job.notebook.parent.resolve()), job.moved_from))
+    keep_read_set(job.output, report, home, job.moved_from)
 
 
 def _keep_cache_entry(
@@ -212,7 +235,8 @@ def _keep_cache_entry(
     if not isinstance(report, dict):
         report = {PROBLEM: "the kernel sent no read record"}
     settings = ReadSettings.from_json(key.reads)
-    part, reasons = reads_part(report, job.notebook.parent.resolve(), settings)
+    folder = job.notebook.parent.resolve()
+    part, reasons = reads_part(report, folder, settings, job.moved_from)
     if part is None:
         verdicts.stamp_unusable(job.output, reasons)
         return ()

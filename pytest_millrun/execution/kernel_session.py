@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,11 @@ def _overrides(part: KernelSessionPart, method: str) -> bool:
 def kernel_source(module: ModuleType, *functions: str) -> str:
     """An in-kernel module's code, or only its named functions, without docstrings or
     annotations: less to send and compile, and no annotation an older Python cannot read."""
-    return _trimmed(module.__file__ or "", functions)
+    with _trimming:  # a worker's threads: CPython 3.11's ast is not thread-safe (gh-106905)
+        return _trimmed(module.__file__ or "", functions)
+
+
+_trimming = threading.Lock()
 
 
 @functools.cache

@@ -32,8 +32,9 @@ class ReadsPart(KernelSessionPart):
     """
 
     name = "reads"
-    #: After a failing cell the run is not kept: its reads are of no use.
-    end_after_failure = False
+    #: After a failing cell the cache keeps no key, but the read set is kept for the next
+    #: run to ship to Dask workers: the file a notebook failed to find is shipped then.
+    end_after_failure = True
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self.settings = {key: list(value) for key, value in settings.items()}

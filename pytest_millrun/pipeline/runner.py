@@ -23,7 +23,7 @@ from pytest_millrun.core.data import ExecutionResult
 from pytest_millrun.core.storage import output_url, remove_staging, staging_folder
 from pytest_millrun.core.suite_file import resolve_suite
 from pytest_millrun.coverage.kernel_settings import KernelCoverage
-from pytest_millrun.dispatch.dask_client import ClusterError
+from pytest_millrun.dispatch.dask_client import ClusterError, client_of, cluster_environments
 from pytest_millrun.dispatch.dispatchers import Dispatcher, make_dispatcher
 from pytest_millrun.dispatch.jobs import Job, RunOptions
 from pytest_millrun.execution.coverage_part import (
@@ -119,7 +119,9 @@ def plan(
     imported, unsafe = outputs_records(jobs) if staging is None else ([], {})
     options = with_learned_preloads(options, config.preload, imported, unsafe, coverage)
     cache_settings = dataclasses.replace(config.cache_settings, coverage=coverage)
-    split = CacheSplit(jobs, cache_settings, options, warn=warn_unmatched)
+    cluster = config.dask if config.dask is not None else client_of(config.executor)
+    with cluster_environments(cluster if cache_settings.enabled else None, jobs, options):
+        split = CacheSplit(jobs, cache_settings, options, warn=warn_unmatched)
     return PlannedRun(config, jobs, stale, split, options, staging, coverage)
 
 
@@ -133,6 +135,7 @@ def dispatcher_for(
         executor=config.executor,
         dask=config.dask,
         on_start=on_start,
+        ship=config.ship_settings,
     )
 
 

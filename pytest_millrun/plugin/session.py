@@ -41,6 +41,8 @@ class JobItem(Protocol):
     @property
     def nodeid(self) -> str: ...
 
+    job: Job
+
     def job_to_run(self) -> Job | None: ...
 
     def coverage_part(self, *, lines_back: bool) -> Callable[[], KernelSessionPart] | None: ...
@@ -272,27 +274,40 @@ class MillrunSession:
         ``--lf`` applied); a cluster that cannot be reached is a usage error, before any
         item runs.
         """
-        from pytest_millrun.dispatch.dask_client import ClusterError, Submitted, open_cluster
+        from pytest_millrun.dispatch.dask_client import (
+            ClusterError,
+            Submitted,
+            cluster_environments,
+            open_cluster,
+        )
 
         jobs: list[Job] = []
-        for item in items:
-            job = item.job_to_run()
-            if job is not None:
-                self.cluster_index[item.nodeid] = len(jobs)
-                part = item.coverage_part(lines_back=True)  # a worker may not reach the data file
-                if part is not None:
-                    job = dataclasses.replace(job, session_parts=(part,))
-                jobs.append(job)
+        settings = self.settings
+        cluster = settings.dask if settings.cache_settings.enabled else None
+        try:  # the cache compares the workers' environments, which their outputs hold
+            with cluster_environments(cluster, [i.job for i in items], settings.run_options()):
+                for item in items:
+                    job = item.job_to_run()
+                    if job is not None:
+                        self.cluster_index[item.nodeid] = len(jobs)
+                        part = item.coverage_part(lines_back=True)  # a worker may not reach
+                        if part is not None:  # the data file
+                            job = dataclasses.replace(job, session_parts=(part,))
+                        jobs.append(job)
+        except ClusterError as exc:
+            raise pytest.UsageError(str(exc)) from None
         if not jobs:
             return
         try:
             client = self._cluster_life.enter_context(
                 open_cluster(self.settings.dask, self.settings.workers)
             )
+            self.on_cluster = Submitted(
+                client, jobs, self.settings.run_options(), self.settings.ship_settings
+            )
         except ClusterError as exc:
             self._cluster_life.close()
             raise pytest.UsageError(str(exc)) from None
-        self.on_cluster = Submitted(client, jobs, self.settings.run_options())
 
     def cluster_result(self, item: JobItem) -> ExecutionResult | None:
         """The item's result from the cluster, once its task ends; None when it was not sent.

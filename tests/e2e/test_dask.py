@@ -133,7 +133,7 @@ def test_kernels_are_forked_inside_dask_worker_threads(local_client: Any, tmp_pa
         assert "millrun-fork-template" in printed(result.output)
 
 
-def test_a_worker_that_cannot_see_the_notebook_fails_that_job_naming_worker_and_path(
+def test_a_notebook_gone_after_every_worker_saw_the_files_fails_that_job_naming_worker_and_path(
     local_client: Any, folder: Path, tmp_path: Path
 ) -> None:
     config = RunConfig(notebook_dir_or_file=folder, output_dir=tmp_path / "out")
@@ -144,7 +144,7 @@ def test_a_worker_that_cannot_see_the_notebook_fails_that_job_naming_worker_and_
     message = results[1].error.message  # type: ignore[union-attr]
     assert f"cannot see the notebook {folder / 'divide.ipynb'}" in message
     assert "Dask worker tcp://127.0.0.1:" in message
-    assert "shared file system" in message
+    assert "none were shipped" in message
 
 
 def plan_options() -> Any:
