@@ -74,6 +74,33 @@ class KernelCoverage:
         """The same settings for lines recorded under ``context`` (one test item's)."""
         return dataclasses.replace(self, context=context)
 
+    def moved_under(self, folder: str) -> KernelCoverage:
+        """The same settings for a kernel whose project lies below ``folder`` at the host's
+        paths (a Dask task shipped to a worker without the host's files).
+
+        The absolute paths (source folders, absolute include and omit patterns, the data
+        file, the project folder) move below ``folder``; the digest stays, being relative
+        to the project folder, so the lines come back as the host's.  Runs where coverage
+        is installed: the worker, which measures.
+        """
+        from coverage.config import CoverageConfig
+
+        def move(entries: Any) -> Any:
+            if entries is None:
+                return None
+            return [folder + entry if os.path.isabs(entry) else entry for entry in entries]
+
+        config = CoverageConfig.deserialize(self.config)
+        config.data_file = folder + self.data_file
+        config.source = move(config.source)
+        config.source_dirs = move(config.source_dirs)
+        config.run_include = move(config.run_include)
+        config.run_omit = move(config.run_omit)
+        return dataclasses.replace(
+            self, config=config.serialize(), topdir=folder + self.topdir,
+            data_file=folder + self.data_file,
+        )  # fmt: skip
+
 
 def measuring_coverage() -> Any | None:
     """The started ``Coverage`` measuring this process (``coverage run``), or None.

@@ -77,9 +77,10 @@ def run_shipped(
         away.output.parent.mkdir(parents=True, exist_ok=True)
         roots = tuple(folder + root for root in import_roots)
         parts: tuple[Callable[[], KernelSessionPart], ...] = (
-            *options.session_parts,
+            *moved_parts(options.session_parts, folder),
             functools.partial(SysPathPart, roots),
         )
+        away = dataclasses.replace(away, session_parts=moved_parts(away.session_parts, folder))
         try:
             result = run_job(away, dataclasses.replace(options, session_parts=parts))
         except ExecutionInterrupted as exc:
@@ -106,6 +107,22 @@ def moved(job: Job, folder: str) -> Job:
         record_reads=moved_settings(reads, folder) if reads is not None else None,
         moved_from=folder,
     )
+
+
+def moved_parts(
+    parts: Sequence[Callable[[], KernelSessionPart]], folder: str
+) -> tuple[Callable[[], KernelSessionPart], ...]:
+    """The session parts for a run below ``folder``: kernel coverage measures the files
+    there, as its settings name them at home (the lines come back as the client's)."""
+    from pytest_millrun.execution.coverage_part import CoveragePart
+
+    return tuple(
+        functools.partial(part.func, part.args[0].moved_under(folder), *part.args[1:],
+                          **part.keywords)
+        if isinstance(part, functools.partial) and part.func is CoveragePart and part.args
+        else part
+        for part in parts
+    )  # fmt: skip
 
 
 def moved_settings(settings: Mapping[str, Any], folder: str) -> dict[str, Any]:

@@ -191,6 +191,29 @@ def test_plugin_ships_only_the_selected_items_and_reports_them_as_usual(
     assert recorded_total(outputs[0]) == "23"
 
 
+def test_pytest_cov_counts_the_lines_a_shipped_kernel_ran_at_the_clients_paths(
+    address: str, tmp_path: Path
+) -> None:
+    """The worker's kernel measures the files as they lie in its task folder; the lines come
+    back with the result and count as the client's ``nbs/helper.py``."""
+    project(tmp_path)
+    write_params(tmp_path / "p.json", {"x": [1]})
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "--millrun-params", "p.json", "nbs", "--millrun-dask", address,
+         "--cov=nbs", "--cov-report=term-missing"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "KernelCoverageWarning" not in done.stdout + done.stderr
+    from coverage import CoverageData
+
+    data = CoverageData(str(tmp_path / ".coverage"))
+    data.read()
+    assert sorted(data.lines(str(tmp_path / "nbs" / "helper.py")) or ()) == [1, 2, 4]
+    assert not [name for name in data.measured_files() if "millrun-task-" in name]
+
+
 def test_a_worker_lacking_a_kernel_is_named_before_anything_runs(
     address: str, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -315,3 +316,20 @@ def test_a_cached_variation_counts_its_stored_lines_or_runs_when_they_do_not_fit
     assert verdicts.check_output(output, key, CacheSettings(True, coverage=settings)).reasons == (
         "no coverage lines stored",
     )
+
+
+def test_settings_moved_under_a_task_folder_measure_there_with_the_same_digest(
+    project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from coverage.config import CoverageConfig
+
+    settings = host_settings(project, omit=[str(project / "nbs" / "skip.py"), "*/tests/*"])
+    folder = str(tmp_path_factory.mktemp("task"))
+    shutil.copytree(project, folder + str(project))
+    moved = settings.moved_under(folder)
+    config = CoverageConfig.deserialize(moved.config)
+    assert config.source == [folder + str(project / "nbs")]
+    assert config.run_omit == [folder + str(project / "nbs" / "skip.py"), "*/tests/*"]
+    assert moved.topdir == folder + settings.topdir
+    assert moved.data_file == folder + settings.data_file
+    assert moved.digest == settings.digest  # stored lines still count at home
