@@ -19,7 +19,8 @@ import click
 
 from pytest_millrun.cache.keys import unmatched_message
 from pytest_millrun.cli_output import Progress, is_tty, stale_line, summary
-from pytest_millrun.config.option_table import BadValue, Option, OptionError, options_of, parse
+from pytest_millrun.config.option_table import Option, OptionError, options_of
+from pytest_millrun.config.option_values import BadValue, parse
 from pytest_millrun.config.run_config import RunConfig, from_cli
 from pytest_millrun.core.data import ExecutionResult, RunInterrupted
 from pytest_millrun.core.discovery import MillrunParameterWarning

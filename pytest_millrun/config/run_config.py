@@ -17,15 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_millrun.config.option_table import (
-    BY_NAME,
-    BadValue,
-    FrontEnd,
-    Option,
-    OptionError,
-    options_of,
-    parse,
-)
+from pytest_millrun.config.option_table import BY_NAME, FrontEnd, Option, OptionError, options_of
+from pytest_millrun.config.option_values import BadValue, parse
 from pytest_millrun.core.data import API_OPTION_NAMES, KernelStart, OptionNames, Order
 from pytest_millrun.core.values import RecordSpec
 from pytest_millrun.snapshots.figures import DEFAULT_FIGURE_TOLERANCE

@@ -236,7 +236,8 @@ def test_ignored_globs_leave_files_out_of_the_declared_inputs(tmp_path: Path) ->
 
 def test_above_the_hash_limit_an_input_is_known_by_size_mtime_and_inode(tmp_path: Path) -> None:
     from pytest_millrun.cache.keys import DEFAULT_HASH_LIMIT_MIB, input_digests
-    from pytest_millrun.config.option_table import BY_NAME, BadValue, parse_mib
+    from pytest_millrun.config.option_table import BY_NAME
+    from pytest_millrun.config.option_values import BadValue, parse_mib
 
     big = tmp_path / "big.bin"
     big.write_bytes(b"x" * (1 << 20) + b"x")
