@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from pytest_millrun.execution.kernel_session import KernelSessionPart, kernel_source
-from pytest_millrun.inkernel import faulthandler, stderr_relay
+from pytest_millrun.inkernel import faulthandler, preloaded_plots, stderr_relay
 
 
 def _call(function: Callable[[], None]) -> str:
@@ -42,10 +42,19 @@ class StderrRelayPart(KernelSessionPart):
         return _call(stderr_relay.relay_stderr_through_a_process_that_outlives_the_kernel)
 
 
+class PreloadedPlotsPart(KernelSessionPart):
+    """A pyplot the fork template preloaded draws with the kernel's backend, figures shown."""
+
+    name = "preloaded_plots"
+
+    def start_code(self) -> str:
+        return _call(preloaded_plots.rebind_preloaded_pyplot)
+
+
 def builtin_parts() -> tuple[KernelSessionPart, ...]:
     """The parts every execution has, in order: the fault dump's file first, as it takes the
     real stderr that the relay then hides."""
-    return (FaultDumpPart(), StderrRelayPart())
+    return (FaultDumpPart(), StderrRelayPart(), PreloadedPlotsPart())
 
 
 def wait_for_relay(log: os.PathLike[str] | str, timeout: float = 2.0) -> None:

@@ -230,3 +230,26 @@ def test_api_learns_from_its_outputs(tmp_path: Path, kernel_tmp: Path) -> None:
     [kernel] = cell_reports([Path(str(result.output))])
     assert kernel["had"] == {"plmarker": True, "plthread": False}
     assert_no_kernels_left(kernel_tmp)
+
+
+def test_a_preloaded_pyplot_still_draws_inline_figures_into_the_output(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The template imports pyplot before the kernel chose its inline backend: the kernel
+    must still show figures, as one that imported pyplot itself does."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.setenv("MILLRUN_KERNEL_START", "fork")
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    cell = "import matplotlib.pyplot as plt\nplt.plot([1, x, 3])\nplt.show()"
+    write_notebook(pytester.path / "nbs" / "plot.ipynb", [cell], params="x = 1")
+    write_params(pytester.path / "p.json", {"x": [1, 2]})
+    args = ["-p", "no:randomly", "--millrun-params", "p.json", "nbs"]
+    for _ in range(2):  # the second run's template preloads what the first imported
+        pytester.runpytest_subprocess(*args).assert_outcomes(passed=2)
+        for output in sorted((pytester.path / ".millrun").rglob("*.ipynb")):
+            nb = json.loads(output.read_text())
+            shown = [o for o in nb["cells"][-1]["outputs"] if "image/png" in o.get("data", {})]
+            assert len(shown) == 1, (output.name, nb["cells"][-1]["outputs"])
+    learned = json.loads(next((pytester.path / ".millrun").rglob("*.ipynb")).read_text())
+    assert "matplotlib.pyplot" in json.dumps(learned["metadata"]["millrun"])
+    assert_no_kernels_left(pytester.path)
