@@ -18,20 +18,11 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def timed(command: list[str], cwd: Path) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    took = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return took
+from bench_timing import timed
 
 
 def cell_seconds(outputs: Path) -> float:
@@ -52,10 +43,10 @@ def one_round(root: Path) -> dict[str, float]:
     millrun = [*pytest, "--millrun", "nbs", "-n", "2", "--millrun-kernel-start", "fork"]
     for stale in (root / ".pytest_cache", root / ".millrun"):
         shutil.rmtree(stale, ignore_errors=True)
-    found = {"pytest -n 2, first run (nothing learned)": timed(millrun, root)}
-    found["pytest -n 2, second run (learned preloads)"] = timed(millrun, root)
+    found = {"pytest -n 2, first run (nothing learned)": timed(millrun, root, tail=3000)}
+    found["pytest -n 2, second run (learned preloads)"] = timed(millrun, root, tail=3000)
     found["floor: cell time of the second run / 2"] = cell_seconds(root / ".millrun") / 2
-    found["pytest --nbmake -n 2"] = timed([*pytest, "--nbmake", "nbs", "-n", "2"], root)
+    found["pytest --nbmake -n 2"] = timed([*pytest, "--nbmake", "nbs", "-n", "2"], root, tail=3000)
     return found
 
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import nbformat
+from bench_timing import timed
 from nbformat.v4 import new_code_cell, new_notebook
 
 
@@ -32,15 +31,6 @@ def build(folder: Path, short: int, short_s: float, long_s: float) -> None:
         spec = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.metadata["kernelspec"] = spec
         nbformat.write(nb, str(folder / f"{name}.ipynb"))
-
-
-def timed(command: list[str], cwd: Path) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    took = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
-    return took
 
 
 def rows(root: Path) -> list[tuple[str, float, float]]:

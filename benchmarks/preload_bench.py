@@ -17,13 +17,12 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import nbformat
+from bench_timing import timed
 from nbformat.v4 import new_code_cell, new_notebook
 
 #: What each notebook does: the imports, and a little work with them.
@@ -42,15 +41,6 @@ def build(folder: Path, count: int) -> None:
         spec = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.metadata["kernelspec"] = spec
         nbformat.write(nb, str(folder / f"nb{index:02d}.ipynb"))
-
-
-def timed(command: list[str], cwd: Path) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    took = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
-    return took
 
 
 def front_ends() -> list[tuple[str, list[str], str]]:
