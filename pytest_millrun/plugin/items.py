@@ -189,12 +189,13 @@ class NotebookItem(pytest.Item):
         settings = item_coverage(self)
         if settings is None:
             return None
+        from pytest_millrun.core.learned_preloads import named_preloads
         from pytest_millrun.execution.coverage_part import CoveragePart
 
         run = self.config.stash[session_key].settings
         return functools.partial(
             CoveragePart, settings, keep_lines=run.cache_settings.enabled,
-            preload=run.run_options().preload, lines_back=lines_back,
+            preload=named_preloads(run.preload), lines_back=lines_back,
         )  # fmt: skip
 
     def cache_verdict(self) -> tuple[Verdict, CacheKey | None]:
