@@ -171,6 +171,11 @@ def execute_notebook(
             progress=progress, **papermill_kwargs,
         )  # fmt: skip
         return dataclasses.replace(again, notes=(*run.notes, *again.notes))
+    return _outcome(run, end)
+
+
+def _outcome(run: _Run, end: _End) -> ExecutionResult:
+    """The result of a run papermill ended; raises :class:`ExecutionInterrupted` for a signal."""
     if end.interrupted:
         _collect_the_killed_cell()
         raise ExecutionInterrupted(
@@ -195,13 +200,13 @@ class _Run:
     recorder: recording.Recorder
     session: KernelSession = dataclasses.field(default_factory=lambda: KernelSession([]))
     progress: NotebookProgress | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    started: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
     def default_label(self) -> str:
         """How progress names this run when its sink names none: ``calc.ipynb [x=1]``."""
         return f"{self.notebook.name} [{self.variation_id}]"
-    notes: list[str] = dataclasses.field(default_factory=list)
-    started: float = dataclasses.field(default_factory=time.monotonic)
 
     def finish(
         self, status: Status, error: Failure | None = None, cells: Sequence[Any] = ()
