@@ -120,8 +120,10 @@ def longest_first_scheduler(
         Each worker holds two items (the one it runs and the next, which a worker must
         know to run the first), topped up one by one as it finishes them, so the longest
         go out first and the short ones fill in at the end.  A worker that dies gives its
-        items back into that order.  Items of unknown duration come first, sent as xdist
-        sends them.
+        items back into that order.  Items of unknown duration (new notebooks, and those
+        with no code cells, which never get one) come first, also one by one: a chunk of
+        them, as xdist sends chunks, would reach past them and commit the longest
+        notebooks to one worker.
         """
 
         collection: list[str] | None
@@ -153,11 +155,10 @@ def longest_first_scheduler(
         def check_schedule(self, node: Any, duration: float = 0) -> None:
             if node.shutting_down:
                 return
-            assert self.collection is not None  # scheduled once every node collected
-            if self.pending and self.collection[self.pending[0]] in durations:
+            if self.pending:
                 self._send_tests(node, max(0, 2 - len(self.node2pending[node])))
                 return
-            super().check_schedule(node, duration)
+            super().check_schedule(node, duration)  # nothing left: xdist shuts it down
 
         def remove_node(self, node: Any) -> str | None:
             pending = self.node2pending.pop(node)

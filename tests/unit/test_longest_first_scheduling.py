@@ -69,11 +69,42 @@ def test_a_worker_that_dies_gives_its_items_back_in_that_order(
     assert names(two.sent) == ["d", "b", "c"]
 
 
-def test_unknown_items_go_first_and_as_xdist_sends_them(pytester: pytest.Pytester) -> None:
+def test_unknown_items_go_first(pytester: pytest.Pytester) -> None:
     known = {k: v for k, v in DURATIONS.items() if not k.startswith(("nbs/a", "nbs/b"))}
     scheduler, one, two = started(pytester, known)
     assert (names(one.sent), names(two.sent)) == (["a", "e"], ["b", "d"])
     assert names(scheduler.pending) == ["c"]
+
+
+def test_unknown_items_first_do_not_carry_the_long_ones_off_to_one_worker(
+    pytester: pytest.Pytester,
+) -> None:
+    """Markdown-only notebooks never get a duration, so they stay unknown, and go first.
+
+    A chunk of them sent as xdist sends chunks would reach past them into the longest
+    notebooks and commit those to one worker (measured: a 33 s and an 8 s notebook
+    queued on one worker while the other sat idle for 27 s); one at a time, a worker
+    never holds more than the item it runs and the next.
+    """
+    unknown = [f"nbs/u{i:02}.ipynb::u{i:02}[0]" for i in range(12)]
+    long = ["nbs/long1.ipynb::long1[0]", "nbs/long2.ipynb::long2[0]"]
+    short = [f"nbs/s{i:02}.ipynb::s{i:02}[0]" for i in range(20)]
+    collection = unknown + long + short
+    durations = {long[0]: 33.0, long[1]: 8.0} | {nodeid: 1.0 for nodeid in short}
+    config = pytester.parseconfig("--tx", "2*popen")
+    scheduler = longest_first_scheduler(config, None, durations)
+    one, two = Worker("gw0"), Worker("gw1")
+    for worker in (one, two):
+        scheduler.add_node(worker)
+        scheduler.add_node_collection(worker, collection)
+    scheduler.schedule()
+    held: list[list[int]] = []
+    while scheduler.pending:  # gw1 is the quick one: it finishes whatever it runs
+        scheduler.mark_test_complete(two, scheduler.node2pending[two][0], 0.1)
+        held.append(list(scheduler.node2pending[two]))
+    assert max(len(items) for items in held) == 2
+    handed = [collection[i] for i in two.sent]
+    assert [nodeid for nodeid in handed if nodeid in durations][:2] == long
 
 
 def test_collections_that_differ_are_reported_and_nothing_is_sent(
