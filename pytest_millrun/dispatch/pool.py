@@ -98,6 +98,7 @@ def process_pool(workers: int, kernel_start: str = "auto") -> Iterator[ProcessPo
     single-threaded process.  Workers start on demand, so never more than there are jobs.
     """
     from pytest_millrun.dispatch import pool_worker
+    from pytest_millrun.execution.kernel_threads import KERNELS_AT_ONCE
 
     if sys.platform != "win32":
         multiprocessing.forkserver.set_forkserver_preload(list(pool_worker.PRELOAD))
@@ -109,7 +110,7 @@ def process_pool(workers: int, kernel_start: str = "auto") -> Iterator[ProcessPo
         max_workers=workers,
         mp_context=_PoolContext() if sys.platform != "win32" else None,
         initializer=pool_worker.initialize,
-        initargs=(kernel_start, dict(os.environ), levels),
+        initargs=(kernel_start, {**os.environ, KERNELS_AT_ONCE: str(workers)}, levels),
     )
     try:
         yield pool

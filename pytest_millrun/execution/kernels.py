@@ -31,6 +31,7 @@ from pytest_millrun.core.text import first_line, quote_log
 from pytest_millrun.coverage.kernel_settings import PROCESS_START_VARIABLES
 from pytest_millrun.execution.kernel_requests import builtin_parts, wait_for_relay
 from pytest_millrun.execution.kernel_session import KernelSession
+from pytest_millrun.execution.kernel_threads import KERNELS_AT_ONCE, thread_limits, usable_cpus
 
 #: What pytest and pytest-xdist set in their own process's environment for its tests.  A
 #: kernel never sees them, whichever front end starts it: ipykernel captures no file
@@ -52,10 +53,13 @@ def kernel_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     :data:`PYTEST_VARIABLES`, so an output notebook does not depend on the front end, and
     minus coverage's start-up variables (a fork template starts with this environment too),
     so that ``[run] patch = subprocess`` measures neither: millrun measures kernels itself
-    (see :mod:`pytest_millrun.coverage`), and would count their lines twice."""
+    (see :mod:`pytest_millrun.coverage`), and would count their lines twice.  Plus, when
+    several kernels run at once, their share of the cores for the native thread pools
+    (see :mod:`pytest_millrun.execution.kernel_threads`)."""
     source = os.environ if env is None else env
-    left_out = PYTEST_VARIABLES | PROCESS_START_VARIABLES
-    return {key: value for key, value in source.items() if key not in left_out}
+    left_out = PYTEST_VARIABLES | PROCESS_START_VARIABLES | {KERNELS_AT_ONCE}
+    kept = {key: value for key, value in source.items() if key not in left_out}
+    return {**kept, **thread_limits(source, usable_cpus())}
 
 
 class KernelProcess(Protocol):

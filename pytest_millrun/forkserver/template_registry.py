@@ -29,7 +29,9 @@ from .command import KernelCommand, platform_supports_fork
 #: Environment variables read once at interpreter start-up or at import time by the
 #: preloaded libraries.  A fork inherits the template's reading of them, so kernels whose
 #: values differ get a template of their own.
-_STARTUP_ENV_NAMES: Final = frozenset({"DISPLAY", "HOME", "LANG", "LANGUAGE", "MPLBACKEND"})
+_STARTUP_ENV_NAMES: Final = frozenset(
+    {"DISPLAY", "HOME", "LANG", "LANGUAGE", "MPLBACKEND", "VECLIB_MAXIMUM_THREADS"}
+)
 _STARTUP_ENV_PREFIXES: Final = ("PYTHON", "LC_", "IPYTHON", "JUPYTER", "PYDEVD_", "DEBUGPY_")
 
 #: At most this many templates (distinct preload/flags/start-up environments) per process.
