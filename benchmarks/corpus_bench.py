@@ -2,11 +2,12 @@
 and the floor (the notebooks' own cell time over two workers).
 
 The corpus is not bundled: pass a folder of notebooks that pass (with what they read beside
-them).  The first run learns what the notebooks import; the second preloads it.  The ratios are
-against the first run, all measured in the same run; the floor is the sum of the second run's
-cell times (papermill's per-cell durations in its outputs) divided by the two workers.  Issue
-34's targets on 2 cores: the second run <= 0.8x the first, and within 10% of the floor.
-Needs nbmake (``pip install nbmake``) for its row.
+them); ``handbook_corpus.py`` builds the one measured in ``benchmarks/README.md``. The first run
+learns what the notebooks import; the second preloads it. The ratios are against the first run,
+all measured in the same run; the floor is the sum of the second run's cell times (papermill's
+per-cell durations in its outputs) divided by the two workers. Issue 34's targets on 2 cores:
+the second run <= 0.8x the first, and within 10% of the floor. Needs nbmake (``pip install
+nbmake``) for its row.
 
     .venv/bin/python benchmarks/corpus_bench.py CORPUS_DIR [--repeat 1]
 """
