@@ -120,10 +120,10 @@ def longest_first_scheduler(
         Each worker holds two items (the one it runs and the next, which a worker must
         know to run the first), topped up one by one as it finishes them, so the longest
         go out first and the short ones fill in at the end.  A worker that dies gives its
-        items back into that order.  Items of unknown duration (new notebooks, and those
-        with no code cells, which never get one) come first, also one by one: a chunk of
-        them, as xdist sends chunks, would reach past them and commit the longest
-        notebooks to one worker.
+        items back into that order.  Items of unknown duration (new notebooks, those with
+        no code cells, which never get one, and a suite's other tests) come first, in
+        xdist's chunks cut short where the known ones begin: a whole chunk would reach past
+        them and commit the longest notebooks to one worker.
         """
 
         collection: list[str] | None
@@ -155,10 +155,27 @@ def longest_first_scheduler(
         def check_schedule(self, node: Any, duration: float = 0) -> None:
             if node.shutting_down:
                 return
-            if self.pending:
+            unknown = self._unknown_ahead()
+            if self.pending and not unknown:
                 self._send_tests(node, max(0, 2 - len(self.node2pending[node])))
                 return
-            super().check_schedule(node, duration)  # nothing left: xdist shuts it down
+            # xdist's own chunks for what is not timed (a suite's other tests too), but
+            # never past it: the chunk would commit the longest notebooks to one worker
+            saved, self.maxschedchunk = self.maxschedchunk, unknown
+            try:
+                super().check_schedule(node, duration)  # nothing left: xdist shuts it down
+            finally:
+                self.maxschedchunk = saved
+
+        def _unknown_ahead(self) -> int:
+            """How many pending items of unknown duration come before the first known one."""
+            assert self.collection is not None  # scheduled once every node collected
+            count = 0
+            for index in self.pending:
+                if self.collection[index] in durations:
+                    break
+                count += 1
+            return count
 
         def remove_node(self, node: Any) -> str | None:
             pending = self.node2pending.pop(node)

@@ -22,10 +22,12 @@ class Worker:
     def __init__(self, name: str) -> None:
         self.gateway = type("Gateway", (), {"id": name})()
         self.sent: list[int] = []
+        self.sends = 0
         self.shutting_down = False
 
     def send_runtest_some(self, indices: list[int]) -> None:
         self.sent.extend(indices)
+        self.sends += 1
 
     def shutdown(self) -> None:
         self.shutting_down = True
@@ -76,21 +78,9 @@ def test_unknown_items_go_first(pytester: pytest.Pytester) -> None:
     assert names(scheduler.pending) == ["c"]
 
 
-def test_unknown_items_first_do_not_carry_the_long_ones_off_to_one_worker(
-    pytester: pytest.Pytester,
-) -> None:
-    """Markdown-only notebooks never get a duration, so they stay unknown, and go first.
-
-    A chunk of them sent as xdist sends chunks would reach past them into the longest
-    notebooks and commit those to one worker (measured: a 33 s and an 8 s notebook
-    queued on one worker while the other sat idle for 27 s); one at a time, a worker
-    never holds more than the item it runs and the next.
-    """
-    unknown = [f"nbs/u{i:02}.ipynb::u{i:02}[0]" for i in range(12)]
-    long = ["nbs/long1.ipynb::long1[0]", "nbs/long2.ipynb::long2[0]"]
-    short = [f"nbs/s{i:02}.ipynb::s{i:02}[0]" for i in range(20)]
-    collection = unknown + long + short
-    durations = {long[0]: 33.0, long[1]: 8.0} | {nodeid: 1.0 for nodeid in short}
+def scheduled(
+    pytester: pytest.Pytester, collection: list[str], durations: dict[str, float]
+) -> tuple[Any, Worker, Worker]:
     config = pytester.parseconfig("--tx", "2*popen")
     scheduler = longest_first_scheduler(config, None, durations)
     one, two = Worker("gw0"), Worker("gw1")
@@ -98,13 +88,49 @@ def test_unknown_items_first_do_not_carry_the_long_ones_off_to_one_worker(
         scheduler.add_node(worker)
         scheduler.add_node_collection(worker, collection)
     scheduler.schedule()
+    return scheduler, one, two
+
+
+def held_while_the_quick_worker_finishes(scheduler: Any, worker: Worker) -> list[list[int]]:
+    """What ``worker`` holds after each item it finishes, until nothing is pending."""
     held: list[list[int]] = []
-    while scheduler.pending:  # gw1 is the quick one: it finishes whatever it runs
-        scheduler.mark_test_complete(two, scheduler.node2pending[two][0], 0.1)
-        held.append(list(scheduler.node2pending[two]))
-    assert max(len(items) for items in held) == 2
+    while scheduler.pending:
+        scheduler.mark_test_complete(worker, scheduler.node2pending[worker][0], 0.01)
+        held.append(list(scheduler.node2pending[worker]))
+    return held
+
+
+def test_unknown_items_first_do_not_carry_the_long_ones_off_to_one_worker(
+    pytester: pytest.Pytester,
+) -> None:
+    """Markdown-only notebooks never get a duration, so they stay unknown, and go first.
+
+    A whole chunk of them, as xdist sends chunks, would reach past them into the longest
+    notebooks and commit those to one worker (measured: a 33 s and an 8 s notebook queued
+    on one worker while the other sat idle for 27 s).  A known item is never queued
+    behind more than the one item a worker must hold to run it.
+    """
+    unknown = [f"nbs/u{i:02}.ipynb::u{i:02}[0]" for i in range(12)]
+    long = ["nbs/long1.ipynb::long1[0]", "nbs/long2.ipynb::long2[0]"]
+    short = [f"nbs/s{i:02}.ipynb::s{i:02}[0]" for i in range(20)]
+    collection = unknown + long + short
+    durations = {long[0]: 33.0, long[1]: 8.0} | {nodeid: 1.0 for nodeid in short}
+    scheduler, _, two = scheduled(pytester, collection, durations)
+    for items in held_while_the_quick_worker_finishes(scheduler, two):
+        assert all(collection[i] not in durations for i in items[2:]), items
     handed = [collection[i] for i in two.sent]
     assert [nodeid for nodeid in handed if nodeid in durations][:2] == long
+
+
+def test_a_suites_other_tests_still_go_out_in_xdists_chunks(pytester: pytest.Pytester) -> None:
+    """Only notebooks are timed: a suite's other tests stay unknown, and one at a time each
+    would wait for a round trip to the controller before it could start."""
+    tests = [f"tests/test_x.py::test_{i:03}" for i in range(200)]
+    notebook = "nbs/a.ipynb::a[0]"
+    scheduler, _, two = scheduled(pytester, [*tests, notebook], {notebook: 5.0})
+    held = held_while_the_quick_worker_finishes(scheduler, two)
+    assert max(len(items) for items in held) > 10
+    assert two.sends < 40  # one at a time: about 200
 
 
 def test_collections_that_differ_are_reported_and_nothing_is_sent(
