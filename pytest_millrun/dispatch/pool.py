@@ -98,8 +98,9 @@ def process_pool(workers: int, kernel_start: str = "auto") -> Iterator[ProcessPo
     single-threaded process.  Workers start on demand, so never more than there are jobs.
     """
     from pytest_millrun.dispatch import pool_worker
-    from pytest_millrun.execution.kernel_threads import KERNELS_AT_ONCE
+    from pytest_millrun.execution.kernel_threads import KERNELS_AT_ONCE, kernels_at_once
 
+    at_once = workers * kernels_at_once(os.environ)  # a pool in each xdist worker: all of them
     if sys.platform != "win32":
         multiprocessing.forkserver.set_forkserver_preload(list(pool_worker.PRELOAD))
     levels = {
@@ -110,7 +111,7 @@ def process_pool(workers: int, kernel_start: str = "auto") -> Iterator[ProcessPo
         max_workers=workers,
         mp_context=_PoolContext() if sys.platform != "win32" else None,
         initializer=pool_worker.initialize,
-        initargs=(kernel_start, {**os.environ, KERNELS_AT_ONCE: str(workers)}, levels),
+        initargs=(kernel_start, {**os.environ, KERNELS_AT_ONCE: str(at_once)}, levels),
     )
     try:
         yield pool

@@ -5,16 +5,18 @@ kernels side by side (``pytest -n 2``, ``millrun --workers 2``) each start as ma
 as there are cores, and an OpenMP pool that spins while it waits for its other threads
 slows down badly when the cores are shared: scikit-learn's ``KMeans`` notebook of the
 Python Data Science Handbook took 49 s beside another notebook on 2 cores, and 10 s with
-one thread per kernel.  So, as Dask's nanny and joblib's loky do for their workers, each
-kernel gets the cores divided by the kernels running at once, through the variables the
-libraries read when they load (a fork template starts with them too: they are part of
-its start-up environment).  A user who sets any of them decides for all of them.
+one thread per kernel.  So, as joblib's loky does for its workers (Dask's nanny sets 1),
+each kernel gets the cores divided by the kernels that may run at once, through the
+variables the libraries read when they load (a fork template starts with them too: they
+are part of its start-up environment).  A variable the user set is kept; one who sets
+``OMP_NUM_THREADS``, which the others fall back to, decides for all of them.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 #: The variables that size the native thread pools a notebook's libraries start.
 THREAD_VARIABLES = (
@@ -31,10 +33,30 @@ KERNELS_AT_ONCE = "MILLRUN_KERNELS_AT_ONCE"
 
 
 def usable_cpus() -> int:
-    """The cores this process may run on (its affinity, as a container's limits set it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    """The cores this process may use: its affinity (``--cpuset-cpus``), and no more than
+    its cgroup's CPU quota (``docker --cpus``, a Kubernetes CPU limit), as loky counts."""
+    affinity = getattr(os, "sched_getaffinity", None)  # not on macOS or Windows
+    cpus = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    quota = cgroup_quota()
+    return max(1, min(cpus, quota) if quota else cpus)
+
+
+def cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The CPU quota of this process's cgroup in whole cores (rounded up), None if none."""
+    for quota_file, period_file in (
+        (root / "cpu.max", None),  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
+        (root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us"),  # v1
+    ):
+        try:
+            fields = quota_file.read_text().split()
+            if period_file is not None:
+                fields += period_file.read_text().split()
+            quota, period = int(fields[0]), int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue  # "max", -1, or no such file
+        if quota > 0 and period > 0:
+            return max(1, -(-quota // period))
+    return None
 
 
 def kernels_at_once(env: Mapping[str, str]) -> int:
@@ -47,10 +69,10 @@ def kernels_at_once(env: Mapping[str, str]) -> int:
 
 
 def thread_limits(env: Mapping[str, str], cpus: int) -> dict[str, str]:
-    """The thread variables to add to a kernel's ``env``: none when one kernel runs at a
-    time or when the user set any of them."""
+    """The thread variables to add to a kernel's ``env``: those it does not set, and none
+    when one kernel runs at a time or when it sets ``OMP_NUM_THREADS``."""
     at_once = kernels_at_once(env)
-    if at_once <= 1 or any(name in env for name in THREAD_VARIABLES):
+    if at_once <= 1 or env.get("OMP_NUM_THREADS"):
         return {}
     threads = str(max(1, cpus // at_once))
-    return dict.fromkeys(THREAD_VARIABLES, threads)
+    return {name: threads for name in THREAD_VARIABLES if not env.get(name)}
