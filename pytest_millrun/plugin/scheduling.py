@@ -1,13 +1,14 @@
 """The plugin's side of longest first: durations kept in pytest's cache, and who runs what when.
 
-Why a scheduler and not only an item order: under xdist the controller hands each
-worker consecutive chunks of the collection (``LoadScheduling``), so a long notebook
-collected last starts last whatever order the items are in; and a collection reordered
-on the workers could differ between them (or on a worker restarted after the cache
-changed), which xdist refuses.  So the workers' collection stays as it is, and the
-controller's :class:`LongestFirstScheduling` hands out the items longest first, one at
-a time.  Without xdist the items themselves are reordered.  Both use
-:func:`pytest_millrun.pipeline.run_order.longest_first`, as the CLI and the API do.
+Why a scheduler and not only an item order: under xdist the controller hands each worker
+consecutive chunks of the collection (``LoadScheduling``), so a long notebook collected
+last starts last whatever order the items are in; and a collection reordered on the
+workers could differ between them (or on a worker restarted after the cache changed),
+which xdist refuses. So the workers' collection stays as it is, and the controller's
+:class:`~pytest_millrun.plugin.xdist_scheduler.LongestFirstScheduling` hands out the
+items longest first, one at a time. Without xdist the items themselves are reordered.
+Both use :func:`pytest_millrun.pipeline.run_order.longest_first`, as the CLI and the API
+do.
 
 The durations are the cells' seconds of the last run's notebook items (an item the
 cache answered for, or one that failed, keeps the one before), under :data:`CACHE_KEY`.
@@ -15,7 +16,7 @@ cache answered for, or one that failed, keeps the one before), under :data:`CACH
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,86 +112,8 @@ def still_there(known: dict[str, float], rootpath: Path) -> dict[str, float]:
 def longest_first_scheduler(
     config: pytest.Config, log: Any, durations: Mapping[str, float]
 ) -> LoadScheduling:
-    """A :class:`LongestFirstScheduling` (xdist imported here: only the controller needs it)."""
-    from xdist.scheduler import LoadScheduling
+    """A :class:`~pytest_millrun.plugin.xdist_scheduler.LongestFirstScheduling` (xdist
+    imported there, so only here: only the controller needs it)."""
+    from pytest_millrun.plugin.xdist_scheduler import LongestFirstScheduling
 
-    class LongestFirstScheduling(LoadScheduling):  # type: ignore[misc]  # xdist: untyped here
-        """``load`` scheduling that hands out the pending items longest first, one at a time.
-
-        Each worker holds two items (the one it runs and the next, which a worker must
-        know to run the first), topped up one by one as it finishes them, so the longest
-        go out first and the short ones fill in at the end.  A worker that dies gives its
-        items back into that order.  Items of unknown duration (new notebooks, those with
-        no code cells, which never get one, and a suite's other tests) come first, in
-        xdist's chunks cut short where the known ones begin: a whole chunk would reach past
-        them and commit the longest notebooks to one worker.
-        """
-
-        collection: list[str] | None
-        maxschedchunk: int | None
-        pending: list[int]
-        node2pending: dict[Any, list[int]]
-
-        def schedule(self) -> None:
-            if self.collection is not None:
-                super().schedule()  # a node added later: topped up like the others
-                return
-            if not self._check_nodes_have_same_collection():
-                self.log("**Different tests collected, aborting run**")
-                return
-            collection: list[str] = next(iter(self.node2collection.values()))
-            self.collection = collection
-            self.pending[:] = self._ordered(range(len(collection)))
-            if not collection:
-                return
-            if self.maxschedchunk is None:
-                self.maxschedchunk = len(collection)
-            for _ in range(2):
-                for node in self.nodes:
-                    self._send_tests(node, 1)
-            if not self.pending:
-                for node in self.nodes:
-                    node.shutdown()
-
-        def check_schedule(self, node: Any, duration: float = 0) -> None:
-            if node.shutting_down:
-                return
-            unknown = self._unknown_ahead()
-            if self.pending and not unknown:
-                self._send_tests(node, max(0, 2 - len(self.node2pending[node])))
-                return
-            # xdist's own chunks for what is not timed (a suite's other tests too), but
-            # never past it: the chunk would commit the longest notebooks to one worker
-            saved, self.maxschedchunk = self.maxschedchunk, unknown
-            try:
-                super().check_schedule(node, duration)  # nothing left: xdist shuts it down
-            finally:
-                self.maxschedchunk = saved
-
-        def _unknown_ahead(self) -> int:
-            """How many pending items of unknown duration come before the first known one."""
-            assert self.collection is not None  # scheduled once every node collected
-            count = 0
-            for index in self.pending:
-                if self.collection[index] in durations:
-                    break
-                count += 1
-            return count
-
-        def remove_node(self, node: Any) -> str | None:
-            pending = self.node2pending.pop(node)
-            if not pending:
-                return None
-            assert self.collection is not None
-            crashed = self.collection[pending.pop(0)]
-            self.pending[:] = self._ordered([*pending, *self.pending])
-            for other in self.node2pending:
-                self.check_schedule(other)
-            return crashed
-
-        def _ordered(self, indices: Sequence[int]) -> list[int]:
-            collection = self.collection
-            assert collection is not None
-            return longest_first(list(indices), durations, key=lambda i: collection[i])
-
-    return LongestFirstScheduling(config, log)
+    return LongestFirstScheduling(config, log, durations)

@@ -37,15 +37,21 @@ def names(indices: list[int]) -> list[str]:
     return [COLLECTION[i].split("::")[0].removeprefix("nbs/")[0] for i in indices]
 
 
-def started(pytester: pytest.Pytester, durations: dict[str, float]) -> tuple[Any, Worker, Worker]:
+def scheduled(
+    pytester: pytest.Pytester, collection: list[str], durations: dict[str, float]
+) -> tuple[Any, Worker, Worker]:
     config = pytester.parseconfig("--tx", "2*popen")
     scheduler = longest_first_scheduler(config, None, durations)
     one, two = Worker("gw0"), Worker("gw1")
     for worker in (one, two):
         scheduler.add_node(worker)
-        scheduler.add_node_collection(worker, COLLECTION)
+        scheduler.add_node_collection(worker, collection)
     scheduler.schedule()
     return scheduler, one, two
+
+
+def started(pytester: pytest.Pytester, durations: dict[str, float]) -> tuple[Any, Worker, Worker]:
+    return scheduled(pytester, COLLECTION, durations)
 
 
 def test_each_worker_gets_two_items_longest_first_then_one_per_item_done(
@@ -76,19 +82,6 @@ def test_unknown_items_go_first(pytester: pytest.Pytester) -> None:
     scheduler, one, two = started(pytester, known)
     assert (names(one.sent), names(two.sent)) == (["a", "e"], ["b", "d"])
     assert names(scheduler.pending) == ["c"]
-
-
-def scheduled(
-    pytester: pytest.Pytester, collection: list[str], durations: dict[str, float]
-) -> tuple[Any, Worker, Worker]:
-    config = pytester.parseconfig("--tx", "2*popen")
-    scheduler = longest_first_scheduler(config, None, durations)
-    one, two = Worker("gw0"), Worker("gw1")
-    for worker in (one, two):
-        scheduler.add_node(worker)
-        scheduler.add_node_collection(worker, collection)
-    scheduler.schedule()
-    return scheduler, one, two
 
 
 def held_while_the_quick_worker_finishes(scheduler: Any, worker: Worker) -> list[list[int]]:
